@@ -1,0 +1,21 @@
+//! nf_tables and ipset spoken over netlink, with rules encoded exactly as `iptables-nft`
+//! 1.8.9 encodes them, so that `iptables-nft-save` reads back everything netfence writes.
+//!
+//! This is the only netfence crate that does I/O. Layout:
+//!
+//! - [`nl`]: netlink framing, a writer and a bounds-checked reader (pure);
+//! - [`socket`]: the `NETLINK_NETFILTER` socket, in any network namespace;
+//! - [`nft`]: tables, chains and rules: the iptables-nft rule vocabulary, its encoder and
+//!   decoder (through libnftnl), dumps, and atomic transactions with generation checks;
+//! - [`ipset`]: the ipset protocol (7, falling back to 6), encoded and decoded here;
+//! - [`error`]: the crate's one error type.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod ipset;
+pub mod nl;
+pub mod socket;
+
+pub use error::Error;
+pub use socket::{NetlinkSocket, Netns};

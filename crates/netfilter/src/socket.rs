@@ -1,0 +1,328 @@
+//! The `NETLINK_NETFILTER` socket, opened in a chosen network namespace.
+//!
+//! `mnl::Socket` is `!Send`; so is [`NetlinkSocket`]. Open it on the thread that uses it.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mnl::mnl_sys;
+
+use crate::error::Error;
+use crate::nl::{self, Msg};
+
+/// The network namespace a socket talks to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum Netns {
+    /// The namespace of the calling thread.
+    #[default]
+    Current,
+    /// A namespace made by `ip netns add NAME`: `/run/netns/NAME`.
+    Named(String),
+    /// A namespace file, e.g. `/proc/PID/ns/net`.
+    Path(PathBuf),
+}
+
+impl Netns {
+    /// The file naming the namespace, or `None` for the current one.
+    pub fn path(&self) -> Option<PathBuf> {
+        match self {
+            Self::Current => None,
+            Self::Named(name) => Some(PathBuf::from("/run/netns").join(name)),
+            Self::Path(p) => Some(p.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for Netns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Current => f.write_str("the current network namespace"),
+            Self::Named(n) => write!(f, "network namespace {n}"),
+            Self::Path(p) => write!(f, "network namespace {}", p.display()),
+        }
+    }
+}
+
+/// Runs `f` with the calling thread switched into `ns`, then switches back. A socket
+/// created inside stays bound to `ns` for its whole life.
+fn in_netns<T>(ns: &Netns, f: impl FnOnce() -> T) -> Result<T, Error> {
+    let Some(path) = ns.path() else {
+        return Ok(f());
+    };
+    let target =
+        File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let orig = File::open("/proc/thread-self/ns/net")
+        .map_err(|e| Error::io("opening /proc/thread-self/ns/net", e))?;
+    // SAFETY: setns on valid fds we own; CLONE_NEWNET only moves this thread.
+    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(Error::io(
+            format!("entering {ns} (needs root / CAP_SYS_ADMIN)"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let out = f();
+    // SAFETY: as above. Returning to the namespace we came from can't lack privilege,
+    // since we just used it to leave; failing here would strand the thread elsewhere.
+    if unsafe { libc::setns(orig.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        let e = std::io::Error::last_os_error();
+        panic!("cannot return to the original network namespace: {e}");
+    }
+    Ok(out)
+}
+
+/// Receive buffer size: large enough that one `recv` takes a full dump skb.
+const RECV_BUF: usize = 1 << 20;
+/// What the kernel keeps beside the payload of each queued skb: the socket buffers are
+/// sized in truesize, not payload bytes.
+const SKB_OVERHEAD: usize = 1024;
+
+/// A `NETLINK_NETFILTER` socket (nf_tables and ipset share the bus) with its own sequence
+/// numbers and a receive buffer aligned for `nlmsghdr`.
+pub struct NetlinkSocket {
+    sock: mnl::Socket,
+    netns: Netns,
+    seq: u32,
+    buf: Vec<u64>,
+    sndbuf: usize,
+    rcvbuf: usize,
+}
+
+impl std::fmt::Debug for NetlinkSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetlinkSocket")
+            .field("netns", &self.netns)
+            .field("portid", &self.sock.portid())
+            .finish()
+    }
+}
+
+impl NetlinkSocket {
+    /// Opens and binds a socket in `netns`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the namespace can't be entered or the socket can't be opened.
+    pub fn open(netns: &Netns) -> Result<Self, Error> {
+        let sock = in_netns(netns, || mnl::Socket::new(mnl::Bus::Netfilter))?
+            .map_err(|e| Error::io(format!("opening a netfilter netlink socket in {netns}"), e))?;
+        let mut s = Self {
+            sock,
+            netns: netns.clone(),
+            // Start from the clock, as libmnl users do, so that a restarted process does
+            // not mistake stale replies for its own.
+            seq: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as u32)
+                .unwrap_or(1),
+            buf: vec![0u64; RECV_BUF / 8],
+            sndbuf: 0,
+            rcvbuf: 0,
+        };
+        // Reporting errors (ENOBUFS) is what we want; ask for extended ACKs so the kernel
+        // can say more, and cap ACKs to the header so big batches don't echo themselves.
+        s.setsockopt(libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)?;
+        s.setsockopt(libc::SOL_NETLINK, libc::NETLINK_EXT_ACK, 1)?;
+        s.reserve(1 << 20, 4 << 20)?;
+        Ok(s)
+    }
+
+    /// The namespace this socket talks to.
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    fn fd(&self) -> libc::c_int {
+        // SAFETY: the pointer is valid for the life of `self.sock`.
+        unsafe { mnl_sys::mnl_socket_get_fd(self.sock.as_raw_socket()) }
+    }
+
+    fn setsockopt(&self, level: i32, opt: i32, val: i32) -> Result<(), Error> {
+        // SAFETY: plain setsockopt with an int option.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd(),
+                level,
+                opt,
+                (&val as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::io(
+                format!("setsockopt({level}, {opt}, {val}) on the netlink socket"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes sure one `sendmsg` of `send` bytes is accepted and `recv` bytes of replies can
+    /// queue without loss. Uses the `FORCE` variants (root) since a batch of 100k rules is
+    /// far above the default `wmem_max`/`rmem_max`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the options can't be set.
+    pub fn reserve(&mut self, send: usize, recv: usize) -> Result<(), Error> {
+        const CAP: usize = 1 << 30;
+        // netlink_sendmsg refuses len > sk_sndbuf - 32; the kernel doubles what we set.
+        let send = (send + 64 * 1024).min(CAP);
+        if send > self.sndbuf {
+            self.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, (send / 2 + 1) as i32)
+                .or_else(|_| self.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUF, send as i32))?;
+            self.sndbuf = send;
+        }
+        let recv = recv.min(CAP);
+        if recv > self.rcvbuf {
+            self.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (recv / 2 + 1) as i32)
+                .or_else(|_| self.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, recv as i32))?;
+            self.rcvbuf = recv;
+        }
+        Ok(())
+    }
+
+    /// Room in the receive buffer for `n` replies of about `size` bytes each.
+    pub(crate) fn reserve_replies(&mut self, n: usize, size: usize) -> Result<(), Error> {
+        let want = n.saturating_mul(size + SKB_OVERHEAD) + (4 << 20);
+        self.reserve(0, want)
+    }
+
+    /// A fresh sequence number.
+    pub fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        if self.seq == 0 {
+            self.seq = 1;
+        }
+        self.seq
+    }
+
+    /// Sends `bytes` in one `sendmsg`, growing the send buffer first if needed.
+    ///
+    /// # Errors
+    /// [`Error::Io`] on a send failure, or when the kernel took less than all of it.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.reserve(bytes.len(), 0)?;
+        let n = self
+            .sock
+            .send(bytes)
+            .map_err(|e| Error::io(format!("sending {} bytes of netlink", bytes.len()), e))?;
+        if n != bytes.len() {
+            return Err(Error::io(
+                "sending netlink",
+                std::io::Error::other(format!("sent {n} of {} bytes", bytes.len())),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Receives one datagram (it may hold many messages) and hands each message to `f`.
+    /// Returns `Ok(false)` when nothing arrived within `wait` (`Duration::ZERO`: don't wait).
+    ///
+    /// # Errors
+    /// [`Error::Io`] on a receive failure, `ENOBUFS` meaning replies were lost;
+    /// whatever `f` returns.
+    pub fn recv(
+        &mut self,
+        wait: Duration,
+        mut f: impl FnMut(Msg<'_>) -> Result<(), Error>,
+    ) -> Result<bool, Error> {
+        {
+            let mut pfd = libc::pollfd {
+                fd: self.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+            loop {
+                // SAFETY: one valid pollfd.
+                let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+                if rc < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(Error::io("polling the netlink socket", e));
+                }
+                if rc == 0 {
+                    return Ok(false);
+                }
+                break;
+            }
+        }
+        let bytes: &mut [u8] = {
+            let b = self.buf.as_mut_slice();
+            // SAFETY: u64 storage viewed as bytes; alignment only grows.
+            unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<u8>(), b.len() * 8) }
+        };
+        let n = loop {
+            // SAFETY: recv into our own buffer.
+            let rc = unsafe {
+                libc::recv(
+                    mnl_sys::mnl_socket_get_fd(self.sock.as_raw_socket()),
+                    bytes.as_mut_ptr().cast(),
+                    bytes.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if rc >= 0 {
+                break rc as usize;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return Ok(false),
+                _ => return Err(Error::io("receiving from the netlink socket", e)),
+            }
+        };
+        for m in nl::messages(&bytes[..n]) {
+            f(m?)?;
+        }
+        Ok(true)
+    }
+
+    /// Sends one request and feeds every reply with its sequence number to `f`, until the
+    /// kernel's final ACK, error or `NLMSG_DONE`. The request must carry `NLM_F_ACK` or
+    /// `NLM_F_DUMP`, or this waits for `timeout` and fails.
+    ///
+    /// # Errors
+    /// [`Error::Kernel`] with `op` when the kernel answers with an errno; [`Error::Io`]
+    /// when it doesn't answer at all within 10 s.
+    pub fn request(
+        &mut self,
+        msg: &[u8],
+        seq: u32,
+        op: &dyn Fn() -> String,
+        mut f: impl FnMut(Msg<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.send(msg)?;
+        let mut done = false;
+        let mut result = Ok(());
+        while !done {
+            let got = self.recv(Duration::from_secs(10), |m| {
+                if m.seq != seq {
+                    // A late reply to an earlier request that gave up; not ours.
+                    return Ok(());
+                }
+                match m.ty {
+                    nl::NLMSG_ERROR => {
+                        let (errno, _) = m.error()?;
+                        if errno != 0 {
+                            result = Err(Error::Kernel { op: op(), errno });
+                        }
+                        done = true;
+                    }
+                    nl::NLMSG_DONE => done = true,
+                    _ => f(m)?,
+                }
+                Ok(())
+            })?;
+            if !got {
+                return Err(Error::io(
+                    op(),
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no netlink reply in 10 s"),
+                ));
+            }
+        }
+        result
+    }
+}
