@@ -1,0 +1,96 @@
+//! Sandboxes for tests that need root: each test gets its own uniquely named network
+//! namespace, works only inside it, and removes it on drop (also when the test panics).
+//! The CLI tools run here only as oracles.
+
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use netfilter::Netns;
+
+/// A throwaway network namespace.
+pub struct Sandbox {
+    /// The namespace's name under `/run/netns`.
+    pub name: String,
+}
+
+impl Sandbox {
+    /// Creates `nft-<tag>-<pid>-<n>`. Panics (failing the test) when not root.
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "nf-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("running ip");
+        assert!(
+            out.status.success(),
+            "ip netns add {name} failed (tests need root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { name }
+    }
+
+    /// The namespace, for netfence's API.
+    pub fn netns(&self) -> Netns {
+        Netns::Named(self.name.clone())
+    }
+
+    /// Runs `cmd args...` inside the namespace.
+    pub fn run(&self, cmd: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, cmd])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {cmd}: {e}"))
+    }
+
+    /// Runs a command inside the namespace and returns its stdout; panics on failure.
+    pub fn sh(&self, cmd: &str, args: &[&str]) -> String {
+        let out = self.run(cmd, args);
+        assert!(
+            out.status.success(),
+            "{cmd} {args:?} in {} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs a command with `input` on stdin inside the namespace; panics on failure.
+    pub fn sh_stdin(&self, cmd: &str, args: &[&str], input: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, cmd])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("writing stdin");
+        let out = child.wait_with_output().expect("waiting");
+        assert!(
+            out.status.success(),
+            "{cmd} {args:?} in {} failed: {}\ninput:\n{input}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // ipsets live in the namespace and go with it; nothing leaks to the host.
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
