@@ -24,7 +24,10 @@ impl Sandbox {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let out = Command::new("ip").args(["netns", "add", &name]).output().expect("running ip");
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("running ip");
         assert!(
             out.status.success(),
             "ip netns add {name} failed (tests need root): {}",
@@ -62,6 +65,18 @@ impl Sandbox {
 
     /// Runs a command with `input` on stdin inside the namespace; panics on failure.
     pub fn sh_stdin(&self, cmd: &str, args: &[&str], input: &str) -> String {
+        let out = self.run_stdin(cmd, args, input);
+        assert!(
+            out.status.success(),
+            "{cmd} {args:?} in {} failed: {}\ninput:\n{input}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs a command with `input` on stdin inside the namespace.
+    pub fn run_stdin(&self, cmd: &str, args: &[&str], input: &str) -> Output {
         use std::io::Write;
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.name, cmd])
@@ -77,20 +92,15 @@ impl Sandbox {
             .expect("stdin")
             .write_all(input.as_bytes())
             .expect("writing stdin");
-        let out = child.wait_with_output().expect("waiting");
-        assert!(
-            out.status.success(),
-            "{cmd} {args:?} in {} failed: {}\ninput:\n{input}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 output")
+        child.wait_with_output().expect("waiting")
     }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
         // ipsets live in the namespace and go with it; nothing leaks to the host.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

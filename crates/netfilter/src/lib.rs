@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod ipset;
+pub mod nft;
 pub mod nl;
 pub mod socket;
 

@@ -110,7 +110,10 @@ impl MsgWriter {
     pub fn attr(&mut self, ty: u16, data: &[u8]) -> Result<(), Error> {
         let len = NLA_HDRLEN + data.len();
         let len16 = u16::try_from(len).map_err(|_| Error::Encode {
-            what: format!("attribute {ty} of {} bytes exceeds the 64 KiB netlink limit", len),
+            what: format!(
+                "attribute {ty} of {} bytes exceeds the 64 KiB netlink limit",
+                len
+            ),
         })?;
         self.buf.extend_from_slice(&len16.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
@@ -354,7 +357,9 @@ impl<'a> Iterator for Attrs<'a> {
         let ty = u16::from_ne_bytes([self.buf[2], self.buf[3]]) & NLA_TYPE_MASK;
         if len < NLA_HDRLEN || len > self.buf.len() {
             self.buf = &[];
-            return Some(Err(Error::malformed(format!("nla_len {len} out of bounds"))));
+            return Some(Err(Error::malformed(format!(
+                "nla_len {len} out of bounds"
+            ))));
         }
         let data = &self.buf[NLA_HDRLEN..len];
         self.buf = &self.buf[align(len).min(self.buf.len())..];

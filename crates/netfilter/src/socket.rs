@@ -168,14 +168,22 @@ impl NetlinkSocket {
         // netlink_sendmsg refuses len > sk_sndbuf - 32; the kernel doubles what we set.
         let send = (send + 64 * 1024).min(CAP);
         if send > self.sndbuf {
-            self.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, (send / 2 + 1) as i32)
-                .or_else(|_| self.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUF, send as i32))?;
+            self.setsockopt(
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (send / 2 + 1) as i32,
+            )
+            .or_else(|_| self.setsockopt(libc::SOL_SOCKET, libc::SO_SNDBUF, send as i32))?;
             self.sndbuf = send;
         }
         let recv = recv.min(CAP);
         if recv > self.rcvbuf {
-            self.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (recv / 2 + 1) as i32)
-                .or_else(|_| self.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, recv as i32))?;
+            self.setsockopt(
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (recv / 2 + 1) as i32,
+            )
+            .or_else(|_| self.setsockopt(libc::SOL_SOCKET, libc::SO_RCVBUF, recv as i32))?;
             self.rcvbuf = recv;
         }
         Ok(())

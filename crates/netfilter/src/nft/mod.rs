@@ -1,0 +1,950 @@
+//! nf_tables over netlink: tables, chains and rules in the iptables-nft vocabulary.
+//!
+//! - [`rule`]: the vocabulary ([`Rule`], [`Match`], [`Target`]) and its iptables-save text;
+//! - [`encode`]: rules to libnftnl expressions, as iptables-nft 1.8.9 encodes them;
+//! - [`expr`] and [`decode`]: dumped bytes back to expressions, then to rules;
+//! - [`xt`]: the xtables info structs inside `match`/`target` expressions;
+//! - this module: table and chain messages, [`Transaction`] (one atomic batch in one
+//!   `sendmsg`, generation-checked), and dumps ([`list_tables`], [`list_chains`],
+//!   [`list_rules`]).
+
+pub mod decode;
+pub mod encode;
+pub mod expr;
+pub mod rule;
+pub mod xt;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use nftnl::nftnl_sys as sys;
+
+pub use encode::{validate, SetIndex, MAX_CHAIN_NAME, MAX_SET_NAME};
+pub use rule::{
+    CtState, Family, Iface, Match, Neg, PortDir, PortRange, Protocol, RejectWith, Rule, SetDir,
+    Target,
+};
+
+use crate::error::Error;
+use crate::nl::{self, Msg, MsgWriter};
+use crate::socket::NetlinkSocket;
+
+/// `NFNL_SUBSYS_NFTABLES` (`nfnetlink.h`).
+const SUBSYS: u16 = 10;
+/// `NFNL_MSG_BATCH_BEGIN` / `NFNL_MSG_BATCH_END` (`nfnetlink.h`).
+const BATCH_BEGIN: u16 = 0x10;
+const BATCH_END: u16 = 0x11;
+/// `NFNL_BATCH_GENID`.
+const BATCH_GENID: u16 = 1;
+
+/// `enum nf_tables_msg_types`.
+mod msg {
+    pub const NEWTABLE: u16 = 0;
+    pub const GETTABLE: u16 = 1;
+    pub const NEWCHAIN: u16 = 3;
+    pub const GETCHAIN: u16 = 4;
+    pub const DELCHAIN: u16 = 5;
+    pub const NEWRULE: u16 = 6;
+    pub const GETRULE: u16 = 7;
+    pub const DELRULE: u16 = 8;
+    pub const NEWGEN: u16 = 15;
+    pub const GETGEN: u16 = 16;
+}
+
+const fn nft_type(m: u16) -> u16 {
+    (SUBSYS << 8) | m
+}
+
+/// A netfilter hook a base chain attaches to (`enum nf_inet_hooks`, `netfilter.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hook {
+    /// `NF_INET_PRE_ROUTING`.
+    Prerouting = 0,
+    /// `NF_INET_LOCAL_IN`.
+    Input = 1,
+    /// `NF_INET_FORWARD`.
+    Forward = 2,
+    /// `NF_INET_LOCAL_OUT`.
+    Output = 3,
+    /// `NF_INET_POST_ROUTING`.
+    Postrouting = 4,
+}
+
+impl Hook {
+    fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Prerouting,
+            1 => Self::Input,
+            2 => Self::Forward,
+            3 => Self::Output,
+            4 => Self::Postrouting,
+            _ => return None,
+        })
+    }
+}
+
+/// A base chain's default verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Policy {
+    /// `NF_ACCEPT`.
+    Accept,
+    /// `NF_DROP`.
+    Drop,
+}
+
+/// What makes a chain a base chain: `type filter hook H priority P; policy X;`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BaseChain {
+    /// The hook.
+    pub hook: Hook,
+    /// The priority (iptables' filter table uses 0).
+    pub priority: i32,
+    /// The policy.
+    pub policy: Policy,
+}
+
+/// A chain to create.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChainSpec {
+    /// Its name (at most [`MAX_CHAIN_NAME`] bytes).
+    pub name: String,
+    /// `Some` for a base chain, with the `filter` type.
+    pub base: Option<BaseChain>,
+}
+
+/// Refers to a rule: by its kernel handle, or by a rule added earlier in the same
+/// transaction (its index among the transaction's operations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleRef {
+    /// A rule already in the kernel.
+    Handle(u64),
+    /// A rule added by operation `n` of this transaction.
+    New(usize),
+}
+
+/// Where a new rule goes in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Position {
+    /// At the end (`iptables -A`).
+    Append,
+    /// At the head (`iptables -I CHAIN`).
+    Prepend,
+    /// Right after a rule.
+    After(RuleRef),
+    /// Right before a rule (`iptables -I CHAIN N`).
+    Before(RuleRef),
+}
+
+/// One operation of a [`Transaction`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Create a table if it does not exist (never flushes or replaces it).
+    AddTable {
+        /// Family.
+        family: Family,
+        /// Name.
+        table: String,
+    },
+    /// Create a chain if it does not exist. For a base chain that exists, its policy is
+    /// updated.
+    AddChain {
+        /// Family.
+        family: Family,
+        /// Table.
+        table: String,
+        /// The chain.
+        chain: ChainSpec,
+    },
+    /// Delete an empty, unreferenced chain.
+    DelChain {
+        /// Family.
+        family: Family,
+        /// Table.
+        table: String,
+        /// Name.
+        chain: String,
+    },
+    /// Add a rule; its handle comes back in [`Committed::handles`].
+    AddRule {
+        /// Family.
+        family: Family,
+        /// Table.
+        table: String,
+        /// Chain.
+        chain: String,
+        /// The rule.
+        rule: Rule,
+        /// Where.
+        position: Position,
+    },
+    /// Replace the rule with `handle` in place, keeping its position.
+    ReplaceRule {
+        /// Family.
+        family: Family,
+        /// Table.
+        table: String,
+        /// Chain.
+        chain: String,
+        /// The rule replaced.
+        handle: u64,
+        /// The new rule.
+        rule: Rule,
+    },
+    /// Delete the rule with `handle`.
+    DelRule {
+        /// Family.
+        family: Family,
+        /// Table.
+        table: String,
+        /// Chain.
+        chain: String,
+        /// Handle.
+        handle: u64,
+    },
+}
+
+impl Op {
+    /// What the operation does, naming its object, for error messages.
+    pub fn describe(&self) -> String {
+        let rule_name = |r: &Rule, f: Family| match r.comment() {
+            Some(c) => format!("rule {c:?}"),
+            None => format!("rule `{}`", r.to_iptables(f)),
+        };
+        match self {
+            Op::AddTable { family, table } => format!("adding table {family} {table}"),
+            Op::AddChain {
+                family,
+                table,
+                chain,
+            } => format!("adding chain {family} {table} {}", chain.name),
+            Op::DelChain {
+                family,
+                table,
+                chain,
+            } => format!("deleting chain {family} {table} {chain}"),
+            Op::AddRule {
+                family,
+                table,
+                chain,
+                rule,
+                ..
+            } => format!(
+                "adding {} to chain {family} {table} {chain}",
+                rule_name(rule, *family)
+            ),
+            Op::ReplaceRule {
+                family,
+                table,
+                chain,
+                handle,
+                rule,
+            } => format!(
+                "replacing rule handle {handle} in chain {family} {table} {chain} with {}",
+                rule_name(rule, *family)
+            ),
+            Op::DelRule {
+                family,
+                table,
+                chain,
+                handle,
+            } => format!("deleting rule handle {handle} from chain {family} {table} {chain}"),
+        }
+    }
+}
+
+/// The outcome of a committed transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// For each operation, the handle of the rule it added (`AddRule`, `ReplaceRule`), as
+    /// echoed by the kernel.
+    pub handles: Vec<Option<u64>>,
+    /// Bytes sent in the one `sendmsg`.
+    pub bytes: usize,
+}
+
+/// An atomic nf_tables batch. Either every operation is applied or none is.
+#[derive(Debug, Clone, Default)]
+pub struct Transaction {
+    ops: Vec<Op>,
+}
+
+thread_local! {
+    /// Scratch buffer libnftnl builds one rule message into (the largest nf_tables
+    /// message is a bit over 64 KiB).
+    static SCRATCH: std::cell::RefCell<Vec<u64>> = std::cell::RefCell::new(vec![0u64; (65536 + 8192) / 8]);
+}
+
+impl Transaction {
+    /// An empty transaction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an operation; returns its index (for [`RuleRef::New`]).
+    pub fn push(&mut self, op: Op) -> usize {
+        self.ops.push(op);
+        self.ops.len() - 1
+    }
+
+    /// The operations.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Encodes the whole batch: begin (with `genid` when given), one message per
+    /// operation with sequence numbers `first_seq + 1 ..`, end. `echo` asks the kernel to
+    /// echo new rules so their handles can be read. Pure: no I/O.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a rule or name the kernel would refuse, or the set lookup's
+    /// error; nothing is encoded then.
+    pub fn encode(
+        &self,
+        first_seq: u32,
+        genid: Option<u32>,
+        sets: &dyn SetIndex,
+        echo: bool,
+    ) -> Result<Vec<u8>, Error> {
+        let mut w = MsgWriter::with_capacity(64 + self.ops.len() * 512);
+        w.begin(BATCH_BEGIN, nl::NLM_F_REQUEST, first_seq);
+        w.nfgenmsg(libc::AF_UNSPEC as u8, 0, SUBSYS);
+        if let Some(g) = genid {
+            w.attr_u32_be(BATCH_GENID, g);
+        }
+        w.end();
+        for (i, op) in self.ops.iter().enumerate() {
+            let seq = first_seq.wrapping_add(1 + i as u32);
+            // The last operation asks for an ACK: when it arrives, the kernel has
+            // processed the whole batch, and any error came before it.
+            let ack = if i + 1 == self.ops.len() {
+                nl::NLM_F_ACK
+            } else {
+                0
+            };
+            encode_op(&mut w, op, first_seq, seq, ack, echo, sets).map_err(|e| match e {
+                Error::Invalid { object, reason } => Error::Invalid {
+                    object: format!("{} ({object})", op.describe()),
+                    reason,
+                },
+                e => e,
+            })?;
+        }
+        w.begin(
+            BATCH_END,
+            nl::NLM_F_REQUEST,
+            first_seq.wrapping_add(1 + self.ops.len() as u32),
+        );
+        w.nfgenmsg(libc::AF_UNSPEC as u8, 0, SUBSYS);
+        w.end();
+        Ok(w.into_bytes())
+    }
+
+    /// Sends the batch in one `sendmsg` and waits for the kernel's verdict.
+    ///
+    /// With `genid`, the kernel refuses the batch whole if another writer committed
+    /// since that generation was read ([`Error::GenerationChanged`]): re-read and retry.
+    ///
+    /// # Errors
+    /// [`Error::Kernel`] naming the first failing operation; nothing was applied.
+    pub fn commit(
+        &self,
+        sock: &mut NetlinkSocket,
+        genid: Option<u32>,
+        sets: &dyn SetIndex,
+    ) -> Result<Committed, Error> {
+        if self.ops.is_empty() {
+            return Ok(Committed::default());
+        }
+        let first = sock.next_seq();
+        // Reserve the sequence numbers the batch uses.
+        for _ in 0..=self.ops.len() {
+            sock.next_seq();
+        }
+        let bytes = self.encode(first, genid, sets, true)?;
+        let adds = self
+            .ops
+            .iter()
+            .filter(|o| matches!(o, Op::AddRule { .. } | Op::ReplaceRule { .. }))
+            .count();
+        sock.reserve_replies(adds, 1024)?;
+        sock.send(&bytes)?;
+
+        let last = first.wrapping_add(self.ops.len() as u32);
+        let mut handles = vec![None; self.ops.len()];
+        let mut errors: Vec<(u32, i32)> = Vec::new();
+        let mut finished = false;
+        let mut begin_err = None;
+        // nfnetlink processes the batch inside sendmsg, so replies are already queued;
+        // the wait only guards against a kernel that defers them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !finished {
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            let got = sock.recv(wait, |m: Msg<'_>| {
+                let idx = m.seq.wrapping_sub(first);
+                if m.ty == nl::NLMSG_ERROR {
+                    let (errno, _) = m.error()?;
+                    if m.seq == first {
+                        // Errors on batch begin: the generation check, or the commit.
+                        begin_err = Some(errno);
+                        finished = true;
+                    } else if errno != 0 {
+                        errors.push((idx, errno));
+                    }
+                    if m.seq == last {
+                        finished = true;
+                    }
+                } else if m.ty == nft_type(msg::NEWRULE)
+                    && idx >= 1
+                    && (idx as usize) <= self.ops.len()
+                {
+                    for a in m.attrs(4) {
+                        let a = a?;
+                        if a.ty == 3 {
+                            handles[idx as usize - 1] = Some(a.u64_be()?);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+            if !got && !finished {
+                return Err(Error::io(
+                    "committing an nf_tables batch",
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply from the kernel"),
+                ));
+            }
+        }
+        // Drain what is left (echoes and errors queued after the ACK), without waiting.
+        while sock.recv(Duration::ZERO, |m| {
+            let idx = m.seq.wrapping_sub(first);
+            if m.ty == nl::NLMSG_ERROR {
+                let (errno, _) = m.error()?;
+                if errno != 0 && m.seq != first {
+                    errors.push((idx, errno));
+                }
+            }
+            Ok(())
+        })? {}
+        if let Some(errno) = begin_err.filter(|&e| e != 0) {
+            if errno == libc::ERESTART && genid.is_some() {
+                return Err(Error::GenerationChanged {
+                    expected: genid.unwrap_or_default(),
+                });
+            }
+            if let Some(&(idx, e)) = errors.first() {
+                return Err(self.kernel_error(idx, e));
+            }
+            return Err(Error::Kernel {
+                op: format!("committing a batch of {} operations", self.ops.len()),
+                errno,
+            });
+        }
+        if let Some(&(idx, errno)) = errors.first() {
+            return Err(self.kernel_error(idx, errno));
+        }
+        Ok(Committed {
+            handles,
+            bytes: bytes.len(),
+        })
+    }
+
+    fn kernel_error(&self, idx: u32, errno: i32) -> Error {
+        let op = match self.ops.get((idx as usize).wrapping_sub(1)) {
+            Some(op) => format!("operation #{idx} of the batch, {}", op.describe()),
+            None => format!("the batch (message {idx})"),
+        };
+        Error::Kernel { op, errno }
+    }
+}
+
+fn check_name(what: &str, name: &str, max: usize) -> Result<(), Error> {
+    if name.is_empty() || name.len() > max || name.contains('\0') {
+        return Err(Error::invalid(
+            format!("{what} {name:?}"),
+            format!("must be 1..={max} bytes without NUL"),
+        ));
+    }
+    Ok(())
+}
+
+fn encode_op(
+    w: &mut MsgWriter,
+    op: &Op,
+    first_seq: u32,
+    seq: u32,
+    ack: u16,
+    echo: bool,
+    sets: &dyn SetIndex,
+) -> Result<(), Error> {
+    let req = nl::NLM_F_REQUEST | ack;
+    match op {
+        Op::AddTable { family, table } => {
+            check_name("table", table, 255)?;
+            w.begin(nft_type(msg::NEWTABLE), req | nl::NLM_F_CREATE, seq);
+            w.nfgenmsg(family.nfproto(), 0, 0);
+            w.attr_strz(1, table)?; // NFTA_TABLE_NAME
+            w.attr_u32_be(2, 0); // NFTA_TABLE_FLAGS
+            w.end();
+        }
+        Op::AddChain {
+            family,
+            table,
+            chain,
+        } => {
+            check_name("chain", &chain.name, MAX_CHAIN_NAME)?;
+            w.begin(nft_type(msg::NEWCHAIN), req | nl::NLM_F_CREATE, seq);
+            w.nfgenmsg(family.nfproto(), 0, 0);
+            w.attr_strz(1, table)?; // NFTA_CHAIN_TABLE
+            w.attr_strz(3, &chain.name)?; // NFTA_CHAIN_NAME
+            if let Some(b) = &chain.base {
+                let n = w.nest_begin(4 | nl::NLA_F_NESTED); // NFTA_CHAIN_HOOK
+                w.attr_u32_be(1, b.hook as u32); // NFTA_HOOK_HOOKNUM
+                w.attr_u32_be(2, b.priority as u32); // NFTA_HOOK_PRIORITY
+                w.nest_end(n)?;
+                let pol = match b.policy {
+                    Policy::Accept => 1,
+                    Policy::Drop => 0,
+                };
+                w.attr_u32_be(5, pol); // NFTA_CHAIN_POLICY
+                w.attr_strz(7, "filter")?; // NFTA_CHAIN_TYPE
+            }
+            w.end();
+        }
+        Op::DelChain {
+            family,
+            table,
+            chain,
+        } => {
+            w.begin(nft_type(msg::DELCHAIN), req, seq);
+            w.nfgenmsg(family.nfproto(), 0, 0);
+            w.attr_strz(1, table)?;
+            w.attr_strz(3, chain)?;
+            w.end();
+        }
+        Op::DelRule {
+            family,
+            table,
+            chain,
+            handle,
+        } => {
+            w.begin(nft_type(msg::DELRULE), req, seq);
+            w.nfgenmsg(family.nfproto(), 0, 0);
+            w.attr_strz(1, table)?; // NFTA_RULE_TABLE
+            w.attr_strz(2, chain)?; // NFTA_RULE_CHAIN
+            w.attr(3, &handle.to_be_bytes())?; // NFTA_RULE_HANDLE
+            w.end();
+        }
+        Op::AddRule {
+            family,
+            table,
+            chain,
+            rule,
+            position,
+        } => {
+            check_name("chain", chain, MAX_CHAIN_NAME)?;
+            let r = encode::build(rule, *family, sets)?;
+            r.set_str(sys::NFTNL_RULE_TABLE, table);
+            r.set_str(sys::NFTNL_RULE_CHAIN, chain);
+            let mut flags = req | nl::NLM_F_CREATE;
+            if echo {
+                flags |= nl::NLM_F_ECHO;
+            }
+            // Every new rule gets an id, so later operations can be placed around it.
+            r.set_u32(sys::NFTNL_RULE_ID, seq);
+            match position {
+                Position::Append => flags |= nl::NLM_F_APPEND,
+                Position::Prepend => {}
+                Position::After(at) | Position::Before(at) => {
+                    if matches!(position, Position::After(_)) {
+                        flags |= nl::NLM_F_APPEND;
+                    }
+                    match at {
+                        RuleRef::Handle(h) => r.set_u64(sys::NFTNL_RULE_POSITION, *h),
+                        RuleRef::New(n) => {
+                            // Operation n's NFTA_RULE_ID is its sequence number.
+                            let id = first_seq.wrapping_add(1 + *n as u32);
+                            if id.wrapping_sub(first_seq) >= seq.wrapping_sub(first_seq) {
+                                return Err(Error::invalid(
+                                    "rule position",
+                                    format!("RuleRef::New({n}) must name an earlier operation"),
+                                ));
+                            }
+                            r.set_u32(sys::NFTNL_RULE_POSITION_ID, id);
+                        }
+                    }
+                }
+            }
+            write_rule(w, &r, msg::NEWRULE, *family, flags, seq);
+        }
+        Op::ReplaceRule {
+            family,
+            table,
+            chain,
+            handle,
+            rule,
+        } => {
+            let r = encode::build(rule, *family, sets)?;
+            r.set_str(sys::NFTNL_RULE_TABLE, table);
+            r.set_str(sys::NFTNL_RULE_CHAIN, chain);
+            r.set_u64(sys::NFTNL_RULE_HANDLE, *handle);
+            let mut flags = req | nl::NLM_F_REPLACE;
+            if echo {
+                flags |= nl::NLM_F_ECHO;
+            }
+            write_rule(w, &r, msg::NEWRULE, *family, flags, seq);
+        }
+    }
+    Ok(())
+}
+
+fn write_rule(
+    w: &mut MsgWriter,
+    r: &encode::RuleBox,
+    ty: u16,
+    family: Family,
+    flags: u16,
+    seq: u32,
+) {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let buf = s.as_mut_ptr().cast::<std::os::raw::c_char>();
+        // SAFETY: the scratch buffer holds the largest nf_tables message; libnftnl writes
+        // the header and payload into it and records the length in nlmsg_len.
+        let len = unsafe {
+            let nlh = sys::nftnl_nlmsg_build_hdr(buf, ty, family.nfproto() as u16, flags, seq);
+            sys::nftnl_rule_nlmsg_build_payload(nlh, r.as_ptr());
+            (*nlh).nlmsg_len as usize
+        };
+        // SAFETY: `len` bytes were just written by libnftnl inside the buffer.
+        let bytes = unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), len) };
+        w.raw(bytes);
+    });
+}
+
+/// Reads the nf_tables generation id, for [`Transaction::commit`]'s optimistic check.
+///
+/// # Errors
+/// [`Error::Kernel`] or [`Error::Io`].
+pub fn generation(sock: &mut NetlinkSocket) -> Result<u32, Error> {
+    let seq = sock.next_seq();
+    let mut w = MsgWriter::new();
+    w.begin(
+        nft_type(msg::GETGEN),
+        nl::NLM_F_REQUEST | nl::NLM_F_ACK,
+        seq,
+    );
+    w.nfgenmsg(libc::AF_UNSPEC as u8, 0, 0);
+    w.end();
+    let mut id = None;
+    sock.request(
+        w.as_bytes(),
+        seq,
+        &|| "reading the nf_tables generation".into(),
+        |m| {
+            if m.ty == nft_type(msg::NEWGEN) {
+                for a in m.attrs(4) {
+                    let a = a?;
+                    if a.ty == 1 {
+                        id = Some(a.u32_be()?);
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    id.ok_or_else(|| Error::malformed("NEWGEN without NFTA_GEN_ID"))
+}
+
+/// A table, as dumped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Family.
+    pub family: Family,
+    /// Name.
+    pub name: String,
+    /// Kernel handle.
+    pub handle: u64,
+}
+
+/// A chain, as dumped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// Family.
+    pub family: Family,
+    /// Table.
+    pub table: String,
+    /// Name.
+    pub name: String,
+    /// Kernel handle.
+    pub handle: u64,
+    /// Hook, priority and policy of a base chain.
+    pub base: Option<BaseChain>,
+    /// How many rules jump or go to it (`NFTA_CHAIN_USE`).
+    pub references: u32,
+}
+
+/// A dumped rule that netfence could not decode into its vocabulary: someone else's.
+/// Its bytes are kept verbatim and never rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRule {
+    /// The `NFTA_RULE_EXPRESSIONS` payload.
+    pub exprs: Vec<u8>,
+    /// `NFTA_RULE_COMPAT` (proto, flags).
+    pub compat: Option<(u32, u32)>,
+    /// `NFTA_RULE_USERDATA`.
+    pub userdata: Option<Vec<u8>>,
+}
+
+/// A rule, as dumped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// Family.
+    pub family: Family,
+    /// Table.
+    pub table: String,
+    /// Chain.
+    pub chain: String,
+    /// Kernel handle.
+    pub handle: u64,
+    /// The rule, when it is in netfence's vocabulary.
+    pub rule: Option<Rule>,
+    /// Packets and bytes of its counter.
+    pub counters: (u64, u64),
+    /// The bytes as dumped (always kept, also for decoded rules).
+    pub raw: RawRule,
+}
+
+fn dump(
+    sock: &mut NetlinkSocket,
+    m: u16,
+    family: Option<Family>,
+    attrs: &[(u16, &str)],
+    what: &str,
+    mut f: impl FnMut(Msg<'_>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let seq = sock.next_seq();
+    let mut w = MsgWriter::new();
+    w.begin(nft_type(m), nl::NLM_F_REQUEST | nl::NLM_F_DUMP, seq);
+    w.nfgenmsg(
+        family.map_or(libc::NFPROTO_UNSPEC as u8, Family::nfproto),
+        0,
+        0,
+    );
+    for (ty, v) in attrs {
+        w.attr_strz(*ty, v)?;
+    }
+    w.end();
+    let op = || format!("listing {what}");
+    sock.request(w.as_bytes(), seq, &op, |msg| {
+        if msg.ty == nft_type(m) || msg.ty == nft_type(m - 1) {
+            f(msg)
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// Lists the tables of `family` (all families netfence knows when `None`).
+///
+/// # Errors
+/// [`Error::Kernel`], [`Error::Io`] or [`Error::Malformed`].
+pub fn list_tables(
+    sock: &mut NetlinkSocket,
+    family: Option<Family>,
+) -> Result<Vec<TableInfo>, Error> {
+    let mut out = Vec::new();
+    dump(sock, msg::GETTABLE, family, &[], "tables", |m| {
+        let Some(fam) = m.nfgen_family().and_then(Family::from_nfproto) else {
+            return Ok(());
+        };
+        let mut t = TableInfo {
+            family: fam,
+            name: String::new(),
+            handle: 0,
+        };
+        for a in m.attrs(4) {
+            let a = a?;
+            match a.ty {
+                1 => t.name = a.str()?.to_owned(),
+                4 => t.handle = a.u64_be()?,
+                _ => {}
+            }
+        }
+        out.push(t);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Lists the chains of one table.
+///
+/// # Errors
+/// As [`list_tables`]; `ENOENT` when the table does not exist.
+pub fn list_chains(
+    sock: &mut NetlinkSocket,
+    family: Family,
+    table: &str,
+) -> Result<Vec<ChainInfo>, Error> {
+    let mut out = Vec::new();
+    let what = format!("chains of table {family} {table}");
+    dump(
+        sock,
+        msg::GETCHAIN,
+        Some(family),
+        &[(1, table)],
+        &what,
+        |m| {
+            let mut c = ChainInfo {
+                family,
+                table: String::new(),
+                name: String::new(),
+                handle: 0,
+                base: None,
+                references: 0,
+            };
+            let mut hook = None;
+            let mut prio = 0i32;
+            let mut policy = Policy::Accept;
+            for a in m.attrs(4) {
+                let a = a?;
+                match a.ty {
+                    1 => c.table = a.str()?.to_owned(),
+                    2 => c.handle = a.u64_be()?,
+                    3 => c.name = a.str()?.to_owned(),
+                    4 => {
+                        for h in a.nested() {
+                            let h = h?;
+                            match h.ty {
+                                1 => hook = Hook::from_u32(h.u32_be()?),
+                                2 => prio = h.u32_be()? as i32,
+                                _ => {}
+                            }
+                        }
+                    }
+                    5 => {
+                        policy = if a.u32_be()? == 0 {
+                            Policy::Drop
+                        } else {
+                            Policy::Accept
+                        }
+                    }
+                    6 => c.references = a.u32_be()?,
+                    _ => {}
+                }
+            }
+            if c.table != table {
+                // Older kernels ignore the table filter on chain dumps.
+                return Ok(());
+            }
+            c.base = hook.map(|hook| BaseChain {
+                hook,
+                priority: prio,
+                policy,
+            });
+            out.push(c);
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// Lists the rules of a table (of one chain when `chain` is given), in chain order, each
+/// decoded into the vocabulary when it fits and kept as raw bytes always. `set_name` maps
+/// an ipset index back to a name (see `ipset`).
+///
+/// # Errors
+/// As [`list_tables`].
+pub fn list_rules(
+    sock: &mut NetlinkSocket,
+    family: Family,
+    table: &str,
+    chain: Option<&str>,
+    set_name: &dyn Fn(u16) -> Option<String>,
+) -> Result<Vec<RuleInfo>, Error> {
+    let mut out = Vec::new();
+    let mut filter = vec![(1u16, table)];
+    if let Some(c) = chain {
+        filter.push((2, c));
+    }
+    let what = match chain {
+        Some(c) => format!("rules of chain {family} {table} {c}"),
+        None => format!("rules of table {family} {table}"),
+    };
+    dump(sock, msg::GETRULE, Some(family), &filter, &what, |m| {
+        out.push(parse_rule(m, family, set_name)?);
+        Ok(())
+    })?;
+    out.retain(|r| r.table == table && chain.is_none_or(|c| r.chain == c));
+    Ok(out)
+}
+
+/// Decodes one `NEWRULE` message (from a dump or an echo).
+///
+/// # Errors
+/// [`Error::Malformed`] when the message is truncated; an undecodable but well-formed
+/// rule is returned with `rule: None`.
+pub fn parse_rule(
+    m: Msg<'_>,
+    family: Family,
+    set_name: &dyn Fn(u16) -> Option<String>,
+) -> Result<RuleInfo, Error> {
+    let mut r = RuleInfo {
+        family,
+        table: String::new(),
+        chain: String::new(),
+        handle: 0,
+        rule: None,
+        counters: (0, 0),
+        raw: RawRule {
+            exprs: Vec::new(),
+            compat: None,
+            userdata: None,
+        },
+    };
+    for a in m.attrs(4) {
+        let a = a?;
+        match a.ty {
+            1 => r.table = a.str()?.to_owned(),
+            2 => r.chain = a.str()?.to_owned(),
+            3 => r.handle = a.u64_be()?,
+            4 => r.raw.exprs = a.data.to_vec(),
+            5 => {
+                let (mut p, mut f) = (0, 0);
+                for c in a.nested() {
+                    let c = c?;
+                    match c.ty {
+                        1 => p = c.u32_be()?,
+                        2 => f = c.u32_be()?,
+                        _ => {}
+                    }
+                }
+                r.raw.compat = Some((p, f));
+            }
+            7 => r.raw.userdata = Some(a.data.to_vec()),
+            _ => {}
+        }
+    }
+    let exprs = expr::decode_exprs(&r.raw.exprs)?;
+    // A rule carrying userdata netfence does not write is foreign. (The kernel keeps
+    // NFTA_RULE_COMPAT for itself and never dumps it, so it can't be checked here.)
+    if r.raw.userdata.is_none() {
+        if let Some((rule, counters)) = decode::lift(&exprs, family, set_name) {
+            r.rule = Some(rule);
+            r.counters = counters;
+        }
+    }
+    Ok(r)
+}
+
+/// Index of every dumped rule by chain, for callers that diff.
+pub fn by_chain(rules: &[RuleInfo]) -> HashMap<&str, Vec<&RuleInfo>> {
+    let mut m: HashMap<&str, Vec<&RuleInfo>> = HashMap::new();
+    for r in rules {
+        m.entry(r.chain.as_str()).or_default().push(r);
+    }
+    m
+}
