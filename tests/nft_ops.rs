@@ -1,0 +1,350 @@
+//! nf_tables operations on a real kernel: positions, replace and delete by handle,
+//! generation conflicts, error mapping and atomicity, coexistence with iptables-nft
+//! writers, foreign rules kept opaque, and a batch of 100k rules.
+
+mod common;
+
+use common::Sandbox;
+use netfilter::nft::{
+    self, BaseChain, ChainSpec, Family, Hook, Match, Op, Policy, Position, Rule, RuleRef, Target,
+    Transaction,
+};
+use netfilter::{Error, NetlinkSocket};
+
+const T: &str = "filter";
+const V4: Family = Family::Ipv4;
+
+fn no_sets(name: &str) -> Result<u16, Error> {
+    Err(Error::Invalid {
+        object: format!("set {name}"),
+        reason: "no sets in this test".into(),
+    })
+}
+
+fn no_names(_: u16) -> Option<String> {
+    None
+}
+
+fn tagged(tag: &str) -> Rule {
+    Rule {
+        matches: vec![Match::Comment(tag.into())],
+        ..Rule::new(Target::Accept)
+    }
+}
+
+fn add_rule(chain: &str, tag: &str, position: Position) -> Op {
+    Op::AddRule {
+        family: V4,
+        table: T.into(),
+        chain: chain.into(),
+        rule: tagged(tag),
+        position,
+    }
+}
+
+fn base(tx: &mut Transaction, chain: &str) {
+    tx.push(Op::AddTable {
+        family: V4,
+        table: T.into(),
+    });
+    tx.push(Op::AddChain {
+        family: V4,
+        table: T.into(),
+        chain: ChainSpec {
+            name: chain.into(),
+            base: None,
+        },
+    });
+}
+
+/// The comments of a chain's rules, in order (`?` for undecoded rules).
+fn tags(sock: &mut NetlinkSocket, chain: &str) -> Vec<String> {
+    nft::list_rules(sock, V4, T, Some(chain), &no_names)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.rule
+                .as_ref()
+                .and_then(|r| r.comment())
+                .unwrap_or("?")
+                .to_string()
+        })
+        .collect()
+}
+
+fn handle_of(sock: &mut NetlinkSocket, chain: &str, tag: &str) -> u64 {
+    nft::list_rules(sock, V4, T, Some(chain), &no_names)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.rule.as_ref().and_then(|r| r.comment()) == Some(tag))
+        .unwrap()
+        .handle
+}
+
+#[test]
+fn positions_replace_and_delete() {
+    let sb = Sandbox::new("pos");
+    let mut s = NetlinkSocket::open(&sb.netns()).unwrap();
+    let mut tx = Transaction::new();
+    base(&mut tx, "nf-c");
+    let a = tx.push(add_rule("nf-c", "a", Position::Append));
+    tx.push(add_rule("nf-c", "b", Position::Append));
+    tx.push(add_rule("nf-c", "p", Position::Prepend));
+    // Placed relative to a rule of the same batch, through NFTA_RULE_POSITION_ID.
+    tx.push(add_rule("nf-c", "a2", Position::After(RuleRef::New(a))));
+    tx.push(add_rule("nf-c", "a0", Position::Before(RuleRef::New(a))));
+    let done = tx.commit(&mut s, None, &no_sets).unwrap();
+    assert_eq!(tags(&mut s, "nf-c"), ["p", "a0", "a", "a2", "b"]);
+    let ha = done.handles[a].unwrap();
+    assert_eq!(ha, handle_of(&mut s, "nf-c", "a"));
+
+    // Relative to kernel handles, replace in place, delete.
+    let hb = handle_of(&mut s, "nf-c", "b");
+    let mut tx = Transaction::new();
+    tx.push(add_rule("nf-c", "x", Position::Before(RuleRef::Handle(hb))));
+    tx.push(add_rule("nf-c", "y", Position::After(RuleRef::Handle(hb))));
+    tx.push(Op::ReplaceRule {
+        family: V4,
+        table: T.into(),
+        chain: "nf-c".into(),
+        handle: ha,
+        rule: tagged("A"),
+    });
+    tx.push(Op::DelRule {
+        family: V4,
+        table: T.into(),
+        chain: "nf-c".into(),
+        handle: handle_of(&mut s, "nf-c", "p"),
+    });
+    let done = tx.commit(&mut s, None, &no_sets).unwrap();
+    assert_eq!(tags(&mut s, "nf-c"), ["a0", "A", "a2", "x", "b", "y"]);
+    // A replaced rule keeps its place; the kernel gives it a fresh handle, echoed back.
+    assert_eq!(done.handles[2], Some(handle_of(&mut s, "nf-c", "A")));
+    assert!(done.handles[3].is_none());
+}
+
+#[test]
+fn generation_conflict_is_retryable_and_applies_nothing() {
+    let sb = Sandbox::new("gen");
+    let mut s = NetlinkSocket::open(&sb.netns()).unwrap();
+    let mut tx = Transaction::new();
+    base(&mut tx, "nf-g");
+    tx.commit(&mut s, None, &no_sets).unwrap();
+
+    let g = nft::generation(&mut s).unwrap();
+    sb.sh(
+        "iptables-nft",
+        &["-A", "FORWARD", "-s", "10.9.9.9", "-j", "DROP"],
+    );
+    assert_ne!(
+        nft::generation(&mut s).unwrap(),
+        g,
+        "a foreign commit bumps the generation"
+    );
+    let mut tx = Transaction::new();
+    tx.push(add_rule("nf-g", "mine", Position::Append));
+    let err = tx.commit(&mut s, Some(g), &no_sets).unwrap_err();
+    assert!(matches!(err, Error::GenerationChanged { .. }), "{err}");
+    assert!(err.is_retryable());
+    assert!(
+        tags(&mut s, "nf-g").is_empty(),
+        "nothing of the batch was applied"
+    );
+
+    let g = nft::generation(&mut s).unwrap();
+    tx.commit(&mut s, Some(g), &no_sets).unwrap();
+    assert_eq!(tags(&mut s, "nf-g"), ["mine"]);
+}
+
+#[test]
+fn kernel_errors_name_the_operation_and_the_batch_is_atomic() {
+    let sb = Sandbox::new("err");
+    let mut s = NetlinkSocket::open(&sb.netns()).unwrap();
+    let mut tx = Transaction::new();
+    base(&mut tx, "nf-e");
+    tx.push(add_rule("nf-e", "first", Position::Append));
+    tx.push(Op::AddRule {
+        family: V4,
+        table: T.into(),
+        chain: "nf-e".into(),
+        rule: Rule::new(Target::Jump("nf-missing".into())),
+        position: Position::Append,
+    });
+    let err = tx.commit(&mut s, None, &no_sets).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("operation #4"), "{msg}");
+    assert!(msg.contains("chain ip filter nf-e"), "{msg}");
+    assert!(msg.contains("ENOENT"), "{msg}");
+    assert_eq!(err.errno(), Some(libc::ENOENT));
+    // Not even the table of the failed batch exists.
+    assert!(nft::list_tables(&mut s, Some(V4)).unwrap().is_empty());
+
+    // Invalid input never reaches the kernel.
+    let mut tx = Transaction::new();
+    base(&mut tx, "a-chain-name-that-is-much-too-long-for-iptables");
+    let err = tx.commit(&mut s, None, &no_sets).unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("chain"), "{err}");
+    assert!(nft::list_tables(&mut s, Some(V4)).unwrap().is_empty());
+}
+
+#[test]
+fn coexists_with_iptables_nft_writers() {
+    let sb = Sandbox::new("coex");
+    // A foreign writer's state before netfence arrives.
+    sb.sh_stdin(
+        "iptables-nft-restore",
+        &[],
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:KUBE-FORWARD - [0:0]\n\
+         -A FORWARD -m comment --comment \"kube\" -j KUBE-FORWARD\n\
+         -A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n\
+         -A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n",
+    );
+    // A foreign native nft rule (in its own table: in `filter` it would make
+    // iptables-nft-save refuse the table): netfence keeps it opaque, never misreads it.
+    sb.sh("nft", &["add", "table", "ip", "other"]);
+    sb.sh("nft", &["add", "chain", "ip", "other", "native"]);
+    sb.sh(
+        "nft",
+        &[
+            "add",
+            "rule",
+            "ip",
+            "other",
+            "native",
+            "ct",
+            "state",
+            "established",
+            "accept",
+        ],
+    );
+    let mut s = NetlinkSocket::open(&sb.netns()).unwrap();
+    let foreign = |s: &mut NetlinkSocket| -> Vec<nft::RawRule> {
+        nft::list_rules(s, V4, T, None, &no_names)
+            .unwrap()
+            .into_iter()
+            .filter(|r| {
+                !r.chain.starts_with("nf-")
+                    && r.rule.as_ref().and_then(|r| r.comment()) != Some("nf:jump")
+            })
+            .map(|r| r.raw)
+            .collect()
+    };
+    let before = foreign(&mut s);
+    assert_eq!(before.len(), 3);
+    let native = nft::list_rules(&mut s, V4, "other", Some("native"), &no_names).unwrap();
+    assert!(
+        native[0].rule.is_none(),
+        "a native ct rule is opaque, not decoded"
+    );
+    assert!(!native[0].raw.exprs.is_empty(), "its bytes are kept");
+
+    // netfence: its chain, its jump from FORWARD (and FORWARD's policy stays), then churn.
+    let mut tx = Transaction::new();
+    tx.push(Op::AddTable {
+        family: V4,
+        table: T.into(),
+    });
+    tx.push(Op::AddChain {
+        family: V4,
+        table: T.into(),
+        chain: ChainSpec {
+            name: "FORWARD".into(),
+            base: Some(BaseChain {
+                hook: Hook::Forward,
+                priority: 0,
+                policy: Policy::Drop,
+            }),
+        },
+    });
+    tx.push(Op::AddChain {
+        family: V4,
+        table: T.into(),
+        chain: ChainSpec {
+            name: "nf-fwd".into(),
+            base: None,
+        },
+    });
+    tx.push(add_rule("nf-fwd", "n1", Position::Append));
+    tx.push(add_rule("nf-fwd", "n2", Position::Append));
+    tx.push(Op::AddRule {
+        family: V4,
+        table: T.into(),
+        chain: "FORWARD".into(),
+        rule: Rule {
+            matches: vec![Match::Comment("nf:jump".into())],
+            ..Rule::new(Target::Jump("nf-fwd".into()))
+        },
+        position: Position::Prepend,
+    });
+    let g = nft::generation(&mut s).unwrap();
+    tx.commit(&mut s, Some(g), &no_sets).unwrap();
+    let h1 = handle_of(&mut s, "nf-fwd", "n1");
+    let mut tx = Transaction::new();
+    tx.push(Op::ReplaceRule {
+        family: V4,
+        table: T.into(),
+        chain: "nf-fwd".into(),
+        handle: h1,
+        rule: tagged("n1b"),
+    });
+    tx.push(Op::DelRule {
+        family: V4,
+        table: T.into(),
+        chain: "nf-fwd".into(),
+        handle: handle_of(&mut s, "nf-fwd", "n2"),
+    });
+    tx.commit(&mut s, None, &no_sets).unwrap();
+    assert_eq!(
+        before,
+        foreign(&mut s),
+        "foreign rules are untouched, byte for byte"
+    );
+    assert_eq!(
+        native,
+        nft::list_rules(&mut s, V4, "other", Some("native"), &no_names).unwrap()
+    );
+    let save = sb.sh("iptables-nft-save", &[]);
+    assert!(save.contains(":FORWARD DROP"), "{save}");
+    assert!(
+        save.contains("-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"),
+        "{save}"
+    );
+
+    // Someone else appends and deletes around netfence's rules.
+    sb.sh(
+        "iptables-nft",
+        &["-A", "FORWARD", "-s", "10.1.1.1", "-j", "DROP"],
+    );
+    sb.sh(
+        "iptables-nft",
+        &["-I", "FORWARD", "1", "-d", "10.2.2.2", "-j", "ACCEPT"],
+    );
+    sb.sh(
+        "iptables-nft",
+        &["-D", "FORWARD", "-s", "10.1.1.1", "-j", "DROP"],
+    );
+    sb.sh("iptables-nft", &["-A", "nf-fwd", "-j", "RETURN"]);
+    sb.sh("iptables-nft", &["-D", "nf-fwd", "-j", "RETURN"]);
+    assert_eq!(tags(&mut s, "nf-fwd"), ["n1b"]);
+    let fwd = tags(&mut s, "FORWARD");
+    assert!(fwd.contains(&"nf:jump".to_string()), "{fwd:?}");
+}
+
+#[test]
+fn one_batch_of_100k_rules() {
+    let sb = Sandbox::new("big");
+    let mut s = NetlinkSocket::open(&sb.netns()).unwrap();
+    let mut tx = Transaction::new();
+    base(&mut tx, "nf-big");
+    const N: usize = 100_000;
+    for i in 0..N {
+        tx.push(add_rule("nf-big", &format!("r{i}"), Position::Append));
+    }
+    let done = tx.commit(&mut s, None, &no_sets).unwrap();
+    let handles: Vec<u64> = done.handles.iter().flatten().copied().collect();
+    assert_eq!(handles.len(), N, "every new rule's handle is echoed");
+    let dumped = nft::list_rules(&mut s, V4, T, Some("nf-big"), &no_names).unwrap();
+    assert_eq!(dumped.len(), N);
+    assert_eq!(dumped.iter().map(|r| r.handle).collect::<Vec<_>>(), handles);
+}
