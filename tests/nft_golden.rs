@@ -6,464 +6,16 @@
 //! Needs root: each shape runs in two fresh network namespaces.
 
 mod common;
-
-use std::str::FromStr;
+#[path = "common/shapes.rs"]
+mod shapes;
 
 use common::Sandbox;
-use ipnet::IpNet;
 use netfilter::nft::{
     self, ChainSpec, CtState, Family, Iface, Match, Neg, Op, PortDir, PortRange, Position,
     Protocol, RejectWith, Rule, SetDir, Target, Transaction,
 };
 use netfilter::NetlinkSocket;
-
-const CHAIN: &str = "nf-golden";
-const CHAIN2: &str = "nf-golden-2";
-/// Sets every sandbox creates in this order, so both namespaces give them the same index.
-const SETS: [(&str, &str, &str); 4] = [
-    ("nf-s4", "hash:ip", "inet"),
-    ("nf-n4", "hash:net", "inet"),
-    ("nf-s6", "hash:ip", "inet6"),
-    ("nf-n6", "hash:net", "inet6"),
-];
-
-fn net(s: &str) -> IpNet {
-    IpNet::from_str(s).unwrap()
-}
-
-fn r(target: Target) -> Rule {
-    Rule::new(target)
-}
-
-fn proto(p: Protocol) -> Option<Neg<Protocol>> {
-    Some(Neg::is(p))
-}
-
-fn dport(p: u16) -> Match {
-    Match::Ports {
-        sport: None,
-        dport: Some(Neg::is(PortRange::single(p))),
-    }
-}
-
-fn set(name: &str, dirs: &[SetDir], negate: bool) -> Match {
-    Match::Set {
-        negate,
-        name: name.into(),
-        dirs: dirs.to_vec(),
-    }
-}
-
-/// The shapes: every item of the vocabulary, alone and combined, in both families.
-fn shapes() -> Vec<(Family, Rule)> {
-    use Family::{Ipv4 as V4, Ipv6 as V6};
-    let mut v = Vec::new();
-    let mut add = |f, rule| v.push((f, rule));
-
-    add(
-        V4,
-        Rule {
-            src: Some(Neg::is(net("10.63.48.0/22"))),
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            src: Some(Neg::is(net("10.63.48.0/24"))),
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            src: Some(Neg::is(net("10.0.0.0/9"))),
-            ..r(Target::Drop)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            dst: Some(Neg::not(net("10.1.2.3/32"))),
-            ..r(Target::Drop)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            src: Some(Neg::is(net("1.2.3.4/32"))),
-            dst: Some(Neg::is(net("10.0.0.0/8"))),
-            ..r(Target::Return)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            src: Some(Neg::is(net("fd00:10::/64"))),
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            dst: Some(Neg::not(net("fd00::1/128"))),
-            ..r(Target::Drop)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            src: Some(Neg::is(net("fd00:ab80::/41"))),
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            in_iface: Some(Neg::is(Iface::parse("eth0"))),
-            ..r(Target::Return)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            out_iface: Some(Neg::is(Iface::parse("cali+"))),
-            ..r(Target::Return)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            in_iface: Some(Neg::not(Iface::parse("veth+"))),
-            ..r(Target::Return)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            out_iface: Some(Neg::not(Iface::parse("nf-pod1"))),
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            protocol: proto(Protocol::Tcp),
-            matches: vec![dport(80)],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            protocol: proto(Protocol::Udp),
-            matches: vec![Match::Ports {
-                sport: Some(Neg::is(PortRange::range(1000, 2000))),
-                dport: None,
-            }],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            protocol: proto(Protocol::Tcp),
-            matches: vec![Match::Ports {
-                sport: Some(Neg::is(PortRange::single(5))),
-                dport: Some(Neg::not(PortRange::range(10, 20))),
-            }],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            protocol: proto(Protocol::Sctp),
-            matches: vec![dport(5000)],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            protocol: proto(Protocol::Sctp),
-            matches: vec![Match::Ports {
-                sport: Some(Neg::not(PortRange::range(1, 5))),
-                dport: None,
-            }],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            protocol: proto(Protocol::Icmp),
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            protocol: proto(Protocol::Icmpv6),
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            protocol: proto(Protocol::Other(47)),
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            protocol: Some(Neg::not(Protocol::Tcp)),
-            ..r(Target::Drop)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            protocol: proto(Protocol::Udp),
-            matches: vec![dport(53)],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            protocol: proto(Protocol::Tcp),
-            matches: vec![Match::Multiport {
-                dir: PortDir::Destination,
-                negate: false,
-                ports: vec![
-                    PortRange::single(80),
-                    PortRange::single(443),
-                    PortRange::range(8000, 8080),
-                ],
-            }],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            protocol: proto(Protocol::Udp),
-            matches: vec![Match::Multiport {
-                dir: PortDir::Source,
-                negate: true,
-                ports: vec![PortRange::single(1), PortRange::single(2)],
-            }],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            matches: vec![set("nf-s4", &[SetDir::Src], false)],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            matches: vec![set("nf-n4", &[SetDir::Dst], true)],
-            ..r(Target::Drop)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            matches: vec![set("nf-s6", &[SetDir::Src], false)],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            matches: vec![set("nf-n6", &[SetDir::Dst], false)],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            matches: vec![Match::Conntrack {
-                negate: false,
-                states: CtState::RELATED.or(CtState::ESTABLISHED),
-            }],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            matches: vec![Match::Conntrack {
-                negate: false,
-                states: CtState::INVALID,
-            }],
-            ..r(Target::Drop)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            matches: vec![Match::Conntrack {
-                negate: true,
-                states: CtState::NEW,
-            }],
-            ..r(Target::Drop)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            matches: vec![Match::Mark {
-                negate: false,
-                value: 0x10000,
-                mask: 0x10000,
-            }],
-            ..r(Target::Return)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            matches: vec![Match::Mark {
-                negate: true,
-                value: 0,
-                mask: 0x20000,
-            }],
-            ..r(Target::Return)
-        },
-    );
-    add(
-        V4,
-        Rule {
-            matches: vec![Match::Comment("nf:abc".into())],
-            ..r(Target::Accept)
-        },
-    );
-    add(
-        V6,
-        Rule {
-            matches: vec![Match::Comment("plain_comment-1".into())],
-            ..r(Target::Accept)
-        },
-    );
-    add(V4, r(Target::Reject(RejectWith::PortUnreachable)));
-    add(V4, r(Target::Reject(RejectWith::AdminProhibited)));
-    add(V6, r(Target::Reject(RejectWith::PortUnreachable)));
-    add(
-        V4,
-        Rule {
-            protocol: proto(Protocol::Tcp),
-            ..r(Target::Reject(RejectWith::TcpReset))
-        },
-    );
-    add(V4, r(Target::Jump(CHAIN2.into())));
-    add(V6, r(Target::Goto(CHAIN2.into())));
-    add(
-        V4,
-        r(Target::SetXMark {
-            value: 0x10000,
-            mask: 0x10000,
-        }),
-    );
-    add(
-        V6,
-        r(Target::SetXMark {
-            value: 0,
-            mask: 0xe0000,
-        }),
-    );
-    add(
-        V4,
-        r(Target::Log {
-            prefix: Some("nf: ".into()),
-            level: 4,
-        }),
-    );
-    add(
-        V4,
-        r(Target::Log {
-            prefix: None,
-            level: 6,
-        }),
-    );
-    add(
-        V4,
-        r(Target::Nflog {
-            group: 5,
-            prefix: Some("x".into()),
-        }),
-    );
-    add(
-        V6,
-        r(Target::Nflog {
-            group: 0,
-            prefix: None,
-        }),
-    );
-    // Calico-like combinations.
-    add(
-        V4,
-        Rule {
-            protocol: proto(Protocol::Tcp),
-            matches: vec![
-                Match::Comment("nf:tw:abc".into()),
-                set("nf-s4", &[SetDir::Src], false),
-                Match::Multiport {
-                    dir: PortDir::Destination,
-                    negate: false,
-                    ports: vec![PortRange::single(80)],
-                },
-            ],
-            ..r(Target::SetXMark {
-                value: 0x10000,
-                mask: 0x10000,
-            })
-        },
-    );
-    add(
-        V4,
-        Rule {
-            in_iface: Some(Neg::is(Iface::parse("x"))),
-            out_iface: Some(Neg::is(Iface::parse("y+"))),
-            protocol: proto(Protocol::Tcp),
-            src: Some(Neg::is(net("1.2.3.4/32"))),
-            dst: Some(Neg::is(net("10.0.0.0/8"))),
-            matches: vec![
-                Match::Comment("hi there".into()),
-                Match::Ports {
-                    sport: Some(Neg::is(PortRange::single(5))),
-                    dport: Some(Neg::is(PortRange::range(10, 20))),
-                },
-                Match::Mark {
-                    negate: false,
-                    value: 0,
-                    mask: 0x20000,
-                },
-            ],
-            target: Target::Jump(CHAIN2.into()),
-        },
-    );
-    add(
-        V6,
-        Rule {
-            protocol: proto(Protocol::Udp),
-            matches: vec![
-                Match::Comment("nf:pi:x".into()),
-                set("nf-s6", &[SetDir::Src], false),
-                set("nf-n6", &[SetDir::Dst], true),
-                dport(53),
-            ],
-            ..r(Target::Return)
-        },
-    );
-    v
-}
+use shapes::{shapes, CHAIN, CHAIN2, SETS};
 
 /// One namespace loaded through iptables-nft-restore, one through netfence.
 struct Pair {
@@ -651,4 +203,67 @@ fn every_shape_matches_iptables_nft() {
         shapes.len(),
         failures.join("\n")
     );
+}
+
+/// Regenerates `tests/fixtures/iptables-nft-1.8.9.exprs`: the NFTA_RULE_EXPRESSIONS that
+/// iptables-nft-restore *sends* for every shape (read from its sendmsg with strace, since a
+/// dump differs from the request), which `tests/nft_encode.rs` checks the encoder against
+/// without root. Needs strace; run with `--ignored` after changing the shapes.
+#[test]
+#[ignore]
+fn capture_fixtures() {
+    let mut out = String::from("# NFTA_RULE_EXPRESSIONS sent by iptables-nft-restore 1.8.9 for tests/common/shapes.rs, one shape a line\n");
+    for (i, (family, rule)) in shapes().iter().enumerate() {
+        let p = setup(&format!("f{i}"));
+        let restore = format!(
+            "*filter\n:{CHAIN} - [0:0]\n:{CHAIN2} - [0:0]\n-A {CHAIN} {}\nCOMMIT\n",
+            rule.to_iptables(*family)
+        );
+        let trace = p.oracle.run_stdin(
+            "strace",
+            &[
+                "-f",
+                "-e",
+                "trace=sendmsg",
+                "-e",
+                "write=all",
+                "-s",
+                "0",
+                restore_cmd(*family),
+            ],
+            &restore,
+        );
+        assert!(trace.status.success());
+        // strace's hexdump lines: " | 00000  1c 00 00 00 ...  ascii |"
+        let mut bytes = Vec::new();
+        for l in String::from_utf8_lossy(&trace.stderr).lines() {
+            if let Some(rest) = l.strip_prefix(" | ") {
+                let hex = &rest[7..rest.len().min(7 + 49)];
+                bytes.extend(
+                    hex.split_whitespace()
+                        .map(|h| u8::from_str_radix(h, 16).unwrap()),
+                );
+            }
+        }
+        let rule_msg = netfilter::nl::messages(&bytes)
+            .flatten()
+            .find(|m| m.ty == (10 << 8) | 6)
+            .expect("a NEWRULE in the batch");
+        let exprs = rule_msg
+            .attrs(4)
+            .flatten()
+            .find(|a| a.ty == 4)
+            .unwrap()
+            .data;
+        let hex: String = exprs.iter().map(|b| format!("{b:02x}")).collect();
+        out.push_str(&format!("{i} {} {hex}\n", family));
+    }
+    std::fs::write(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/iptables-nft-1.8.9.exprs"
+        ),
+        out,
+    )
+    .unwrap();
 }

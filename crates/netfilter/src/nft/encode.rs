@@ -514,9 +514,9 @@ pub(crate) fn build(rule: &Rule, family: Family, sets: &dyn SetIndex) -> Result<
             if let Some(p) = prefix {
                 e.str(sys::NFTNL_EXPR_LOG_PREFIX, p);
             }
-            // No snaplen: setting it, even to 0, turns on NF_LOG_F_COPY_LEN in the kernel.
-            e.u16(sys::NFTNL_EXPR_LOG_GROUP, *group)
-                .u16(sys::NFTNL_EXPR_LOG_QTHRESHOLD, 0);
+            // Group and prefix only, as iptables-nft sends: a snaplen, even 0, would turn
+            // on NF_LOG_F_COPY_LEN in the kernel.
+            e.u16(sys::NFTNL_EXPR_LOG_GROUP, *group);
             r.push(e);
         }
     }

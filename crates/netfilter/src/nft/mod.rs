@@ -270,7 +270,7 @@ pub struct Transaction {
 
 thread_local! {
     /// Scratch buffer libnftnl builds one rule message into (the largest nf_tables
-    /// message is a bit over 64 KiB).
+    /// message is a bit over 64 KiB). Kept all-zero between uses.
     static SCRATCH: std::cell::RefCell<Vec<u64>> = std::cell::RefCell::new(vec![0u64; (65536 + 8192) / 8]);
 }
 
@@ -620,8 +620,11 @@ fn write_rule(
             (*nlh).nlmsg_len as usize
         };
         // SAFETY: `len` bytes were just written by libnftnl inside the buffer.
-        let bytes = unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<u8>(), len) };
+        let bytes = unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u8>(), len) };
         w.raw(bytes);
+        // libnftnl does not write attribute padding: re-zero what this message used so
+        // the next one carries no stale bytes (deterministic output, nothing leaked).
+        bytes.fill(0);
     });
 }
 
@@ -947,4 +950,50 @@ pub fn by_chain(rules: &[RuleInfo]) -> HashMap<&str, Vec<&RuleInfo>> {
         m.entry(r.chain.as_str()).or_default().push(r);
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a (broken or hostile) kernel reply holds, decoding returns a value or
+        /// an error, never a panic.
+        #[test]
+        fn rule_decoding_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut w = MsgWriter::new();
+            w.begin(nft_type(msg::NEWRULE), 0, 1);
+            w.raw(&body);
+            w.end();
+            for m in nl::messages(w.as_bytes()).flatten() {
+                let _ = parse_rule(m, Family::Ipv4, &|_| Some("s".into()));
+                let _ = parse_rule(m, Family::Ipv6, &|_| None);
+            }
+            let _ = expr::decode_exprs(&body);
+        }
+
+        /// Random well-formed expression lists decode without panicking, and lifting never
+        /// panics either.
+        #[test]
+        fn lifting_never_panics(
+            exprs in proptest::collection::vec((0u8..12, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..20)), 0..10)
+        ) {
+            let list: Vec<expr::Expr> = exprs.into_iter().map(|(k, n, d)| match k {
+                0 => expr::Expr::Meta { key: n % 20, dreg: 1 },
+                1 => expr::Expr::Cmp { sreg: 1, op: n % 3, data: d },
+                2 => expr::Expr::Payload { base: n % 3, offset: n % 30, len: d.len() as u32, dreg: 1 },
+                3 => expr::Expr::Bitwise { sreg: 1, dreg: 1, mask: d.clone(), xor: d },
+                4 => expr::Expr::Range { sreg: 1, op: n % 2, from: d.clone(), to: d },
+                5 => expr::Expr::Counter { packets: n as u64, bytes: 0 },
+                6 => expr::Expr::Verdict { code: n as i32 % 6 - 5, chain: Some("c".into()) },
+                7 => expr::Expr::Match { name: ["set", "comment", "multiport", "conntrack", "sctp"][n as usize % 5].into(), rev: n % 5, info: d },
+                8 => expr::Expr::Target { name: ["MARK", "LOG", "REJECT"][n as usize % 3].into(), rev: n % 3, info: d },
+                9 => expr::Expr::Log { group: Some(n as u16), prefix: None, snaplen: None, qthreshold: None, level: None, flags: None },
+                _ => expr::Expr::Other("x".into()),
+            }).collect();
+            let _ = decode::lift(&list, Family::Ipv4, &|_| Some("s".into()));
+            let _ = decode::lift(&list, Family::Ipv6, &|_| None);
+        }
+    }
 }
