@@ -389,7 +389,7 @@ mod tests {
     fn sizes_match_the_kernel() {
         assert_eq!(comment::encode("x").len(), 256);
         assert_eq!(set::encode(0, &[SetDir::Src], false).len(), 48);
-        assert_eq!(multiport::encode(PortDir::Source, &[], false).len(), 56);
+        assert_eq!(multiport::encode(PortDir::Source, &[], false).len(), 48);
         assert_eq!(conntrack::encode(CtState::NEW, false).len(), 168);
         assert_eq!(sctp::encode(None, None).len(), 296);
         assert_eq!(mark::encode(1, 1).len(), 8);
@@ -427,8 +427,9 @@ mod tests {
     fn conntrack_bytes() {
         let st = CtState::RELATED.or(CtState::ESTABLISHED);
         let b = conntrack::encode(st, false);
-        // match_flags at 152, invert at 154, state_mask at 156.
-        assert_eq!(&b[152..158], &[1, 0, 0, 0, 6, 0]);
+        // 8 addresses (128), expires (8), l4proto (2), 4 ports (8): match_flags at 146,
+        // invert_flags at 148, state_mask at 150.
+        assert_eq!(&b[146..152], &[1, 0, 0, 0, 6, 0]);
         assert_eq!(conntrack::decode(&b), Some((st, false)));
     }
 
