@@ -12,8 +12,8 @@ use std::time::Instant;
 use common::Sandbox;
 use ipnet::IpNet;
 use netfilter::ipset::{
-    CreateOptions, Exist, Family, Ipset, Member, SetHeader, SetListing, SetType,
-    IPSET_ERR_EXIST, IPSET_ERR_HASH_FULL,
+    CreateOptions, Exist, Family, Ipset, Member, SetHeader, SetListing, SetType, IPSET_ERR_EXIST,
+    IPSET_ERR_HASH_FULL,
 };
 use netfilter::Error;
 
@@ -75,7 +75,10 @@ fn normalize_list(text: &str) -> Vec<String> {
             let (head, members) = block.split_once("Members:\n").unwrap_or((block, ""));
             let mut m: Vec<&str> = members.lines().filter(|l| !l.is_empty()).collect();
             m.sort();
-            format!("{head}Members:\n{}", m.iter().map(|l| format!("{l}\n")).collect::<String>())
+            format!(
+                "{head}Members:\n{}",
+                m.iter().map(|l| format!("{l}\n")).collect::<String>()
+            )
         })
         .collect()
 }
@@ -83,13 +86,22 @@ fn normalize_list(text: &str) -> Vec<String> {
 /// `ipset save` lines for a netfence listing.
 fn render_save(l: &SetListing) -> Vec<String> {
     let h = &l.header;
-    let mut out = vec![format!("create {} {} {}", h.name, h.type_name, header_params(h))];
+    let mut out = vec![format!(
+        "create {} {} {}",
+        h.name,
+        h.type_name,
+        header_params(h)
+    )];
     out.extend(l.members.iter().map(|m| format!("add {} {m}", h.name)));
     out
 }
 
 fn sorted_lines(text: &str) -> Vec<String> {
-    let mut v: Vec<String> = text.lines().filter(|l| !l.is_empty()).map(String::from).collect();
+    let mut v: Vec<String> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     v.sort();
     v
 }
@@ -130,33 +142,61 @@ fn what_netfence_creates_ipset_lists_identically() {
         maxelem: Some(100_000),
         ..CreateOptions::default()
     };
-    ips.create("nf-ip4", SetType::HashIp, Family::Inet, &custom).unwrap();
-    ips.create("nf-ip6", SetType::HashIp, Family::Inet6, &CreateOptions::default()).unwrap();
-    ips.create("nf-net4", SetType::HashNet, Family::Inet, &CreateOptions::default()).unwrap();
+    ips.create("nf-ip4", SetType::HashIp, Family::Inet, &custom)
+        .unwrap();
+    ips.create(
+        "nf-ip6",
+        SetType::HashIp,
+        Family::Inet6,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    ips.create(
+        "nf-net4",
+        SetType::HashNet,
+        Family::Inet,
+        &CreateOptions::default(),
+    )
+    .unwrap();
     let small = CreateOptions {
         hashsize: Some(64),
         maxelem: Some(1000),
         ..CreateOptions::default()
     };
-    ips.create("nf-net6", SetType::HashNet, Family::Inet6, &small).unwrap();
+    ips.create("nf-net6", SetType::HashNet, Family::Inet6, &small)
+        .unwrap();
 
     let ip4: Vec<Member> = (1..=300).map(v4).collect();
     ips.add("nf-ip4", &ip4, Exist::Fail).unwrap();
     let ip6 = [ip("2001:db8::1"), ip("2001:db8::2"), ip("fd00::a:b")];
     ips.add("nf-ip6", &ip6, Exist::Fail).unwrap();
-    let net4 = [net("10.0.0.0/8"), nomatch("10.1.0.0/16"), net("192.168.7.7/32"), nomatch("10.1.2.0/24")];
+    let net4 = [
+        net("10.0.0.0/8"),
+        nomatch("10.1.0.0/16"),
+        net("192.168.7.7/32"),
+        nomatch("10.1.2.0/24"),
+    ];
     ips.add("nf-net4", &net4, Exist::Fail).unwrap();
-    let net6 = [net("2001:db8::/32"), nomatch("2001:db8:1::/48"), net("fd00::1/128")];
+    let net6 = [
+        net("2001:db8::/32"),
+        nomatch("2001:db8:1::/48"),
+        net("fd00::1/128"),
+    ];
     ips.add("nf-net6", &net6, Exist::Fail).unwrap();
 
     let ours = ips.list_all().unwrap();
     assert_eq!(
-        ours.iter().map(|l| l.header.name.as_str()).collect::<Vec<_>>(),
+        ours.iter()
+            .map(|l| l.header.name.as_str())
+            .collect::<Vec<_>>(),
         ["nf-ip4", "nf-ip6", "nf-net4", "nf-net6"]
     );
     let h = &ours[0].header;
     assert_eq!(h.set_type, Some(SetType::HashIp));
-    assert_eq!((h.hashsize, h.maxelem, h.entries), (Some(4096), Some(100_000), 300));
+    assert_eq!(
+        (h.hashsize, h.maxelem, h.entries),
+        (Some(4096), Some(100_000), 300)
+    );
     assert_eq!(ours[3].header.hashsize, Some(64));
     assert_eq!(ours[3].header.family, Some(Family::Inet6));
     assert_eq!(display_set(&ours[2].members), display_set(&net4));
@@ -168,7 +208,10 @@ fn what_netfence_creates_ipset_lists_identically() {
     assert_eq!(mine, tool);
     // One set by name, as netfence lists it alone.
     let one = ips.list("nf-net6").unwrap();
-    assert_eq!(render_list(&one), normalize_list(&sb.sh("ipset", &["list", "nf-net6"]))[0]);
+    assert_eq!(
+        render_list(&one),
+        normalize_list(&sb.sh("ipset", &["list", "nf-net6"]))[0]
+    );
     // `ipset save`.
     let mine: Vec<String> = {
         let mut v: Vec<String> = ours.iter().flat_map(render_save).collect();
@@ -177,7 +220,10 @@ fn what_netfence_creates_ipset_lists_identically() {
     };
     assert_eq!(mine, sorted_lines(&sb.sh("ipset", &["save"])));
     // Names.
-    assert_eq!(ips.list_names().unwrap(), sorted_lines(&sb.sh("ipset", &["list", "-n"])));
+    assert_eq!(
+        ips.list_names().unwrap(),
+        sorted_lines(&sb.sh("ipset", &["list", "-n"]))
+    );
     // The header alone agrees with the full listing.
     let mut hdr = ips.header("nf-ip4").unwrap();
     assert_eq!(hdr, ours[0].header);
@@ -208,7 +254,10 @@ add r-net6 2001:db8:aaaa::1
 ";
     sb.sh_stdin("ipset", &["restore"], script);
     let mut ips = open(&sb);
-    assert_eq!(ips.list_names().unwrap(), ["r-ip4", "r-ip6", "r-net4", "r-net6"]);
+    assert_eq!(
+        ips.list_names().unwrap(),
+        ["r-ip4", "r-ip6", "r-net4", "r-net6"]
+    );
     let all = ips.list_all().unwrap();
     let mine: Vec<String> = all.iter().map(render_list).collect();
     assert_eq!(mine, normalize_list(&sb.sh("ipset", &["list"])));
@@ -218,7 +267,10 @@ add r-net6 2001:db8:aaaa::1
 
     let h = &all[2].header;
     assert_eq!(h.type_name, "hash:net");
-    assert_eq!((h.family, h.hashsize, h.maxelem, h.entries), (Some(Family::Inet), Some(128), Some(70), 4));
+    assert_eq!(
+        (h.family, h.hashsize, h.maxelem, h.entries),
+        (Some(Family::Inet), Some(128), Some(70), 4)
+    );
     let m: BTreeSet<Member> = all[2].members.iter().copied().collect();
     let want: BTreeSet<Member> = [
         net("172.16.0.0/12"),
@@ -230,7 +282,12 @@ add r-net6 2001:db8:aaaa::1
     .collect();
     assert_eq!(m, want);
     let m: BTreeSet<Member> = all[1].members.iter().copied().collect();
-    assert_eq!(m, [ip("2001:db8::7"), ip("::ffff:10.0.0.1")].into_iter().collect());
+    assert_eq!(
+        m,
+        [ip("2001:db8::7"), ip("::ffff:10.0.0.1")]
+            .into_iter()
+            .collect()
+    );
     assert_eq!(all[0].header.set_type, Some(SetType::HashIp));
 }
 
@@ -243,7 +300,8 @@ fn hundred_thousand_elements_in_one_call() {
         hashsize: Some(65536),
         ..CreateOptions::default()
     };
-    ips.create("nf-big", SetType::HashIp, Family::Inet, &opts).unwrap();
+    ips.create("nf-big", SetType::HashIp, Family::Inet, &opts)
+        .unwrap();
     let members: Vec<Member> = (1..=100_000).map(v4).collect();
 
     let t = Instant::now();
@@ -278,11 +336,19 @@ fn full_set_fails_at_the_first_element_over_maxelem() {
         maxelem: Some(10),
         ..CreateOptions::default()
     };
-    ips.create("nf-small", SetType::HashIp, Family::Inet, &opts).unwrap();
+    ips.create("nf-small", SetType::HashIp, Family::Inet, &opts)
+        .unwrap();
     let members: Vec<Member> = (1..=15).map(v4).collect();
     let err = ips.add("nf-small", &members, Exist::Fail).unwrap_err();
     match &err {
-        Error::IpsetPartial { op, set, failed, element, applied, errno } => {
+        Error::IpsetPartial {
+            op,
+            set,
+            failed,
+            element,
+            applied,
+            errno,
+        } => {
             assert_eq!((*op, set.as_str()), ("adding to", "nf-small"));
             assert_eq!((*failed, *applied), (10, 10));
             assert_eq!(element, "10.0.0.11");
@@ -291,10 +357,19 @@ fn full_set_fails_at_the_first_element_over_maxelem() {
         e => panic!("expected IpsetPartial, got {e:?}"),
     }
     let text = err.to_string();
-    assert!(text.contains("adding to set nf-small: element #10 (10.0.0.11) failed"), "{text}");
+    assert!(
+        text.contains("adding to set nf-small: element #10 (10.0.0.11) failed"),
+        "{text}"
+    );
     assert!(text.contains("Hash is full"), "{text}");
-    assert!(text.contains("10 element(s) before it were applied"), "{text}");
-    assert_eq!(members_by_tool(&sb, "nf-small"), display_set(&members[..10]));
+    assert!(
+        text.contains("10 element(s) before it were applied"),
+        "{text}"
+    );
+    assert_eq!(
+        members_by_tool(&sb, "nf-small"),
+        display_set(&members[..10])
+    );
 }
 
 #[test]
@@ -305,50 +380,127 @@ fn failure_in_a_later_message_counts_across_messages() {
         maxelem: Some(4000),
         ..CreateOptions::default()
     };
-    ips.create("nf-split", SetType::HashIp, Family::Inet, &opts).unwrap();
+    ips.create("nf-split", SetType::HashIp, Family::Inet, &opts)
+        .unwrap();
     // 6,000 addresses are three messages (2,730 each); the 4,001st fails in the second.
     let members: Vec<Member> = (1..=6000).map(v4).collect();
     let err = ips.add("nf-split", &members, Exist::Fail).unwrap_err();
-    let Error::IpsetPartial { failed, applied, errno, .. } = err else {
+    let Error::IpsetPartial {
+        failed,
+        applied,
+        errno,
+        ..
+    } = err
+    else {
         panic!("expected IpsetPartial, got {err:?}");
     };
     assert_eq!((failed, applied, errno), (4000, 4000, IPSET_ERR_HASH_FULL));
     assert_eq!(entries(&sb, "nf-split"), 4000);
-    assert_eq!(members_by_tool(&sb, "nf-split"), display_set(&members[..4000]));
+    assert_eq!(
+        members_by_tool(&sb, "nf-split"),
+        display_set(&members[..4000])
+    );
 }
 
 #[test]
 fn existing_and_missing_elements_fail_unless_ignored() {
     let sb = Sandbox::new("ips-exist");
     let mut ips = open(&sb);
-    ips.create("nf-e", SetType::HashIp, Family::Inet, &CreateOptions::default()).unwrap();
-    let abcd = [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"), ip("10.0.0.4")];
+    ips.create(
+        "nf-e",
+        SetType::HashIp,
+        Family::Inet,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    let abcd = [
+        ip("10.0.0.1"),
+        ip("10.0.0.2"),
+        ip("10.0.0.3"),
+        ip("10.0.0.4"),
+    ];
     ips.add("nf-e", &abcd, Exist::Fail).unwrap();
 
     // Re-adding: the first new one goes in, then the duplicate stops the batch.
-    let err = ips.add("nf-e", &[ip("10.0.0.9"), ip("10.0.0.2"), ip("10.0.0.8")], Exist::Fail).unwrap_err();
-    let Error::IpsetPartial { failed, applied, errno, ref element, .. } = err else {
+    let err = ips
+        .add(
+            "nf-e",
+            &[ip("10.0.0.9"), ip("10.0.0.2"), ip("10.0.0.8")],
+            Exist::Fail,
+        )
+        .unwrap_err();
+    let Error::IpsetPartial {
+        failed,
+        applied,
+        errno,
+        ref element,
+        ..
+    } = err
+    else {
         panic!("expected IpsetPartial, got {err:?}");
     };
-    assert_eq!((failed, applied, errno, element.as_str()), (1, 1, IPSET_ERR_EXIST, "10.0.0.2"));
+    assert_eq!(
+        (failed, applied, errno, element.as_str()),
+        (1, 1, IPSET_ERR_EXIST, "10.0.0.2")
+    );
     assert!(err.to_string().contains("already added"), "{err}");
     assert_eq!(entries(&sb, "nf-e"), 5);
-    ips.add("nf-e", &[ip("10.0.0.9"), ip("10.0.0.2"), ip("10.0.0.8")], Exist::Ignore).unwrap();
+    ips.add(
+        "nf-e",
+        &[ip("10.0.0.9"), ip("10.0.0.2"), ip("10.0.0.8")],
+        Exist::Ignore,
+    )
+    .unwrap();
     assert_eq!(entries(&sb, "nf-e"), 6);
 
     // Deleting a missing element stops the batch there.
-    let err = ips.del("nf-e", &[ip("10.0.0.1"), ip("10.0.0.77"), ip("10.0.0.3")], Exist::Fail).unwrap_err();
-    let Error::IpsetPartial { op, failed, applied, errno, .. } = err else {
+    let err = ips
+        .del(
+            "nf-e",
+            &[ip("10.0.0.1"), ip("10.0.0.77"), ip("10.0.0.3")],
+            Exist::Fail,
+        )
+        .unwrap_err();
+    let Error::IpsetPartial {
+        op,
+        failed,
+        applied,
+        errno,
+        ..
+    } = err
+    else {
         panic!("expected IpsetPartial, got {err:?}");
     };
-    assert_eq!((op, failed, applied, errno), ("deleting from", 1, 1, IPSET_ERR_EXIST));
+    assert_eq!(
+        (op, failed, applied, errno),
+        ("deleting from", 1, 1, IPSET_ERR_EXIST)
+    );
     let held = members_by_tool(&sb, "nf-e");
-    assert_eq!(held, display_set(&[ip("10.0.0.2"), ip("10.0.0.3"), ip("10.0.0.4"), ip("10.0.0.8"), ip("10.0.0.9")]));
+    assert_eq!(
+        held,
+        display_set(&[
+            ip("10.0.0.2"),
+            ip("10.0.0.3"),
+            ip("10.0.0.4"),
+            ip("10.0.0.8"),
+            ip("10.0.0.9")
+        ])
+    );
     // With Exist::Ignore the missing one is skipped and the rest goes.
-    ips.del("nf-e", &[ip("10.0.0.1"), ip("10.0.0.77"), ip("10.0.0.3")], Exist::Ignore).unwrap();
+    ips.del(
+        "nf-e",
+        &[ip("10.0.0.1"), ip("10.0.0.77"), ip("10.0.0.3")],
+        Exist::Ignore,
+    )
+    .unwrap();
     assert_eq!(
         members_by_tool(&sb, "nf-e"),
-        display_set(&[ip("10.0.0.2"), ip("10.0.0.4"), ip("10.0.0.8"), ip("10.0.0.9")])
+        display_set(&[
+            ip("10.0.0.2"),
+            ip("10.0.0.4"),
+            ip("10.0.0.8"),
+            ip("10.0.0.9")
+        ])
     );
 }
 
@@ -356,34 +508,71 @@ fn existing_and_missing_elements_fail_unless_ignored() {
 fn wrong_family_or_kind_or_missing_set_applies_nothing() {
     let sb = Sandbox::new("ips-fam");
     let mut ips = open(&sb);
-    ips.create("nf-v4", SetType::HashIp, Family::Inet, &CreateOptions::default()).unwrap();
-    ips.create("nf-n4", SetType::HashNet, Family::Inet, &CreateOptions::default()).unwrap();
+    ips.create(
+        "nf-v4",
+        SetType::HashIp,
+        Family::Inet,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    ips.create(
+        "nf-n4",
+        SetType::HashNet,
+        Family::Inet,
+        &CreateOptions::default(),
+    )
+    .unwrap();
 
     // IPv6 addresses into an inet set: the kernel refuses the first element.
-    let err = ips.add("nf-v4", &[ip("2001:db8::1"), ip("2001:db8::2")], Exist::Fail).unwrap_err();
+    let err = ips
+        .add(
+            "nf-v4",
+            &[ip("2001:db8::1"), ip("2001:db8::2")],
+            Exist::Fail,
+        )
+        .unwrap_err();
     match &err {
-        Error::IpsetPartial { failed: 0, applied: 0, .. } => {}
+        Error::IpsetPartial {
+            failed: 0,
+            applied: 0,
+            ..
+        } => {}
         e => panic!("expected a failure at element 0, got {e:?}"),
     }
     assert_eq!(entries(&sb, "nf-v4"), 0);
 
     // Networks into a hash:ip set are refused, not added as ranges.
-    let err = ips.add("nf-v4", &[net("10.0.0.0/30"), net("10.1.0.0/16")], Exist::Fail).unwrap_err();
+    let err = ips
+        .add(
+            "nf-v4",
+            &[net("10.0.0.0/30"), net("10.1.0.0/16")],
+            Exist::Fail,
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("adding to set nf-v4"), "{err}");
     assert_eq!(entries(&sb, "nf-v4"), 0);
     assert!(ips.test("nf-v4", &net("10.0.0.0/30")).is_err());
     // Addresses into a hash:net set are host networks.
     ips.add("nf-n4", &[ip("10.9.9.9")], Exist::Fail).unwrap();
-    assert_eq!(members_by_tool(&sb, "nf-n4"), display_set(&[ip("10.9.9.9")]));
+    assert_eq!(
+        members_by_tool(&sb, "nf-n4"),
+        display_set(&[ip("10.9.9.9")])
+    );
 
     // No such set: one error naming it, nothing partial.
-    let err = ips.add("nf-nope", &[ip("10.0.0.1")], Exist::Fail).unwrap_err();
+    let err = ips
+        .add("nf-nope", &[ip("10.0.0.1")], Exist::Fail)
+        .unwrap_err();
     match &err {
         Error::Kernel { errno, .. } => assert_eq!(*errno, libc::ENOENT),
         e => panic!("expected Kernel, got {e:?}"),
     }
     assert!(err.to_string().contains("adding to set nf-nope"), "{err}");
-    assert!(err.to_string().contains("The set with the given name does not exist"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("The set with the given name does not exist"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -391,10 +580,18 @@ fn destroy_flush_rename_swap_test() {
     let sb = Sandbox::new("ips-ops");
     let mut ips = open(&sb);
     let d = CreateOptions::default();
-    ips.create("nf-a", SetType::HashNet, Family::Inet, &d).unwrap();
-    ips.create("nf-b", SetType::HashNet, Family::Inet, &d).unwrap();
-    ips.add("nf-a", &[net("10.0.0.0/8"), nomatch("10.1.0.0/16")], Exist::Fail).unwrap();
-    ips.add("nf-b", &[net("192.168.0.0/16")], Exist::Fail).unwrap();
+    ips.create("nf-a", SetType::HashNet, Family::Inet, &d)
+        .unwrap();
+    ips.create("nf-b", SetType::HashNet, Family::Inet, &d)
+        .unwrap();
+    ips.add(
+        "nf-a",
+        &[net("10.0.0.0/8"), nomatch("10.1.0.0/16")],
+        Exist::Fail,
+    )
+    .unwrap();
+    ips.add("nf-b", &[net("192.168.0.0/16")], Exist::Fail)
+        .unwrap();
 
     // test: an address inside, one in the nomatch hole, the hole itself, one outside.
     assert!(ips.test("nf-a", &ip("10.2.3.4")).unwrap());
@@ -403,32 +600,71 @@ fn destroy_flush_rename_swap_test() {
     assert!(ips.test("nf-a", &net("10.0.0.0/8")).unwrap());
     assert!(!ips.test("nf-a", &ip("11.0.0.1")).unwrap());
     // The tool agrees.
-    assert!(sb.run("ipset", &["test", "nf-a", "10.2.3.4"]).status.success());
-    assert!(!sb.run("ipset", &["test", "nf-a", "10.1.3.4"]).status.success());
+    assert!(sb
+        .run("ipset", &["test", "nf-a", "10.2.3.4"])
+        .status
+        .success());
+    assert!(!sb
+        .run("ipset", &["test", "nf-a", "10.1.3.4"])
+        .status
+        .success());
 
     // Create is idempotent only when asked and only for the same set.
-    let again = ips.create("nf-a", SetType::HashNet, Family::Inet, &d).unwrap_err();
+    let again = ips
+        .create("nf-a", SetType::HashNet, Family::Inet, &d)
+        .unwrap_err();
     assert_eq!(again.errno(), Some(libc::EEXIST));
-    assert!(again.to_string().contains("set with the same name already exists"), "{again}");
-    let ignore = CreateOptions { exist: Exist::Ignore, ..d };
-    ips.create("nf-a", SetType::HashNet, Family::Inet, &ignore).unwrap();
-    let other = CreateOptions { maxelem: Some(7), ..ignore };
-    assert!(ips.create("nf-a", SetType::HashNet, Family::Inet, &other).is_err());
+    assert!(
+        again
+            .to_string()
+            .contains("set with the same name already exists"),
+        "{again}"
+    );
+    let ignore = CreateOptions {
+        exist: Exist::Ignore,
+        ..d
+    };
+    ips.create("nf-a", SetType::HashNet, Family::Inet, &ignore)
+        .unwrap();
+    let other = CreateOptions {
+        maxelem: Some(7),
+        ..ignore
+    };
+    assert!(ips
+        .create("nf-a", SetType::HashNet, Family::Inet, &other)
+        .is_err());
     assert_eq!(entries(&sb, "nf-a"), 2);
 
     // swap: contents trade names.
     let index_a = ips.index_of("nf-a").unwrap();
     ips.swap("nf-a", "nf-b").unwrap();
-    assert_eq!(members_by_tool(&sb, "nf-a"), display_set(&[net("192.168.0.0/16")]));
-    assert_eq!(ips.index_of("nf-a").unwrap(), index_a, "the index stays with the name");
-    let mismatch = ips.create("nf-c", SetType::HashIp, Family::Inet, &d).and_then(|()| ips.swap("nf-a", "nf-c"));
-    assert!(mismatch.unwrap_err().to_string().contains("swapping sets nf-a and nf-c"));
+    assert_eq!(
+        members_by_tool(&sb, "nf-a"),
+        display_set(&[net("192.168.0.0/16")])
+    );
+    assert_eq!(
+        ips.index_of("nf-a").unwrap(),
+        index_a,
+        "the index stays with the name"
+    );
+    let mismatch = ips
+        .create("nf-c", SetType::HashIp, Family::Inet, &d)
+        .and_then(|()| ips.swap("nf-a", "nf-c"));
+    assert!(mismatch
+        .unwrap_err()
+        .to_string()
+        .contains("swapping sets nf-a and nf-c"));
 
     // rename.
     ips.rename("nf-b", "nf-renamed").unwrap();
     assert_eq!(ips.list_names().unwrap(), ["nf-a", "nf-renamed", "nf-c"]);
     let clash = ips.rename("nf-renamed", "nf-a").unwrap_err();
-    assert!(clash.to_string().contains("renaming set nf-renamed to nf-a"), "{clash}");
+    assert!(
+        clash
+            .to_string()
+            .contains("renaming set nf-renamed to nf-a"),
+        "{clash}"
+    );
 
     // flush.
     ips.flush("nf-renamed").unwrap();
@@ -440,10 +676,17 @@ fn destroy_flush_rename_swap_test() {
     assert_eq!(sb.sh("ipset", &["list", "-n"]), "nf-a\nnf-c\n");
     let gone = ips.destroy("nf-renamed", Exist::Fail).unwrap_err();
     assert_eq!(gone.errno(), Some(libc::ENOENT));
-    assert!(gone.to_string().contains("destroying set nf-renamed"), "{gone}");
+    assert!(
+        gone.to_string().contains("destroying set nf-renamed"),
+        "{gone}"
+    );
     ips.destroy("nf-renamed", Exist::Ignore).unwrap();
     let e = ips.flush("nf-renamed").unwrap_err();
-    assert!(e.to_string().contains("flushing set nf-renamed: The set with the given name does not exist"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("flushing set nf-renamed: The set with the given name does not exist"),
+        "{e}"
+    );
     let e = ips.list("nf-renamed").unwrap_err();
     assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
 }
@@ -470,9 +713,13 @@ fn index_by_name_and_name_by_index() {
     assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
     let e = ips.index_of("nf-i1").unwrap_err();
     assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
-    assert!(e.to_string().contains("getting the index of set nf-i1"), "{e}");
+    assert!(
+        e.to_string().contains("getting the index of set nf-i1"),
+        "{e}"
+    );
     // A freed index is reused by the next set.
-    ips.create("nf-i3", SetType::HashNet, Family::Inet6, &d).unwrap();
+    ips.create("nf-i3", SetType::HashNet, Family::Inet6, &d)
+        .unwrap();
     assert_eq!(ips.index_of("nf-i3").unwrap(), i1);
     assert!(ips.name_of(60_000).is_err());
 }
@@ -482,34 +729,64 @@ fn invalid_input_is_rejected_and_changes_nothing() {
     let sb = Sandbox::new("ips-inv");
     let mut ips = open(&sb);
     let d = CreateOptions::default();
-    ips.create("nf-ok", SetType::HashNet, Family::Inet, &d).unwrap();
+    ips.create("nf-ok", SetType::HashNet, Family::Inet, &d)
+        .unwrap();
     ips.add("nf-ok", &[net("10.0.0.0/8")], Exist::Fail).unwrap();
     let before = sb.sh("ipset", &["save"]);
 
     let long = "n".repeat(32);
-    let e = ips.create(&long, SetType::HashIp, Family::Inet, &d).unwrap_err();
+    let e = ips
+        .create(&long, SetType::HashIp, Family::Inet, &d)
+        .unwrap_err();
     assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
     assert!(e.to_string().contains("at most 31"), "{e}");
-    assert!(ips.create(&"n".repeat(31), SetType::HashIp, Family::Inet, &d).is_ok());
+    assert!(ips
+        .create(&"n".repeat(31), SetType::HashIp, Family::Inet, &d)
+        .is_ok());
     ips.destroy(&"n".repeat(31), Exist::Fail).unwrap();
 
-    let e = ips.add("nf-ok", &[net("10.1.0.0/16"), net("0.0.0.0/0")], Exist::Fail).unwrap_err();
+    let e = ips
+        .add(
+            "nf-ok",
+            &[net("10.1.0.0/16"), net("0.0.0.0/0")],
+            Exist::Fail,
+        )
+        .unwrap_err();
     assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
-    assert!(e.to_string().contains("set nf-ok element #1 (0.0.0.0/0)"), "{e}");
+    assert!(
+        e.to_string().contains("set nf-ok element #1 (0.0.0.0/0)"),
+        "{e}"
+    );
 
-    let e = ips.add("nf-ok", &[net("10.1.0.0/16"), net("2001:db8::/32")], Exist::Fail).unwrap_err();
+    let e = ips
+        .add(
+            "nf-ok",
+            &[net("10.1.0.0/16"), net("2001:db8::/32")],
+            Exist::Fail,
+        )
+        .unwrap_err();
     assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
     assert!(e.to_string().contains("element #1 (2001:db8::/32)"), "{e}");
 
-    let e = ips.add("nf-ok", &[net("10.1.0.0/16"), ip("10.2.0.1")], Exist::Fail).unwrap_err();
+    let e = ips
+        .add("nf-ok", &[net("10.1.0.0/16"), ip("10.2.0.1")], Exist::Fail)
+        .unwrap_err();
     assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
 
-    let e = ips.del(&long, &[net("10.1.0.0/16")], Exist::Fail).unwrap_err();
+    let e = ips
+        .del(&long, &[net("10.1.0.0/16")], Exist::Fail)
+        .unwrap_err();
     assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
     let e = ips.destroy("", Exist::Ignore).unwrap_err();
     assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
-    let zero = CreateOptions { maxelem: Some(0), ..d };
-    assert!(matches!(ips.create("nf-z", SetType::HashIp, Family::Inet, &zero), Err(Error::Invalid { .. })));
+    let zero = CreateOptions {
+        maxelem: Some(0),
+        ..d
+    };
+    assert!(matches!(
+        ips.create("nf-z", SetType::HashIp, Family::Inet, &zero),
+        Err(Error::Invalid { .. })
+    ));
 
     assert_eq!(sb.sh("ipset", &["save"]), before);
     // An empty batch is a no-op, not an error.
@@ -520,11 +797,21 @@ fn invalid_input_is_rejected_and_changes_nothing() {
 fn ipv6_sets_in_bulk() {
     let sb = Sandbox::new("ips-v6");
     let mut ips = open(&sb);
-    ips.create("nf-v6", SetType::HashNet, Family::Inet6, &CreateOptions::default()).unwrap();
+    ips.create(
+        "nf-v6",
+        SetType::HashNet,
+        Family::Inet6,
+        &CreateOptions::default(),
+    )
+    .unwrap();
     // 5,000 /112 networks, every third nomatch: several messages.
     let members: Vec<Member> = (1..=5000u128)
         .map(|i| Member::Net {
-            net: IpNet::new(IpAddr::V6(Ipv6Addr::from(0x2001_0db8u128 << 96 | i << 16)), 112).unwrap(),
+            net: IpNet::new(
+                IpAddr::V6(Ipv6Addr::from(0x2001_0db8u128 << 96 | i << 16)),
+                112,
+            )
+            .unwrap(),
             nomatch: i % 3 == 0,
         })
         .collect();
