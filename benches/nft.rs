@@ -83,7 +83,7 @@ fn bench(c: &mut Criterion) {
     let line = rule().to_iptables(Family::Ipv4);
     let args: Vec<&str> = line.split(' ').map(|a| a.trim_matches('"')).collect();
 
-    let mut cleanup = |s: &mut NetlinkSocket| {
+    let cleanup = |s: &mut NetlinkSocket| {
         let mut del = Transaction::new();
         for r in nft::list_rules(s, Family::Ipv4, "filter", Some("nf-bench"), &|_| {
             Some("nf-bench".into())

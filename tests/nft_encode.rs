@@ -115,7 +115,7 @@ fn batch_framing() {
     assert_eq!(&b[..28], &begin[..]);
     let table: Vec<u8> = [
         &40u32.to_ne_bytes()[..],
-        &((10u16 << 8) | 0).to_ne_bytes(), // NFT_MSG_NEWTABLE
+        &(10u16 << 8).to_ne_bytes(), // NFT_MSG_NEWTABLE (0) of subsystem 10
         &(nl::NLM_F_REQUEST | nl::NLM_F_ACK | nl::NLM_F_CREATE).to_ne_bytes(),
         &8u32.to_ne_bytes(),
         &0u32.to_ne_bytes(),

@@ -10,10 +10,7 @@ mod common;
 mod shapes;
 
 use common::Sandbox;
-use netfilter::nft::{
-    self, ChainSpec, CtState, Family, Iface, Match, Neg, Op, PortDir, PortRange, Position,
-    Protocol, RejectWith, Rule, SetDir, Target, Transaction,
-};
+use netfilter::nft::{self, ChainSpec, Family, Op, Position, Rule, Transaction};
 use netfilter::NetlinkSocket;
 use shapes::{shapes, CHAIN, CHAIN2, SETS};
 

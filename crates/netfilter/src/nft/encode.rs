@@ -369,38 +369,30 @@ pub fn validate(rule: &Rule, family: Family) -> Result<(), Error> {
             }
         }
     }
+    let bad_chain = |c: &str| c.is_empty() || c.len() > MAX_CHAIN_NAME || c.contains('\0');
+    let tcp = proto.is_some_and(|p| !p.negate && p.value == Protocol::Tcp);
     match &rule.target {
-        Target::Jump(c) | Target::Goto(c) => {
-            if c.is_empty() || c.len() > MAX_CHAIN_NAME || c.contains('\0') {
-                return bad("-j/-g", format!("chain name {c:?} must be 1..=28 bytes"));
-            }
+        Target::Jump(c) | Target::Goto(c) if bad_chain(c) => {
+            return bad("-j/-g", format!("chain name {c:?} must be 1..=28 bytes"));
         }
-        Target::Log { prefix, level } => {
-            if prefix
-                .as_ref()
-                .is_some_and(|p| p.len() > xt::log::MAX_PREFIX || p.contains('\0'))
-            {
-                return bad("--log-prefix", "longer than 29 bytes or has NUL".into());
-            }
-            if *level > 7 {
-                return bad(
-                    "--log-level",
-                    format!("{level} is not a syslog level 0..=7"),
-                );
-            }
+        Target::Log {
+            prefix: Some(p), ..
+        } if p.len() > xt::log::MAX_PREFIX || p.contains('\0') => {
+            return bad("--log-prefix", "longer than 29 bytes or has NUL".into());
         }
-        Target::Nflog { prefix, .. } => {
-            if prefix
-                .as_ref()
-                .is_some_and(|p| p.len() > 63 || p.contains('\0'))
-            {
-                return bad("--nflog-prefix", "longer than 63 bytes or has NUL".into());
-            }
+        Target::Log { level, .. } if *level > 7 => {
+            return bad(
+                "--log-level",
+                format!("{level} is not a syslog level 0..=7"),
+            );
         }
-        Target::Reject(crate::nft::rule::RejectWith::TcpReset) => {
-            if !proto.is_some_and(|p| !p.negate && p.value == Protocol::Tcp) {
-                return bad("--reject-with tcp-reset", "needs -p tcp".into());
-            }
+        Target::Nflog {
+            prefix: Some(p), ..
+        } if p.len() > 63 || p.contains('\0') => {
+            return bad("--nflog-prefix", "longer than 63 bytes or has NUL".into());
+        }
+        Target::Reject(crate::nft::rule::RejectWith::TcpReset) if !tcp => {
+            return bad("--reject-with tcp-reset", "needs -p tcp".into());
         }
         _ => {}
     }
