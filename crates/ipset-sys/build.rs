@@ -29,5 +29,7 @@ fn main() {
             )
         });
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets this"));
-    bindings.write_to_file(out.join("bindings.rs")).expect("writing bindings.rs");
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .expect("writing bindings.rs");
 }
