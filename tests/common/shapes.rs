@@ -402,6 +402,20 @@ pub fn shapes() -> Vec<(Family, Rule)> {
             prefix: None,
         }),
     );
+    add(
+        V4,
+        Rule {
+            matches: vec![set("nf-s4", &[SetDir::Src, SetDir::Dst], false)],
+            ..r(Target::Accept)
+        },
+    );
+    add(
+        V6,
+        Rule {
+            matches: vec![set("nf-n6", &[SetDir::Dst, SetDir::Src], true)],
+            ..r(Target::Drop)
+        },
+    );
     // Calico-like combinations.
     add(
         V4,
