@@ -14,7 +14,6 @@ pub mod expr;
 pub mod rule;
 pub mod xt;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use nftnl::nftnl_sys as sys;
@@ -941,15 +940,6 @@ pub fn parse_rule(
         }
     }
     Ok(r)
-}
-
-/// Index of every dumped rule by chain, for callers that diff.
-pub fn by_chain(rules: &[RuleInfo]) -> HashMap<&str, Vec<&RuleInfo>> {
-    let mut m: HashMap<&str, Vec<&RuleInfo>> = HashMap::new();
-    for r in rules {
-        m.entry(r.chain.as_str()).or_default().push(r);
-    }
-    m
 }
 
 #[cfg(test)]
