@@ -59,7 +59,7 @@ fn render_list(l: &SetListing) -> String {
 fn header_params(h: &SetHeader) -> String {
     format!(
         "family {} hashsize {} maxelem {} bucketsize {} initval 0x{:08x}",
-        h.family.expect("inet or inet6"),
+        h.family.expect("inet or inet6").ipset_name(),
         h.hashsize.expect("hash type"),
         h.maxelem.expect("hash type"),
         h.bucketsize.expect("revision with bucketsize"),
@@ -142,19 +142,19 @@ fn what_netfence_creates_ipset_lists_identically() {
         maxelem: Some(100_000),
         ..CreateOptions::default()
     };
-    ips.create("nf-ip4", SetType::HashIp, Family::Inet, &custom)
+    ips.create("nf-ip4", SetType::HashIp, Family::Ipv4, &custom)
         .unwrap();
     ips.create(
         "nf-ip6",
         SetType::HashIp,
-        Family::Inet6,
+        Family::Ipv6,
         &CreateOptions::default(),
     )
     .unwrap();
     ips.create(
         "nf-net4",
         SetType::HashNet,
-        Family::Inet,
+        Family::Ipv4,
         &CreateOptions::default(),
     )
     .unwrap();
@@ -163,7 +163,7 @@ fn what_netfence_creates_ipset_lists_identically() {
         maxelem: Some(1000),
         ..CreateOptions::default()
     };
-    ips.create("nf-net6", SetType::HashNet, Family::Inet6, &small)
+    ips.create("nf-net6", SetType::HashNet, Family::Ipv6, &small)
         .unwrap();
 
     let ip4: Vec<Member> = (1..=300).map(v4).collect();
@@ -198,7 +198,7 @@ fn what_netfence_creates_ipset_lists_identically() {
         (Some(4096), Some(100_000), 300)
     );
     assert_eq!(ours[3].header.hashsize, Some(64));
-    assert_eq!(ours[3].header.family, Some(Family::Inet6));
+    assert_eq!(ours[3].header.family, Some(Family::Ipv6));
     assert_eq!(display_set(&ours[2].members), display_set(&net4));
     assert!(ours[2].members.contains(&nomatch("10.1.0.0/16")));
 
@@ -269,7 +269,7 @@ add r-net6 2001:db8:aaaa::1
     assert_eq!(h.type_name, "hash:net");
     assert_eq!(
         (h.family, h.hashsize, h.maxelem, h.entries),
-        (Some(Family::Inet), Some(128), Some(70), 4)
+        (Some(Family::Ipv4), Some(128), Some(70), 4)
     );
     let m: BTreeSet<Member> = all[2].members.iter().copied().collect();
     let want: BTreeSet<Member> = [
@@ -300,7 +300,7 @@ fn hundred_thousand_elements_in_one_call() {
         hashsize: Some(65536),
         ..CreateOptions::default()
     };
-    ips.create("nf-big", SetType::HashIp, Family::Inet, &opts)
+    ips.create("nf-big", SetType::HashIp, Family::Ipv4, &opts)
         .unwrap();
     let members: Vec<Member> = (1..=100_000).map(v4).collect();
 
@@ -336,7 +336,7 @@ fn full_set_fails_at_the_first_element_over_maxelem() {
         maxelem: Some(10),
         ..CreateOptions::default()
     };
-    ips.create("nf-small", SetType::HashIp, Family::Inet, &opts)
+    ips.create("nf-small", SetType::HashIp, Family::Ipv4, &opts)
         .unwrap();
     let members: Vec<Member> = (1..=15).map(v4).collect();
     let err = ips.add("nf-small", &members, Exist::Fail).unwrap_err();
@@ -380,7 +380,7 @@ fn failure_in_a_later_message_counts_across_messages() {
         maxelem: Some(4000),
         ..CreateOptions::default()
     };
-    ips.create("nf-split", SetType::HashIp, Family::Inet, &opts)
+    ips.create("nf-split", SetType::HashIp, Family::Ipv4, &opts)
         .unwrap();
     // 6,000 addresses are three messages (2,730 each); the 4,001st fails in the second.
     let members: Vec<Member> = (1..=6000).map(v4).collect();
@@ -409,7 +409,7 @@ fn existing_and_missing_elements_fail_unless_ignored() {
     ips.create(
         "nf-e",
         SetType::HashIp,
-        Family::Inet,
+        Family::Ipv4,
         &CreateOptions::default(),
     )
     .unwrap();
@@ -511,14 +511,14 @@ fn wrong_family_or_kind_or_missing_set_applies_nothing() {
     ips.create(
         "nf-v4",
         SetType::HashIp,
-        Family::Inet,
+        Family::Ipv4,
         &CreateOptions::default(),
     )
     .unwrap();
     ips.create(
         "nf-n4",
         SetType::HashNet,
-        Family::Inet,
+        Family::Ipv4,
         &CreateOptions::default(),
     )
     .unwrap();
@@ -580,9 +580,9 @@ fn destroy_flush_rename_swap_test() {
     let sb = Sandbox::new("ips-ops");
     let mut ips = open(&sb);
     let d = CreateOptions::default();
-    ips.create("nf-a", SetType::HashNet, Family::Inet, &d)
+    ips.create("nf-a", SetType::HashNet, Family::Ipv4, &d)
         .unwrap();
-    ips.create("nf-b", SetType::HashNet, Family::Inet, &d)
+    ips.create("nf-b", SetType::HashNet, Family::Ipv4, &d)
         .unwrap();
     ips.add(
         "nf-a",
@@ -611,7 +611,7 @@ fn destroy_flush_rename_swap_test() {
 
     // Create is idempotent only when asked and only for the same set.
     let again = ips
-        .create("nf-a", SetType::HashNet, Family::Inet, &d)
+        .create("nf-a", SetType::HashNet, Family::Ipv4, &d)
         .unwrap_err();
     assert_eq!(again.errno(), Some(libc::EEXIST));
     assert!(
@@ -624,14 +624,14 @@ fn destroy_flush_rename_swap_test() {
         exist: Exist::Ignore,
         ..d
     };
-    ips.create("nf-a", SetType::HashNet, Family::Inet, &ignore)
+    ips.create("nf-a", SetType::HashNet, Family::Ipv4, &ignore)
         .unwrap();
     let other = CreateOptions {
         maxelem: Some(7),
         ..ignore
     };
     assert!(ips
-        .create("nf-a", SetType::HashNet, Family::Inet, &other)
+        .create("nf-a", SetType::HashNet, Family::Ipv4, &other)
         .is_err());
     assert_eq!(entries(&sb, "nf-a"), 2);
 
@@ -648,7 +648,7 @@ fn destroy_flush_rename_swap_test() {
         "the index stays with the name"
     );
     let mismatch = ips
-        .create("nf-c", SetType::HashIp, Family::Inet, &d)
+        .create("nf-c", SetType::HashIp, Family::Ipv4, &d)
         .and_then(|()| ips.swap("nf-a", "nf-c"));
     assert!(mismatch
         .unwrap_err()
@@ -697,7 +697,7 @@ fn index_by_name_and_name_by_index() {
     let mut ips = open(&sb);
     let d = CreateOptions::default();
     for name in ["nf-i0", "nf-i1", "nf-i2"] {
-        ips.create(name, SetType::HashIp, Family::Inet, &d).unwrap();
+        ips.create(name, SetType::HashIp, Family::Ipv4, &d).unwrap();
     }
     let mut seen = BTreeSet::new();
     for l in ips.list_all().unwrap() {
@@ -718,7 +718,7 @@ fn index_by_name_and_name_by_index() {
         "{e}"
     );
     // A freed index is reused by the next set.
-    ips.create("nf-i3", SetType::HashNet, Family::Inet6, &d)
+    ips.create("nf-i3", SetType::HashNet, Family::Ipv6, &d)
         .unwrap();
     assert_eq!(ips.index_of("nf-i3").unwrap(), i1);
     assert!(ips.name_of(60_000).is_err());
@@ -729,19 +729,19 @@ fn invalid_input_is_rejected_and_changes_nothing() {
     let sb = Sandbox::new("ips-inv");
     let mut ips = open(&sb);
     let d = CreateOptions::default();
-    ips.create("nf-ok", SetType::HashNet, Family::Inet, &d)
+    ips.create("nf-ok", SetType::HashNet, Family::Ipv4, &d)
         .unwrap();
     ips.add("nf-ok", &[net("10.0.0.0/8")], Exist::Fail).unwrap();
     let before = sb.sh("ipset", &["save"]);
 
     let long = "n".repeat(32);
     let e = ips
-        .create(&long, SetType::HashIp, Family::Inet, &d)
+        .create(&long, SetType::HashIp, Family::Ipv4, &d)
         .unwrap_err();
     assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
     assert!(e.to_string().contains("at most 31"), "{e}");
     assert!(ips
-        .create(&"n".repeat(31), SetType::HashIp, Family::Inet, &d)
+        .create(&"n".repeat(31), SetType::HashIp, Family::Ipv4, &d)
         .is_ok());
     ips.destroy(&"n".repeat(31), Exist::Fail).unwrap();
 
@@ -784,7 +784,7 @@ fn invalid_input_is_rejected_and_changes_nothing() {
         ..d
     };
     assert!(matches!(
-        ips.create("nf-z", SetType::HashIp, Family::Inet, &zero),
+        ips.create("nf-z", SetType::HashIp, Family::Ipv4, &zero),
         Err(Error::Invalid { .. })
     ));
 
@@ -800,7 +800,7 @@ fn ipv6_sets_in_bulk() {
     ips.create(
         "nf-v6",
         SetType::HashNet,
-        Family::Inet6,
+        Family::Ipv6,
         &CreateOptions::default(),
     )
     .unwrap();

@@ -8,15 +8,18 @@
 //! - [`nft`]: tables, chains and rules: the iptables-nft rule vocabulary, its encoder and
 //!   decoder (through libnftnl), dumps, and atomic transactions with generation checks;
 //! - [`ipset`]: the ipset protocol (7, falling back to 6), encoded and decoded here;
+//! - [`family`]: the address family both layers share;
 //! - [`error`]: the crate's one error type.
 
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod family;
 pub mod ipset;
 pub mod nft;
 pub mod nl;
 pub mod socket;
 
 pub use error::Error;
+pub use family::Family;
 pub use socket::{NetlinkSocket, Netns};

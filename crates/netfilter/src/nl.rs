@@ -170,35 +170,11 @@ impl MsgWriter {
         Ok(())
     }
 
-    /// Bytes written so far in the open nest: lets callers split before the 64 KiB limit.
-    pub fn nest_len(&self, nest: &Nest) -> usize {
-        self.buf.len() - nest.0
-    }
-
-    /// Drops everything written since `mark` (a value of [`Self::len`]).
-    pub fn truncate(&mut self, mark: usize) {
-        self.buf.truncate(mark);
-    }
-
     /// Closes the open message, writing its length.
     pub fn end(&mut self) {
         let start = self.open.take().expect("end() without begin()");
         let len = (self.buf.len() - start) as u32;
         self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-    }
-
-    /// Mutable access to the tail of the buffer, for a C library to build a payload into.
-    /// The caller reserves room, lets the library write, then calls [`Self::commit_raw`].
-    pub fn spare(&mut self, room: usize) -> &mut [u8] {
-        let len = self.buf.len();
-        self.buf.resize(len + room, 0);
-        &mut self.buf[len..]
-    }
-
-    /// Keeps `used` bytes of the last [`Self::spare`] of `room` bytes, and drops the rest.
-    pub fn commit_raw(&mut self, room: usize, used: usize) {
-        let keep = self.buf.len() - room + align(used.min(room));
-        self.buf.truncate(keep);
     }
 
     /// Bytes written so far.
@@ -307,11 +283,6 @@ impl<'a> Msg<'a> {
         Attrs {
             buf: self.payload.get(hdr..).unwrap_or(&[]),
         }
-    }
-
-    /// The message type's low byte: the subsystem command for nfnetlink messages.
-    pub fn nfnl_cmd(&self) -> u8 {
-        (self.ty & 0xff) as u8
     }
 
     /// The `nfgenmsg` family byte, if present.

@@ -204,6 +204,18 @@ impl NetlinkSocket {
         self.seq
     }
 
+    /// Reserves `n` consecutive sequence numbers and returns the first, for a batch that
+    /// numbers its messages `first, first + 1, ..`.
+    pub fn next_seqs(&mut self, n: u32) -> u32 {
+        let mut first = self.seq.wrapping_add(1);
+        if first == 0 || first.checked_add(n).is_none() {
+            // Keep a batch's numbers increasing: restart below the wrap.
+            first = 1;
+        }
+        self.seq = first + n.saturating_sub(1);
+        first
+    }
+
     /// Sends `bytes` in one `sendmsg`, growing the send buffer first if needed.
     ///
     /// # Errors
@@ -262,11 +274,12 @@ impl NetlinkSocket {
             // SAFETY: u64 storage viewed as bytes; alignment only grows.
             unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<u8>(), b.len() * 8) }
         };
+        let fd = self.fd();
         let n = loop {
             // SAFETY: recv into our own buffer.
             let rc = unsafe {
                 libc::recv(
-                    mnl_sys::mnl_socket_get_fd(self.sock.as_raw_socket()),
+                    fd,
                     bytes.as_mut_ptr().cast(),
                     bytes.len(),
                     libc::MSG_DONTWAIT,

@@ -25,51 +25,7 @@ use crate::error::Error;
 use crate::nl::{self, Msg};
 use crate::socket::{NetlinkSocket, Netns};
 
-/// A set's address family (`NFPROTO_*`, `linux/netfilter.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    /// IPv4 (`NFPROTO_IPV4`, ipset's `family inet`).
-    Inet,
-    /// IPv6 (`NFPROTO_IPV6`, ipset's `family inet6`).
-    Inet6,
-}
-
-impl Family {
-    /// The `NFPROTO_*` value carried in `IPSET_ATTR_FAMILY`.
-    pub const fn nfproto(self) -> u8 {
-        match self {
-            Self::Inet => libc::NFPROTO_IPV4 as u8,
-            Self::Inet6 => libc::NFPROTO_IPV6 as u8,
-        }
-    }
-
-    /// The family of an `NFPROTO_*` value, `None` for others (`NFPROTO_UNSPEC` of
-    /// `list:set`).
-    pub const fn from_nfproto(v: u8) -> Option<Self> {
-        match v as i32 {
-            libc::NFPROTO_IPV4 => Some(Self::Inet),
-            libc::NFPROTO_IPV6 => Some(Self::Inet6),
-            _ => None,
-        }
-    }
-
-    /// The family of an address.
-    pub const fn of(addr: &IpAddr) -> Self {
-        match addr {
-            IpAddr::V4(_) => Self::Inet,
-            IpAddr::V6(_) => Self::Inet6,
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Inet => "inet",
-            Self::Inet6 => "inet6",
-        })
-    }
-}
+pub use crate::family::Family;
 
 /// The set types netfence creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,8 +107,8 @@ impl Member {
     /// The element's family.
     pub fn family(&self) -> Family {
         match self {
-            Self::Ip(a) => Family::of(a),
-            Self::Net { net, .. } => Family::of(&net.addr()),
+            Self::Ip(a) => Family::of_addr(a),
+            Self::Net { net, .. } => Family::of(net),
         }
     }
 }
@@ -353,7 +309,12 @@ impl Ipset {
         let req = self.req();
         let msg = wire::encode_type(req, ty, family);
         let mut got = None;
-        let op = || format!("asking the kernel's revisions of {ty} family {family}");
+        let op = || {
+            format!(
+                "asking the kernel's revisions of {ty} family {}",
+                family.ipset_name()
+            )
+        };
         self.call(wire::Cmd::Type, &msg, req.seq, &op, |m| {
             got = Some(wire::decode_type(&m)?);
             Ok(())

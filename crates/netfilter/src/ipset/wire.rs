@@ -176,8 +176,9 @@ pub fn validate_members(set: &str, members: &[Member]) -> Result<(), Error> {
         };
         if m.family() != family {
             return bad(format!(
-                "family {} differs from element #0's {family}; a set holds one family",
-                m.family()
+                "family {} differs from element #0's {}; a set holds one family",
+                m.family().ipset_name(),
+                family.ipset_name()
             ));
         }
         if matches!(m, Member::Net { .. }) != is_net {
@@ -892,7 +893,7 @@ mod tests {
             REQ,
             "s1",
             SetType::HashIp,
-            Family::Inet,
+            Family::Ipv4,
             6,
             CreateParams {
                 hashsize: Some(1024),
@@ -927,7 +928,7 @@ mod tests {
             REQ,
             "s1",
             SetType::HashIp,
-            Family::Inet,
+            Family::Ipv4,
             6,
             CreateParams::default(),
             Exist::Ignore,
@@ -952,7 +953,7 @@ mod tests {
             REQ,
             "s6",
             SetType::HashNet,
-            Family::Inet6,
+            Family::Ipv6,
             7,
             CreateParams::default(),
             Exist::Fail,
@@ -1042,7 +1043,7 @@ mod tests {
         // The tool sends PROTOCOL and TYPE with NLM_F_REQUEST only; netfence adds NLM_F_ACK.
         assert_eq!(encode_protocol(REQ), msg(1, REQUEST_ACK, &proto7()));
         assert_eq!(
-            encode_type(REQ, SetType::HashIp, Family::Inet),
+            encode_type(REQ, SetType::HashIp, Family::Ipv4),
             msg(
                 1 + 12,
                 REQUEST_ACK,
@@ -1247,7 +1248,7 @@ mod tests {
             REQ,
             "s",
             SetType::HashIp,
-            Family::Inet,
+            Family::Ipv4,
             6,
             params,
             Exist::Fail
@@ -1353,7 +1354,7 @@ mod tests {
         assert_eq!(h.name, "s6");
         assert_eq!(h.type_name, "hash:net");
         assert_eq!(h.set_type, Some(SetType::HashNet));
-        assert_eq!(h.family, Some(Family::Inet6));
+        assert_eq!(h.family, Some(Family::Ipv6));
         assert_eq!(h.revision, 7);
         assert_eq!(h.index, Some(1));
         assert_eq!(h.hashsize, Some(1024));

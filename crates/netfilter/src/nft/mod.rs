@@ -359,11 +359,8 @@ impl Transaction {
         if self.ops.is_empty() {
             return Ok(Committed::default());
         }
-        let first = sock.next_seq();
-        // Reserve the sequence numbers the batch uses.
-        for _ in 0..=self.ops.len() {
-            sock.next_seq();
-        }
+        // Begin, one message per operation, end.
+        let first = sock.next_seqs(self.ops.len() as u32 + 2);
         let bytes = self.encode(first, genid, sets, true)?;
         let adds = self
             .ops
@@ -373,44 +370,20 @@ impl Transaction {
         sock.reserve_replies(adds, 1024)?;
         sock.send(&bytes)?;
 
-        let last = first.wrapping_add(self.ops.len() as u32);
-        let mut handles = vec![None; self.ops.len()];
-        let mut errors: Vec<(u32, i32)> = Vec::new();
-        let mut finished = false;
-        let mut begin_err = None;
+        let mut replies = Replies {
+            first,
+            last: first.wrapping_add(self.ops.len() as u32),
+            handles: vec![None; self.ops.len()],
+            errors: Vec::new(),
+            begin_err: None,
+            finished: false,
+        };
         // nfnetlink processes the batch inside sendmsg, so replies are already queued;
         // the wait only guards against a kernel that defers them.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !finished {
+        while !replies.finished {
             let wait = deadline.saturating_duration_since(std::time::Instant::now());
-            let got = sock.recv(wait, |m: Msg<'_>| {
-                let idx = m.seq.wrapping_sub(first);
-                if m.ty == nl::NLMSG_ERROR {
-                    let (errno, _) = m.error()?;
-                    if m.seq == first {
-                        // Errors on batch begin: the generation check, or the commit.
-                        begin_err = Some(errno);
-                        finished = true;
-                    } else if errno != 0 {
-                        errors.push((idx, errno));
-                    }
-                    if m.seq == last {
-                        finished = true;
-                    }
-                } else if m.ty == nft_type(msg::NEWRULE)
-                    && idx >= 1
-                    && (idx as usize) <= self.ops.len()
-                {
-                    for a in m.attrs(4) {
-                        let a = a?;
-                        if a.ty == 3 {
-                            handles[idx as usize - 1] = Some(a.u64_be()?);
-                        }
-                    }
-                }
-                Ok(())
-            })?;
-            if !got && !finished {
+            if !sock.recv(wait, |m| replies.take(m))? && !replies.finished {
                 return Err(Error::io(
                     "committing an nf_tables batch",
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply from the kernel"),
@@ -418,16 +391,13 @@ impl Transaction {
             }
         }
         // Drain what is left (echoes and errors queued after the ACK), without waiting.
-        while sock.recv(Duration::ZERO, |m| {
-            let idx = m.seq.wrapping_sub(first);
-            if m.ty == nl::NLMSG_ERROR {
-                let (errno, _) = m.error()?;
-                if errno != 0 && m.seq != first {
-                    errors.push((idx, errno));
-                }
-            }
-            Ok(())
-        })? {}
+        while sock.recv(Duration::ZERO, |m| replies.take(m))? {}
+        let Replies {
+            handles,
+            errors,
+            begin_err,
+            ..
+        } = replies;
         if let Some(errno) = begin_err.filter(|&e| e != 0) {
             if errno == libc::ERESTART && genid.is_some() {
                 return Err(Error::GenerationChanged {
@@ -457,6 +427,45 @@ impl Transaction {
             None => format!("the batch (message {idx})"),
         };
         Error::Kernel { op, errno }
+    }
+}
+
+/// What the kernel answered to one batch, gathered message by message.
+struct Replies {
+    first: u32,
+    last: u32,
+    handles: Vec<Option<u64>>,
+    /// (message index within the batch, errno) of every failed operation.
+    errors: Vec<(u32, i32)>,
+    /// An error on batch begin: the generation check, or the commit itself.
+    begin_err: Option<i32>,
+    /// The last operation's ACK (or a batch-begin error) arrived: nothing more to wait for.
+    finished: bool,
+}
+
+impl Replies {
+    fn take(&mut self, m: Msg<'_>) -> Result<(), Error> {
+        let idx = m.seq.wrapping_sub(self.first);
+        if m.ty == nl::NLMSG_ERROR {
+            let (errno, _) = m.error()?;
+            if m.seq == self.first {
+                self.begin_err = Some(errno);
+                self.finished = true;
+            } else if errno != 0 {
+                self.errors.push((idx, errno));
+            }
+            if m.seq == self.last {
+                self.finished = true;
+            }
+        } else if m.ty == nft_type(msg::NEWRULE) && idx >= 1 && idx as usize <= self.handles.len() {
+            for a in m.attrs(4) {
+                let a = a?;
+                if a.ty == 3 {
+                    self.handles[idx as usize - 1] = Some(a.u64_be()?);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -544,10 +553,7 @@ fn encode_op(
             rule,
             position,
         } => {
-            check_name("chain", chain, MAX_CHAIN_NAME)?;
-            let r = encode::build(rule, *family, sets)?;
-            r.set_str(sys::NFTNL_RULE_TABLE, table);
-            r.set_str(sys::NFTNL_RULE_CHAIN, chain);
+            let r = rule_in(rule, *family, table, chain, sets)?;
             let mut flags = req | nl::NLM_F_CREATE;
             if echo {
                 flags |= nl::NLM_F_ECHO;
@@ -586,9 +592,7 @@ fn encode_op(
             handle,
             rule,
         } => {
-            let r = encode::build(rule, *family, sets)?;
-            r.set_str(sys::NFTNL_RULE_TABLE, table);
-            r.set_str(sys::NFTNL_RULE_CHAIN, chain);
+            let r = rule_in(rule, *family, table, chain, sets)?;
             r.set_u64(sys::NFTNL_RULE_HANDLE, *handle);
             let mut flags = req | nl::NLM_F_REPLACE;
             if echo {
@@ -598,6 +602,21 @@ fn encode_op(
         }
     }
     Ok(())
+}
+
+/// The libnftnl rule for `rule`, placed in `table`/`chain`.
+fn rule_in(
+    rule: &Rule,
+    family: Family,
+    table: &str,
+    chain: &str,
+    sets: &dyn SetIndex,
+) -> Result<encode::RuleBox, Error> {
+    check_name("chain", chain, MAX_CHAIN_NAME)?;
+    let r = encode::build(rule, family, sets)?;
+    r.set_str(sys::NFTNL_RULE_TABLE, table);
+    r.set_str(sys::NFTNL_RULE_CHAIN, chain);
+    Ok(r)
 }
 
 fn write_rule(

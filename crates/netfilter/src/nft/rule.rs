@@ -10,56 +10,7 @@ use std::fmt::{self, Write as _};
 
 use ipnet::IpNet;
 
-/// The two address families netfence programs (`NFPROTO_IPV4`, `NFPROTO_IPV6` in
-/// `linux/netfilter.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    /// Table family `ip` (iptables).
-    Ipv4,
-    /// Table family `ip6` (ip6tables).
-    Ipv6,
-}
-
-impl Family {
-    /// The `NFPROTO_*` value.
-    pub const fn nfproto(self) -> u8 {
-        match self {
-            Self::Ipv4 => libc::NFPROTO_IPV4 as u8,
-            Self::Ipv6 => libc::NFPROTO_IPV6 as u8,
-        }
-    }
-
-    /// The family whose `NFPROTO_*` value is `v`.
-    pub const fn from_nfproto(v: u8) -> Option<Self> {
-        match v as i32 {
-            libc::NFPROTO_IPV4 => Some(Self::Ipv4),
-            libc::NFPROTO_IPV6 => Some(Self::Ipv6),
-            _ => None,
-        }
-    }
-
-    /// The family an address belongs to.
-    pub fn of(net: &IpNet) -> Self {
-        match net {
-            IpNet::V4(_) => Self::Ipv4,
-            IpNet::V6(_) => Self::Ipv6,
-        }
-    }
-
-    /// The `nft` name of the family.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Ipv4 => "ip",
-            Self::Ipv6 => "ip6",
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::family::Family;
 
 /// A match that `!` can invert.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
