@@ -74,7 +74,7 @@ fn churn(c: &mut Criterion) {
         maxelem: Some(100_000),
         ..CreateOptions::default()
     };
-    ips.create(SET, SetType::HashIp, Family::Inet, &opts)
+    ips.create(SET, SetType::HashIp, Family::Ipv4, &opts)
         .expect("creating the set");
     let base: Vec<Member> = (1..=10_000).map(|i| addr(0x0a00_0000, i)).collect();
     ips.add(SET, &base, Exist::Fail).expect("filling the set");
