@@ -348,3 +348,100 @@ fn one_batch_of_100k_rules() {
     assert_eq!(dumped.len(), N);
     assert_eq!(dumped.iter().map(|r| r.handle).collect::<Vec<_>>(), handles);
 }
+
+#[test]
+fn tables_and_chains_dump_with_hooks_and_delete() {
+    let sb = Sandbox::new("chains");
+    let mut s = NetlinkSocket::open(&sb.netns()).unwrap();
+    let mut tx = Transaction::new();
+    for family in [Family::Ipv4, Family::Ipv6] {
+        tx.push(Op::AddTable {
+            family,
+            table: T.into(),
+        });
+        tx.push(Op::AddChain {
+            family,
+            table: T.into(),
+            chain: ChainSpec {
+                name: "INPUT".into(),
+                base: Some(BaseChain {
+                    hook: Hook::Input,
+                    priority: 0,
+                    policy: Policy::Drop,
+                }),
+            },
+        });
+        for c in ["nf-a", "nf-b"] {
+            tx.push(Op::AddChain {
+                family,
+                table: T.into(),
+                chain: ChainSpec {
+                    name: c.into(),
+                    base: None,
+                },
+            });
+        }
+        tx.push(Op::AddRule {
+            family,
+            table: T.into(),
+            chain: "INPUT".into(),
+            rule: Rule::new(Target::Jump("nf-a".into())),
+            position: Position::Append,
+        });
+    }
+    tx.commit(&mut s, None, &no_sets).unwrap();
+
+    let tables = nft::list_tables(&mut s, None).unwrap();
+    assert_eq!(tables.len(), 2);
+    for family in [Family::Ipv4, Family::Ipv6] {
+        let chains = nft::list_chains(&mut s, family, T).unwrap();
+        let by = |n: &str| chains.iter().find(|c| c.name == n).unwrap().clone();
+        assert_eq!(
+            by("INPUT").base,
+            Some(BaseChain {
+                hook: Hook::Input,
+                priority: 0,
+                policy: Policy::Drop
+            })
+        );
+        assert_eq!(by("nf-a").base, None);
+        assert_eq!(by("nf-a").references, 1, "INPUT jumps to nf-a");
+        assert_eq!(by("nf-b").references, 0);
+        // The iptables tools agree.
+        let save = sb.sh(
+            if family == Family::Ipv4 {
+                "iptables-nft-save"
+            } else {
+                "ip6tables-nft-save"
+            },
+            &[],
+        );
+        assert!(
+            save.contains(":INPUT DROP") && save.contains("-A INPUT -j nf-a"),
+            "{save}"
+        );
+
+        // A referenced chain can't go; an unreferenced one can.
+        let mut del = Transaction::new();
+        del.push(Op::DelChain {
+            family,
+            table: T.into(),
+            chain: "nf-a".into(),
+        });
+        let err = del.commit(&mut s, None, &no_sets).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EBUSY), "{err}");
+        let mut del = Transaction::new();
+        del.push(Op::DelChain {
+            family,
+            table: T.into(),
+            chain: "nf-b".into(),
+        });
+        del.commit(&mut s, None, &no_sets).unwrap();
+        let names: Vec<String> = nft::list_chains(&mut s, family, T)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert!(!names.contains(&"nf-b".to_string()) && names.contains(&"nf-a".to_string()));
+    }
+}
