@@ -695,7 +695,9 @@ const IPSET_ERR_PRIVATE: i32 = sys::IPSET_ERR_PRIVATE as i32;
 const IPSET_ERR_PROTOCOL: i32 = sys::IPSET_ERR_PROTOCOL as i32;
 const IPSET_ERR_FIND_TYPE: i32 = sys::IPSET_ERR_FIND_TYPE as i32;
 const IPSET_ERR_MAX_SETS: i32 = sys::IPSET_ERR_MAX_SETS as i32;
-const IPSET_ERR_BUSY: i32 = sys::IPSET_ERR_BUSY as i32;
+/// `IPSET_ERR_BUSY`: a destroy refused because a rule still references the set; the kernel
+/// drops references asynchronously after the rule goes, so retrying later succeeds.
+pub const IPSET_ERR_BUSY: i32 = sys::IPSET_ERR_BUSY as i32;
 const IPSET_ERR_EXIST_SETNAME2: i32 = sys::IPSET_ERR_EXIST_SETNAME2 as i32;
 const IPSET_ERR_TYPE_MISMATCH: i32 = sys::IPSET_ERR_TYPE_MISMATCH as i32;
 /// `IPSET_ERR_EXIST`: "already added" on add, "not added" on del, "not in set" on test.

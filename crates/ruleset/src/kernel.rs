@@ -1,0 +1,334 @@
+//! Plans executed on a network namespace, and the kernel read back into the model.
+//!
+//! All I/O goes through `netfilter`; this module only sequences it. The kernel is the only
+//! store of netfence's state: [`Kernel::observe`] rebuilds the model from dumps (rule
+//! identities come from the rules' comments), so a restarted process adopts what an
+//! earlier one left, and nothing is written to disk.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use netfilter::ipset::{self, CreateOptions, Exist, Ipset};
+use netfilter::nft::{self, Op, Transaction};
+use netfilter::{NetlinkSocket, Netns};
+
+use crate::error::Error;
+use crate::model::{Chain, ForeignSet, IpSet, Polarity, Ruleset, TableId, DEFAULT_MAXELEM};
+use crate::plan::{apply_committed, apply_step, Plan, SetOp, Step};
+
+/// How often a set destroy refused as "in use" is retried, and how long apart at most: the
+/// kernel releases an xt `set` match's reference after an RCU grace period, a few
+/// milliseconds after the rule is deleted.
+const DESTROY_TRIES: u32 = 40;
+const DESTROY_BACKOFF_MAX: Duration = Duration::from_millis(25);
+
+/// How many times a dump is retaken when another writer commits during it.
+const OBSERVE_TRIES: u32 = 8;
+
+/// What an applied plan did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Steps run.
+    pub steps: usize,
+    /// Operations in the nf_tables batch.
+    pub batch_ops: usize,
+    /// Bytes of the batch's one `sendmsg`.
+    pub batch_bytes: usize,
+    /// Set elements added or deleted.
+    pub elements: usize,
+    /// Sets that were still referenced after every retry: left in place (and in the
+    /// state), to be destroyed by the next plan.
+    pub deferred: Vec<String>,
+}
+
+/// netfence's handle on one network namespace's nf_tables and ipset.
+///
+/// It remembers the nf_tables generation its last observation (or its own last commit)
+/// saw, and commits only on that generation: a batch planned on a state another writer
+/// has since changed is refused whole ([`netfilter::Error::GenerationChanged`], which
+/// [`Error::is_retryable`] reports), and the caller observes and plans again.
+///
+/// `!Send`: it holds netlink sockets bound to the thread that opened them.
+#[derive(Debug)]
+pub struct Kernel {
+    nft: NetlinkSocket,
+    ipset: Ipset,
+    generation: Option<u32>,
+}
+
+impl Kernel {
+    /// Opens netfence's sockets in `netns`.
+    ///
+    /// # Errors
+    /// [`Error::Netfilter`] when the namespace can't be entered (not root, no such
+    /// namespace) or the kernel lacks nf_tables or ipset.
+    pub fn open(netns: &Netns) -> Result<Self, Error> {
+        let nft = NetlinkSocket::open(netns)?;
+        let ipset = Ipset::open(netns)?;
+        Ok(Self {
+            nft,
+            ipset,
+            generation: None,
+        })
+    }
+
+    /// The namespace the handle works in.
+    pub fn netns(&self) -> &Netns {
+        self.nft.netns()
+    }
+
+    /// The nf_tables generation the handle's view is of, if it has one.
+    pub fn generation(&self) -> Option<u32> {
+        self.generation
+    }
+
+    /// Reads the kernel's current nf_tables generation (one round trip): the cheap check
+    /// of whether anyone has committed since the last observation.
+    ///
+    /// # Errors
+    /// [`Error::Netfilter`].
+    pub fn read_generation(&mut self) -> Result<u32, Error> {
+        Ok(nft::generation(&mut self.nft)?)
+    }
+
+    /// The ipset side of the handle, for cheap checks such as set sizes.
+    pub fn ipset(&mut self) -> &mut Ipset {
+        &mut self.ipset
+    }
+
+    /// Reads the kernel into a model owning `prefix`: every set, and the chains and rules
+    /// of `tables` (tables not in the kernel are left out). Owned objects are decoded;
+    /// foreign ones are recorded as opaque; rules in owned chains that netfence did not
+    /// write are strays. A dump that another writer changed midway is taken again.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad prefix; [`Error::Netfilter`] when a dump fails, or when
+    /// the generation kept changing over every retry.
+    pub fn observe(&mut self, prefix: &str, tables: &[TableId]) -> Result<Ruleset, Error> {
+        let mut last = 0;
+        for _ in 0..OBSERVE_TRIES {
+            let g0 = nft::generation(&mut self.nft)?;
+            let rs = self.dump(prefix, tables)?;
+            let g1 = nft::generation(&mut self.nft)?;
+            if g0 == g1 {
+                self.generation = Some(g0);
+                return Ok(rs);
+            }
+            last = g1;
+        }
+        Err(Error::Netfilter(netfilter::Error::GenerationChanged {
+            expected: last,
+        }))
+    }
+
+    fn dump(&mut self, prefix: &str, tables: &[TableId]) -> Result<Ruleset, Error> {
+        let mut rs = Ruleset::new(prefix)?;
+        let listings = self.ipset.list_all()?;
+        let by_index: HashMap<u16, String> = listings
+            .iter()
+            .filter_map(|l| Some((l.header.index?, l.header.name.clone())))
+            .collect();
+        for l in listings {
+            let h = l.header;
+            match (rs.owns(&h.name), h.set_type, h.family) {
+                (true, Some(kind), Some(family)) => {
+                    let mut s = IpSet::new(family, kind, Polarity::default());
+                    s.maxelem = h.maxelem.unwrap_or(DEFAULT_MAXELEM);
+                    for m in l.members {
+                        s.insert(m)?;
+                    }
+                    rs.sets_mut().insert(h.name, s);
+                }
+                _ => rs.add_foreign_set(
+                    &h.name,
+                    ForeignSet {
+                        type_name: h.type_name,
+                    },
+                ),
+            }
+        }
+        let present: BTreeSet<TableId> = nft::list_tables(&mut self.nft, None)?
+            .into_iter()
+            .map(|t| TableId::new(t.family, t.name))
+            .collect();
+        let set_name = |i: u16| by_index.get(&i).cloned();
+        for tid in tables.iter().filter(|t| present.contains(t)) {
+            let chains = nft::list_chains(&mut self.nft, tid.family, &tid.name)?;
+            let rules = nft::list_rules(&mut self.nft, tid.family, &tid.name, None, &set_name)?;
+            let t = rs.add_table(tid.clone());
+            for c in chains {
+                t.chains.insert(c.name, Chain::new(c.base));
+            }
+            // Rules come grouped by chain, in order: classify each against the chain so
+            // far (duplicates of one identity make the later ones strays).
+            for r in rules {
+                let Some(mut chain) = rs
+                    .tables_mut()
+                    .get_mut(tid)
+                    .and_then(|t| t.chains.remove(&r.chain))
+                else {
+                    continue;
+                };
+                let handle = r.handle;
+                let e = rs.classify(tid, &r.chain, &chain, r.rule.as_ref(), Some(handle), || {
+                    format!(
+                        "# handle {handle} in {}: not in the iptables vocabulary",
+                        r.chain
+                    )
+                });
+                chain.push(e);
+                rs.tables_mut()
+                    .get_mut(tid)
+                    .expect("table added above")
+                    .chains
+                    .insert(r.chain, chain);
+            }
+        }
+        Ok(rs)
+    }
+
+    /// Runs `plan` and updates `state` (the state the plan was made from) to what the
+    /// kernel now holds, with the handles it gave the new rules.
+    ///
+    /// On error, the steps before the failing one were applied and `state` reflects them;
+    /// by the plan's ordering the kernel is fail-closed (see [`crate::plan`]). Observe
+    /// again before planning anew: an ipset step that failed midway may have applied part
+    /// of its elements.
+    ///
+    /// # Errors
+    /// [`Error::Step`] naming the step and the kernel's error;
+    /// [`Error::Inapplicable`] if `plan` was not made from `state`.
+    pub fn apply(&mut self, plan: &Plan, state: &mut Ruleset) -> Result<Applied, Error> {
+        self.apply_until(plan, state, usize::MAX)
+    }
+
+    /// As [`Self::apply`], but stops with [`Error::Stopped`] before step `limit` (from 0):
+    /// the state a crash or failure at that point would leave. Tests use it to check the
+    /// fail-closed invariant at every step.
+    ///
+    /// # Errors
+    /// As [`Self::apply`], and [`Error::Stopped`].
+    pub fn apply_until(
+        &mut self,
+        plan: &Plan,
+        state: &mut Ruleset,
+        limit: usize,
+    ) -> Result<Applied, Error> {
+        let total = plan.step_count();
+        let mut done = Applied::default();
+        for (i, step) in plan.steps().enumerate() {
+            if i >= limit {
+                return Err(Error::Stopped { done: i, total });
+            }
+            let fail = |source| Error::Step {
+                step: i + 1,
+                total,
+                source,
+            };
+            match step {
+                Step::Set(op) => {
+                    if self.set_op(op, &mut done).map_err(fail)? {
+                        apply_step(state, step, None)?;
+                    }
+                }
+                Step::Batch(ops) => {
+                    let (bytes, handles) = self.commit(ops).map_err(fail)?;
+                    apply_committed(state, ops, &handles)?;
+                    done.batch_ops = ops.len();
+                    done.batch_bytes = bytes;
+                }
+            }
+            done.steps += 1;
+        }
+        Ok(done)
+    }
+
+    /// Runs one set operation; `Ok(false)` when a destroy was deferred.
+    fn set_op(&mut self, op: &SetOp, done: &mut Applied) -> Result<bool, netfilter::Error> {
+        match op {
+            SetOp::Create {
+                name,
+                family,
+                kind,
+                maxelem,
+            } => {
+                let opts = CreateOptions {
+                    maxelem: Some(*maxelem),
+                    ..CreateOptions::default()
+                };
+                self.ipset.create(name, *kind, *family, &opts)?;
+            }
+            SetOp::Add { name, members } => {
+                // Idempotent: a retried plan may find elements already there, and an
+                // element whose nomatch flag flips is re-added with the new flag.
+                self.ipset.add(name, members, Exist::Ignore)?;
+                done.elements += members.len();
+            }
+            SetOp::Del { name, members } => {
+                self.ipset.del(name, members, Exist::Ignore)?;
+                done.elements += members.len();
+            }
+            SetOp::Destroy { name } => {
+                let mut wait = Duration::from_millis(1);
+                for attempt in 0..DESTROY_TRIES {
+                    match self.ipset.destroy(name, Exist::Ignore) {
+                        Ok(()) => return Ok(true),
+                        Err(e) if e.errno() == Some(ipset::IPSET_ERR_BUSY) => {
+                            tracing::debug!(set = %name, attempt, "set still referenced; retrying");
+                            std::thread::sleep(wait);
+                            wait = (wait * 2).min(DESTROY_BACKOFF_MAX);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                tracing::warn!(set = %name, "set still referenced after every retry; left for the next plan");
+                done.deferred.push(name.clone());
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Commits the batch on the observed generation; returns the bytes sent and the
+    /// handles the kernel echoed.
+    fn commit(&mut self, ops: &[Op]) -> Result<(usize, Vec<Option<u64>>), netfilter::Error> {
+        // xt `set` matches carry kernel set indexes: resolve them now, fresh, so that a
+        // set destroyed and recreated by someone else is never referenced by a stale index.
+        let mut index: HashMap<String, u16> = HashMap::new();
+        for op in ops {
+            let rule = match op {
+                Op::AddRule { rule, .. } | Op::ReplaceRule { rule, .. } => rule,
+                _ => continue,
+            };
+            for s in rule.set_names() {
+                if !index.contains_key(s) {
+                    index.insert(s.to_owned(), self.ipset.index_of(s)?);
+                }
+            }
+        }
+        let lookup = |n: &str| {
+            index
+                .get(n)
+                .copied()
+                .ok_or_else(|| netfilter::Error::Kernel {
+                    op: format!("getting the index of set {n}"),
+                    errno: libc::ENOENT,
+                })
+        };
+        let mut tx = Transaction::new();
+        for op in ops {
+            tx.push(op.clone());
+        }
+        let committed = tx.commit(&mut self.nft, self.generation, &lookup)?;
+        // A commit moves the generation by exactly one: expect that, so that a writer who
+        // commits right after us is caught by our next batch rather than adopted unseen.
+        self.generation = match self.generation {
+            Some(g) => Some(match g.wrapping_add(1) {
+                0 => 1,
+                n => n,
+            }),
+            None => Some(nft::generation(&mut self.nft)?),
+        };
+        Ok((committed.bytes, committed.handles))
+    }
+}

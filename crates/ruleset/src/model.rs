@@ -1,0 +1,1146 @@
+//! The declarative model: tables, chains, rules and ipsets, with ownership and identity.
+//!
+//! A [`Ruleset`] describes what netfence holds (or should hold) in one network namespace.
+//! It *owns* every chain and set whose name starts with its prefix (default `nf-`), and
+//! the rules it placed in built-in chains, which it recognises by their comment. Anything
+//! else is *foreign*: recorded when observed, never changed.
+//!
+//! # Rule identity
+//! Every owned rule carries, as its first match, `-m comment --comment <marker><id>`,
+//! where the marker comes from the prefix (`nf-` gives `nf:`) and the id is 16 characters
+//! of base64url of a SHA-256 over the rule's table, chain and content. A dump therefore
+//! maps back to the model without any state file: [`OwnedRule::id`] is recomputed from
+//! what the kernel holds, and a rule whose comment does not match its content is a stray
+//! to delete, whoever wrote it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+
+use base64::Engine as _;
+use ipnet::IpNet;
+use netfilter::ipset::{Member, SetType};
+use netfilter::nft::{self, BaseChain, Match, Rule, MAX_CHAIN_NAME, MAX_SET_NAME};
+use netfilter::Family;
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+/// The name prefix a [`Ruleset`] owns unless told otherwise.
+pub const DEFAULT_PREFIX: &str = "nf-";
+
+/// The capacity sets get unless told otherwise (the kernel's own default).
+pub const DEFAULT_MAXELEM: u32 = 65536;
+
+/// Longest prefix: it leaves room in a 28-byte chain name for a 16-byte hash and a `_`.
+pub const MAX_PREFIX: usize = 11;
+
+/// Characters of a rule id (12 bytes of SHA-256 in base64url).
+const ID_LEN: usize = 16;
+
+/// Duplicates of one rule in one chain are told apart by an occurrence number hashed into
+/// their ids; more than this many identical rules in a chain is refused.
+const MAX_DUPLICATES: usize = 64;
+
+/// A table: family and name (`ip filter`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableId {
+    /// The family.
+    pub family: Family,
+    /// The name.
+    pub name: String,
+}
+
+impl TableId {
+    /// `family name`.
+    pub fn new(family: Family, name: impl Into<String>) -> Self {
+        Self {
+            family,
+            name: name.into(),
+        }
+    }
+
+    /// The iptables `filter` table of a family, where netfence's rules live.
+    pub fn filter(family: Family) -> Self {
+        Self::new(family, "filter")
+    }
+}
+
+impl fmt::Display for TableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.family, self.name)
+    }
+}
+
+/// A rule's stable identity, derived from its table, chain and content.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleId(String);
+
+impl RuleId {
+    /// The id of the `occurrence`-th copy (from 0) of `rule` in `table`/`chain`.
+    pub fn compute(table: &TableId, chain: &str, rule: &Rule, occurrence: usize) -> Self {
+        let mut h = Sha256::new();
+        // A version tag, so that a future change of the scheme can't collide with today's.
+        h.update(b"netfence-rule-v1\0");
+        h.update(table.family.name().as_bytes());
+        h.update(b"\0");
+        h.update(table.name.as_bytes());
+        h.update(b"\0");
+        h.update(chain.as_bytes());
+        h.update(b"\0");
+        h.update(rule.to_iptables(table.family).as_bytes());
+        h.update(b"\0");
+        h.update(occurrence.to_le_bytes());
+        let d = h.finalize();
+        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d[..12]))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A rule netfence owns: its identity, its content (without the identity comment), and
+/// its kernel handle once observed or applied.
+#[derive(Debug, Clone, Eq)]
+pub struct OwnedRule {
+    /// The identity carried in the rule's comment.
+    pub id: RuleId,
+    /// The rule as written, minus the identity comment.
+    pub rule: Rule,
+    /// The kernel's handle; `None` in a desired state.
+    pub handle: Option<u64>,
+}
+
+/// Handles are kernel bookkeeping, not content: two states with the same rules are equal
+/// whatever handles the kernel gave them.
+impl PartialEq for OwnedRule {
+    fn eq(&self, o: &Self) -> bool {
+        self.id == o.id && self.rule == o.rule
+    }
+}
+
+impl OwnedRule {
+    /// The rule as the kernel holds it: the identity comment first, then the content.
+    pub fn kernel_rule(&self, marker: &str) -> Rule {
+        let mut r = self.rule.clone();
+        r.matches
+            .insert(0, Match::Comment(format!("{marker}{}", self.id)));
+        r
+    }
+}
+
+/// A rule netfence did not write, or can't read: kept by handle and description only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpaqueRule {
+    /// The kernel's handle.
+    pub handle: Option<u64>,
+    /// The rule's `iptables-save` arguments, or a note that it is not in the vocabulary.
+    pub text: String,
+}
+
+/// One rule in a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// netfence's.
+    Owned(OwnedRule),
+    /// Someone else's, in a chain netfence does not own (a built-in chain): never touched.
+    Foreign(OpaqueRule),
+    /// A rule netfence must remove: in one of its chains but not written by it (an admin's
+    /// `iptables -A nf-...`), or carrying its marker with an id that doesn't match the
+    /// content (tampered).
+    Stray(OpaqueRule),
+}
+
+impl Entry {
+    /// The kernel handle.
+    pub fn handle(&self) -> Option<u64> {
+        match self {
+            Entry::Owned(r) => r.handle,
+            Entry::Foreign(o) | Entry::Stray(o) => o.handle,
+        }
+    }
+
+    /// The owned rule, if it is one.
+    pub fn owned(&self) -> Option<&OwnedRule> {
+        match self {
+            Entry::Owned(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// A chain: a base chain (hooked, with a policy) or a user chain, with its rules in order.
+#[derive(Debug, Clone, Default)]
+pub struct Chain {
+    /// Hook, priority and policy of a base chain.
+    pub base: Option<BaseChain>,
+    entries: Vec<Entry>,
+    /// How many owned entries carry each id. Unique in a consistent state; a batch may
+    /// briefly hold a moved rule twice (see [`Chain::demote_duplicates`]).
+    ids: HashMap<RuleId, u32>,
+}
+
+impl PartialEq for Chain {
+    fn eq(&self, o: &Self) -> bool {
+        self.base == o.base && self.entries == o.entries
+    }
+}
+
+impl Eq for Chain {}
+
+impl Chain {
+    /// An empty chain.
+    pub fn new(base: Option<BaseChain>) -> Self {
+        Self {
+            base,
+            entries: Vec::new(),
+            ids: HashMap::new(),
+        }
+    }
+
+    /// The rules, in order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The owned rules, in order.
+    pub fn owned(&self) -> impl Iterator<Item = &OwnedRule> {
+        self.entries.iter().filter_map(Entry::owned)
+    }
+
+    /// Whether an owned rule with `id` is in the chain.
+    pub fn contains(&self, id: &RuleId) -> bool {
+        self.ids.contains_key(id)
+    }
+
+    /// The position of the entry with kernel handle `handle`.
+    pub fn position_of(&self, handle: u64) -> Option<usize> {
+        self.entries.iter().position(|e| e.handle() == Some(handle))
+    }
+
+    /// Inserts an entry at `index`.
+    ///
+    /// # Panics
+    /// If `index > len`.
+    pub(crate) fn insert(&mut self, index: usize, e: Entry) {
+        if let Entry::Owned(r) = &e {
+            *self.ids.entry(r.id.clone()).or_default() += 1;
+        }
+        self.entries.insert(index, e);
+    }
+
+    /// Removes the entry at `index`.
+    pub(crate) fn remove(&mut self, index: usize) -> Entry {
+        let e = self.entries.remove(index);
+        if let Entry::Owned(r) = &e {
+            if let Some(n) = self.ids.get_mut(&r.id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.ids.remove(&r.id);
+                }
+            }
+        }
+        e
+    }
+
+    /// Turns every owned entry whose id an earlier entry already carries into a stray, as
+    /// a dump would classify it: in the kernel only the first copy is netfence's.
+    pub(crate) fn demote_duplicates(&mut self, family: Family, marker: &str) {
+        if self.ids.values().all(|&n| n <= 1) {
+            return;
+        }
+        let mut seen = HashSet::new();
+        for e in &mut self.entries {
+            if let Entry::Owned(r) = e {
+                if !seen.insert(r.id.clone()) {
+                    let text = r.kernel_rule(marker).to_iptables(family);
+                    *e = Entry::Stray(OpaqueRule {
+                        handle: r.handle,
+                        text,
+                    });
+                }
+            }
+        }
+        self.ids = seen.into_iter().map(|id| (id, 1)).collect();
+    }
+
+    /// Appends an entry.
+    pub(crate) fn push(&mut self, e: Entry) {
+        let n = self.entries.len();
+        self.insert(n, e);
+    }
+
+    /// The chains this chain's owned rules jump or go to.
+    pub fn jump_targets(&self) -> impl Iterator<Item = &str> {
+        self.owned().filter_map(|r| r.rule.jump_target())
+    }
+}
+
+/// A table's chains, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table {
+    /// The chains.
+    pub chains: BTreeMap<String, Chain>,
+}
+
+/// How a set's members act on what the rules allow. The planner orders member changes by
+/// it, so that while a plan applies, every set is at least as closed as both its old and
+/// its new contents (see [`crate::plan`]). It is planning metadata: the kernel does not
+/// store it, so it takes no part in equality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Polarity {
+    /// More members can only restrict traffic (a set of isolated pods, a match that leads
+    /// to a drop). Members are added before the rules change and removed after.
+    #[default]
+    Restricts,
+    /// More members can only allow more traffic (the peers a policy accepts, the pods it
+    /// selects for an accept). Members are removed before the rules change and added after.
+    Grants,
+}
+
+/// An ipset netfence owns.
+#[derive(Debug, Clone)]
+pub struct IpSet {
+    /// Address family.
+    pub family: Family,
+    /// `hash:ip` or `hash:net`.
+    pub kind: SetType,
+    /// Capacity.
+    pub maxelem: u32,
+    /// How the members act on traffic (not stored in the kernel).
+    pub polarity: Polarity,
+    members: BTreeMap<MemberKey, bool>,
+}
+
+/// A member without its `nomatch` flag: what the kernel keys an element by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum MemberKey {
+    Ip(std::net::IpAddr),
+    Net(IpNet),
+}
+
+impl MemberKey {
+    pub(crate) fn member(self, nomatch: bool) -> Member {
+        match self {
+            MemberKey::Ip(a) => Member::Ip(a),
+            MemberKey::Net(net) => Member::Net { net, nomatch },
+        }
+    }
+}
+
+impl PartialEq for IpSet {
+    fn eq(&self, o: &Self) -> bool {
+        self.family == o.family
+            && self.kind == o.kind
+            && self.maxelem == o.maxelem
+            && self.members == o.members
+    }
+}
+
+impl Eq for IpSet {}
+
+impl IpSet {
+    /// An empty set with the default capacity.
+    pub fn new(family: Family, kind: SetType, polarity: Polarity) -> Self {
+        Self {
+            family,
+            kind,
+            maxelem: DEFAULT_MAXELEM,
+            polarity,
+            members: BTreeMap::new(),
+        }
+    }
+
+    /// What must match for the set to be reused in place: type, family, capacity.
+    pub fn definition(&self) -> String {
+        format!(
+            "{} family {} maxelem {}",
+            self.kind,
+            self.family.ipset_name(),
+            self.maxelem
+        )
+    }
+
+    /// Adds a member (replacing the same network with the other `nomatch` flag).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the member's family or kind does not fit the set.
+    pub fn insert(&mut self, m: Member) -> Result<(), Error> {
+        let (key, nomatch) = self.key_of(m)?;
+        self.members.insert(key, nomatch);
+        Ok(())
+    }
+
+    /// Removes a member, whatever its `nomatch` flag; returns whether it was there.
+    pub fn remove(&mut self, m: &Member) -> bool {
+        match self.key_of(*m) {
+            Ok((k, _)) => self.members.remove(&k).is_some(),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether a member is in the set with this very flag.
+    pub fn contains(&self, m: &Member) -> bool {
+        match self.key_of(*m) {
+            Ok((k, nomatch)) => self.members.get(&k) == Some(&nomatch),
+            Err(_) => false,
+        }
+    }
+
+    /// The members, sorted.
+    pub fn members(&self) -> impl ExactSizeIterator<Item = Member> + '_ {
+        self.members.iter().map(|(k, n)| k.member(*n))
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the set has no member.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub(crate) fn entries(&self) -> &BTreeMap<MemberKey, bool> {
+        &self.members
+    }
+
+    /// Whether an address matches the set as the kernel matches it: in `hash:net`, the
+    /// longest network holding the address decides, and a `nomatch` one means no.
+    pub fn matches(&self, addr: std::net::IpAddr) -> bool {
+        if Family::of_addr(&addr) != self.family {
+            return false;
+        }
+        match self.kind {
+            SetType::HashIp => self.members.contains_key(&MemberKey::Ip(addr)),
+            SetType::HashNet => {
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                (0..=max).rev().find_map(|len| {
+                    let net = IpNet::new(addr, len).ok()?.trunc();
+                    self.members
+                        .get(&MemberKey::Net(net))
+                        .map(|nomatch| !nomatch)
+                }) == Some(true)
+            }
+        }
+    }
+
+    /// The kernel key of a member in this set: host addresses of a `hash:net` set are
+    /// host networks, as the kernel lists them; networks are truncated.
+    fn key_of(&self, m: Member) -> Result<(MemberKey, bool), Error> {
+        if m.family() != self.family {
+            return Err(Error::invalid(
+                format!("member {m}"),
+                format!("not a {} member", self.family.ipset_name()),
+            ));
+        }
+        match (self.kind, m) {
+            (SetType::HashIp, Member::Ip(a)) => Ok((MemberKey::Ip(a), false)),
+            (
+                SetType::HashIp,
+                Member::Net {
+                    net,
+                    nomatch: false,
+                },
+            ) if net.prefix_len() == net.max_prefix_len() => Ok((MemberKey::Ip(net.addr()), false)),
+            (SetType::HashIp, Member::Net { .. }) => Err(Error::invalid(
+                format!("member {m}"),
+                "hash:ip takes host addresses only",
+            )),
+            (SetType::HashNet, Member::Ip(a)) => {
+                let len = if a.is_ipv4() { 32 } else { 128 };
+                let net = IpNet::new(a, len).expect("host prefix length is valid");
+                Ok((MemberKey::Net(net), false))
+            }
+            (SetType::HashNet, Member::Net { net, nomatch }) => {
+                if net.prefix_len() == 0 {
+                    // The kernel's hash:net refuses /0 (IPSET_ERR_INVALID_CIDR).
+                    return Err(Error::invalid(
+                        format!("member {m}"),
+                        "hash:net can't hold a /0 network",
+                    ));
+                }
+                Ok((MemberKey::Net(net.trunc()), nomatch))
+            }
+        }
+    }
+}
+
+/// A set netfence does not own, as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignSet {
+    /// Its type name, e.g. `hash:ip` or `list:set`.
+    pub type_name: String,
+}
+
+/// The declarative state of one network namespace, as far as netfence is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    prefix: String,
+    marker: String,
+    tables: BTreeMap<TableId, Table>,
+    sets: BTreeMap<String, IpSet>,
+    foreign_sets: BTreeMap<String, ForeignSet>,
+}
+
+impl Default for Ruleset {
+    fn default() -> Self {
+        Self::new(DEFAULT_PREFIX).expect("the default prefix is valid")
+    }
+}
+
+impl Ruleset {
+    /// An empty ruleset owning names that start with `prefix`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] unless the prefix is 1 to [`MAX_PREFIX`] bytes of letters,
+    /// digits, `-`, `_` or `.` and starts with a letter.
+    pub fn new(prefix: &str) -> Result<Self, Error> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= MAX_PREFIX
+            && prefix.starts_with(|c: char| c.is_ascii_alphabetic())
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !ok {
+            return Err(Error::invalid(
+                format!("name prefix {prefix:?}"),
+                format!(
+                    "must be 1 to {MAX_PREFIX} letters, digits, '-', '_' or '.', starting with a letter"
+                ),
+            ));
+        }
+        let marker = format!("{}:", prefix.trim_end_matches(['-', '_', '.']));
+        Ok(Self {
+            prefix: prefix.to_owned(),
+            marker,
+            tables: BTreeMap::new(),
+            sets: BTreeMap::new(),
+            foreign_sets: BTreeMap::new(),
+        })
+    }
+
+    /// The owned name prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The start of the comment of every owned rule (`nf:` for prefix `nf-`).
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+
+    /// Whether a chain or set name is netfence's.
+    pub fn owns(&self, name: &str) -> bool {
+        name.starts_with(&self.prefix)
+    }
+
+    /// The kernel name for an owned chain called `logical`: `prefix + logical` when it fits
+    /// in 28 bytes, otherwise `prefix + '_' +` a hash of it (as Calico hashes long names).
+    pub fn chain_name(&self, logical: &str) -> String {
+        fit_name(&self.prefix, logical, MAX_CHAIN_NAME)
+    }
+
+    /// The kernel name for an owned set called `logical`, within 31 bytes (see
+    /// [`Self::chain_name`]).
+    pub fn set_name(&self, logical: &str) -> String {
+        fit_name(&self.prefix, logical, MAX_SET_NAME)
+    }
+
+    /// The tables.
+    pub fn tables(&self) -> &BTreeMap<TableId, Table> {
+        &self.tables
+    }
+
+    /// A table.
+    pub fn table(&self, id: &TableId) -> Option<&Table> {
+        self.tables.get(id)
+    }
+
+    /// A chain.
+    pub fn chain(&self, table: &TableId, name: &str) -> Option<&Chain> {
+        self.tables.get(table)?.chains.get(name)
+    }
+
+    pub(crate) fn chain_mut(&mut self, table: &TableId, name: &str) -> Option<&mut Chain> {
+        self.tables.get_mut(table)?.chains.get_mut(name)
+    }
+
+    pub(crate) fn tables_mut(&mut self) -> &mut BTreeMap<TableId, Table> {
+        &mut self.tables
+    }
+
+    /// The owned sets.
+    pub fn sets(&self) -> &BTreeMap<String, IpSet> {
+        &self.sets
+    }
+
+    /// An owned set.
+    pub fn set(&self, name: &str) -> Option<&IpSet> {
+        self.sets.get(name)
+    }
+
+    /// An owned set, to change its members.
+    pub fn set_mut(&mut self, name: &str) -> Option<&mut IpSet> {
+        self.sets.get_mut(name)
+    }
+
+    pub(crate) fn sets_mut(&mut self) -> &mut BTreeMap<String, IpSet> {
+        &mut self.sets
+    }
+
+    /// Sets seen in the kernel that netfence does not own.
+    pub fn foreign_sets(&self) -> &BTreeMap<String, ForeignSet> {
+        &self.foreign_sets
+    }
+
+    /// Records a set that is not netfence's (when observing).
+    pub fn add_foreign_set(&mut self, name: &str, set: ForeignSet) {
+        self.foreign_sets.insert(name.to_owned(), set);
+    }
+
+    /// Makes sure a table is in the model (created in the kernel if missing, never deleted).
+    pub fn add_table(&mut self, id: TableId) -> &mut Table {
+        self.tables.entry(id).or_default()
+    }
+
+    /// Adds a chain. An owned chain (named with the prefix) may be a user or base chain; a
+    /// foreign chain may only be a base chain, which netfence creates when it is missing,
+    /// to hold its jump rules (iptables' `INPUT`, `FORWARD`, `OUTPUT`).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a name over 28 bytes, a foreign user chain, or a chain that
+    /// is already there with another hook.
+    pub fn add_chain(
+        &mut self,
+        table: &TableId,
+        name: &str,
+        base: Option<BaseChain>,
+    ) -> Result<(), Error> {
+        let what = || format!("chain {table} {name}");
+        check_kernel_name(name, MAX_CHAIN_NAME).map_err(|r| Error::invalid(what(), r))?;
+        if !self.owns(name) && base.is_none() {
+            return Err(Error::invalid(
+                what(),
+                format!(
+                    "a user chain must be named with the prefix {:?}; netfence only adds rules to foreign built-in chains",
+                    self.prefix
+                ),
+            ));
+        }
+        let t = self.add_table(table.clone());
+        match t.chains.get(name) {
+            Some(c) if c.base != base => Err(Error::invalid(
+                what(),
+                "already in the ruleset with another hook, priority or policy",
+            )),
+            Some(_) => Ok(()),
+            None => {
+                t.chains.insert(name.to_owned(), Chain::new(base));
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends an owned rule to a chain of the ruleset and returns its identity.
+    ///
+    /// The rule is checked as the encoder checks it, and its addresses are truncated to
+    /// their prefix, as the kernel stores them, so that what is observed later is equal.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the rule: no such chain, an invalid rule, a comment that
+    /// imitates the identity marker, or too many identical copies.
+    pub fn push_rule(&mut self, table: &TableId, chain: &str, rule: Rule) -> Result<RuleId, Error> {
+        let marker = self.marker.clone();
+        let c = self
+            .tables
+            .get_mut(table)
+            .and_then(|t| t.chains.get_mut(chain))
+            .ok_or_else(|| {
+                Error::invalid(
+                    format!("rule for chain {table} {chain}"),
+                    "no such chain in the ruleset; add it first",
+                )
+            })?;
+        let n = c.entries().len() + 1;
+        let text = rule.to_iptables(table.family);
+        let what = || format!("rule #{n} of chain {table} {chain} ({text})");
+        let rule = canonical(rule);
+        nft::validate(&rule, table.family).map_err(|e| Error::invalid(what(), e.to_string()))?;
+        if rule
+            .matches
+            .iter()
+            .any(|m| matches!(m, Match::Comment(t) if t.starts_with(&marker)))
+        {
+            return Err(Error::invalid(
+                what(),
+                format!("comments starting with {marker:?} are netfence's rule identities"),
+            ));
+        }
+        let id = (0..MAX_DUPLICATES)
+            .map(|k| RuleId::compute(table, chain, &rule, k))
+            .find(|id| !c.contains(id))
+            .ok_or_else(|| {
+                Error::invalid(
+                    what(),
+                    format!("more than {MAX_DUPLICATES} identical copies in one chain"),
+                )
+            })?;
+        c.push(Entry::Owned(OwnedRule {
+            id: id.clone(),
+            rule,
+            handle: None,
+        }));
+        Ok(id)
+    }
+
+    /// Adds an owned set, empty or not.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the name is not owned, too long, or taken.
+    pub fn add_set(&mut self, name: &str, set: IpSet) -> Result<(), Error> {
+        let what = || format!("set {name}");
+        check_kernel_name(name, MAX_SET_NAME).map_err(|r| Error::invalid(what(), r))?;
+        if !self.owns(name) {
+            return Err(Error::invalid(
+                what(),
+                format!("owned sets are named with the prefix {:?}", self.prefix),
+            ));
+        }
+        if self.sets.contains_key(name) {
+            return Err(Error::invalid(what(), "already in the ruleset"));
+        }
+        self.sets.insert(name.to_owned(), set);
+        Ok(())
+    }
+
+    /// Removes an owned set from the model.
+    pub fn remove_set(&mut self, name: &str) -> Option<IpSet> {
+        self.sets.remove(name)
+    }
+
+    /// Checks the references of every owned rule: a jump goes to an owned chain of the
+    /// same table, and a set lookup names an owned set of the table's family. (The kernel
+    /// would refuse the first; the second would leave a rule matching nothing.)
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the first broken rule.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (tid, t) in &self.tables {
+            for (cname, c) in &t.chains {
+                for (i, r) in c.owned().enumerate() {
+                    let what = || format!("rule #{} ({}) of chain {tid} {cname}", i + 1, r.id);
+                    if let Some(j) = r.rule.jump_target() {
+                        if !self.owns(j) || !t.chains.contains_key(j) {
+                            return Err(Error::invalid(
+                                what(),
+                                format!("jumps to {j}, which is not an owned chain of {tid}"),
+                            ));
+                        }
+                    }
+                    for s in r.rule.set_names() {
+                        match self.sets.get(s) {
+                            Some(set) if set.family == tid.family => {}
+                            Some(set) => {
+                                return Err(Error::invalid(
+                                    what(),
+                                    format!(
+                                        "looks up {s}, a {} set, from a {} table",
+                                        set.family.ipset_name(),
+                                        tid.family
+                                    ),
+                                ))
+                            }
+                            None => {
+                                return Err(Error::invalid(
+                                    what(),
+                                    format!("looks up {s}, which is not an owned set"),
+                                ))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The part of the state netfence owns: owned sets, owned chains, and the owned rules
+    /// of foreign chains (whose hook and foreign rules are dropped). Two states with equal
+    /// owned views differ only in what netfence must not touch.
+    pub fn owned_view(&self) -> Ruleset {
+        let mut out = Ruleset {
+            prefix: self.prefix.clone(),
+            marker: self.marker.clone(),
+            tables: BTreeMap::new(),
+            sets: self.sets.clone(),
+            foreign_sets: BTreeMap::new(),
+        };
+        for (tid, t) in &self.tables {
+            let mut nt = Table::default();
+            for (name, c) in &t.chains {
+                if self.owns(name) {
+                    let mut nc = Chain::new(c.base);
+                    for e in c.owned() {
+                        nc.push(Entry::Owned(e.clone()));
+                    }
+                    nt.chains.insert(name.clone(), nc);
+                } else if c.owned().next().is_some() {
+                    let mut nc = Chain::new(None);
+                    for e in c.owned() {
+                        nc.push(Entry::Owned(e.clone()));
+                    }
+                    nt.chains.insert(name.clone(), nc);
+                }
+            }
+            if !nt.chains.is_empty() {
+                out.tables.insert(tid.clone(), nt);
+            }
+        }
+        out
+    }
+
+    /// What netfence must leave alone: foreign sets, foreign chains with their hooks, and
+    /// the foreign rules of every chain, in order.
+    pub fn foreign_view(&self) -> Vec<(TableId, String, Option<BaseChain>, Vec<OpaqueRule>)> {
+        let mut out = Vec::new();
+        for (tid, t) in &self.tables {
+            for (name, c) in &t.chains {
+                if self.owns(name) {
+                    continue;
+                }
+                let rules = c
+                    .entries()
+                    .iter()
+                    .filter_map(|e| match e {
+                        Entry::Foreign(o) => Some(o.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                out.push((tid.clone(), name.clone(), c.base, rules));
+            }
+        }
+        out
+    }
+
+    /// Classifies a rule read from chain `chain` of the kernel (`None`: not in the
+    /// vocabulary) into an [`Entry`], recomputing the identity of an owned rule. A second
+    /// copy of an identity already in `chain` is a stray.
+    pub fn classify(
+        &self,
+        table: &TableId,
+        chain_name: &str,
+        chain: &Chain,
+        rule: Option<&Rule>,
+        handle: Option<u64>,
+        text: impl FnOnce() -> String,
+    ) -> Entry {
+        let owned_chain = self.owns(chain_name);
+        let opaque = |text: String| OpaqueRule { handle, text };
+        let Some(rule) = rule else {
+            return if owned_chain {
+                Entry::Stray(opaque(text()))
+            } else {
+                Entry::Foreign(opaque(text()))
+            };
+        };
+        let claimed = match rule.matches.first() {
+            Some(Match::Comment(c)) => c.strip_prefix(self.marker.as_str()),
+            _ => None,
+        };
+        let Some(claimed) = claimed else {
+            return if owned_chain {
+                Entry::Stray(opaque(rule.to_iptables(table.family)))
+            } else {
+                Entry::Foreign(opaque(rule.to_iptables(table.family)))
+            };
+        };
+        let mut content = rule.clone();
+        content.matches.remove(0);
+        let id = (claimed.len() == ID_LEN)
+            .then(|| {
+                (0..MAX_DUPLICATES)
+                    .map(|k| RuleId::compute(table, chain_name, &content, k))
+                    .find(|id| id.as_str() == claimed)
+            })
+            .flatten();
+        match id {
+            Some(id) if !chain.contains(&id) => Entry::Owned(OwnedRule {
+                id,
+                rule: content,
+                handle,
+            }),
+            // A tampered rule, or a second copy of one already seen: either way not a rule
+            // the model can hold, so it goes.
+            _ => Entry::Stray(opaque(rule.to_iptables(table.family))),
+        }
+    }
+
+    /// Every set name an owned rule of the state looks up, with how many rules do.
+    pub fn set_references(&self) -> BTreeMap<&str, usize> {
+        let mut out: BTreeMap<&str, usize> = BTreeMap::new();
+        for t in self.tables.values() {
+            for c in t.chains.values() {
+                for r in c.owned() {
+                    for s in r.rule.set_names() {
+                        *out.entry(s).or_default() += 1;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of owned rules.
+    pub fn owned_rule_count(&self) -> usize {
+        self.tables
+            .values()
+            .flat_map(|t| t.chains.values())
+            .map(|c| c.owned().count())
+            .sum()
+    }
+
+    /// Owned chain names per table (for tests and metrics).
+    pub fn owned_chains(&self) -> BTreeSet<(TableId, String)> {
+        self.tables
+            .iter()
+            .flat_map(|(tid, t)| {
+                t.chains
+                    .keys()
+                    .filter(|n| self.owns(n))
+                    .map(move |n| (tid.clone(), n.clone()))
+            })
+            .collect()
+    }
+}
+
+/// The form the kernel gives back: addresses truncated to their prefix, ranges of one
+/// port written as that port, the protocol as its well-known variant.
+fn canonical(mut r: Rule) -> Rule {
+    for a in [&mut r.src, &mut r.dst].into_iter().flatten() {
+        a.value = a.value.trunc();
+    }
+    if let Some(p) = &mut r.protocol {
+        p.value = nft::Protocol::from_number(p.value.number());
+    }
+    r
+}
+
+fn check_kernel_name(name: &str, max: usize) -> Result<(), String> {
+    if name.is_empty() || name.len() > max {
+        return Err(format!("name must be 1 to {max} bytes, is {}", name.len()));
+    }
+    if name.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err("name has a space or a control character".into());
+    }
+    Ok(())
+}
+
+fn fit_name(prefix: &str, logical: &str, max: usize) -> String {
+    let plain = format!("{prefix}{logical}");
+    if plain.len() <= max && !logical.starts_with('_') {
+        return plain;
+    }
+    let d = Sha256::digest(logical.as_bytes());
+    let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d);
+    let room = max - prefix.len() - 1;
+    format!("{prefix}_{}", &hash[..room.min(hash.len())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netfilter::nft::{Hook, Neg, Policy, Target};
+
+    fn tid() -> TableId {
+        TableId::filter(Family::Ipv4)
+    }
+
+    #[test]
+    fn prefix_and_marker() {
+        let r = Ruleset::new("nf-").unwrap();
+        assert_eq!(r.marker(), "nf:");
+        assert!(r.owns("nf-x"));
+        assert!(!r.owns("KUBE-x"));
+        assert!(Ruleset::new("").is_err());
+        assert!(Ruleset::new("1abc").is_err());
+        assert!(Ruleset::new("averyveryverylongprefix").is_err());
+        assert!(Ruleset::new("a b").is_err());
+    }
+
+    #[test]
+    fn long_names_are_hashed_deterministically_within_limits() {
+        let r = Ruleset::default();
+        assert_eq!(r.chain_name("fw-abc"), "nf-fw-abc");
+        let long = "pi-some-namespace-with-a-long-name/policy";
+        let a = r.chain_name(long);
+        assert_eq!(a, r.chain_name(long));
+        assert_eq!(a.len(), MAX_CHAIN_NAME);
+        assert!(a.starts_with("nf-_"));
+        assert_ne!(a, r.chain_name("pi-some-namespace-with-a-long-name/policz"));
+        let s = r.set_name(long);
+        assert_eq!(s.len(), MAX_SET_NAME);
+        // A logical name that looks hashed is hashed too, so it can't collide.
+        assert!(r.chain_name("_x").starts_with("nf-_") && r.chain_name("_x").len() == 28);
+    }
+
+    #[test]
+    fn identity_depends_on_place_and_content_and_is_unique_per_chain() {
+        let mut r = Ruleset::default();
+        let t = tid();
+        r.add_chain(&t, "nf-a", None).unwrap();
+        r.add_chain(&t, "nf-b", None).unwrap();
+        let rule = Rule::new(Target::Accept);
+        let a1 = r.push_rule(&t, "nf-a", rule.clone()).unwrap();
+        let a2 = r.push_rule(&t, "nf-a", rule.clone()).unwrap();
+        let b1 = r.push_rule(&t, "nf-b", rule.clone()).unwrap();
+        assert_ne!(a1, a2);
+        assert_ne!(a1, b1);
+        assert_eq!(a1.as_str().len(), ID_LEN);
+        assert_eq!(a1, RuleId::compute(&t, "nf-a", &rule, 0));
+    }
+
+    #[test]
+    fn rules_are_checked_and_canonical() {
+        let mut r = Ruleset::default();
+        let t = tid();
+        r.add_chain(&t, "nf-a", None).unwrap();
+        let mut rule = Rule::new(Target::Accept);
+        rule.src = Some(Neg::is("10.1.2.3/8".parse().unwrap()));
+        r.push_rule(&t, "nf-a", rule).unwrap();
+        let got = r.chain(&t, "nf-a").unwrap().owned().next().unwrap();
+        assert_eq!(
+            got.rule.src.as_ref().unwrap().value.to_string(),
+            "10.0.0.0/8"
+        );
+        // A v6 address in a v4 table, and a fake identity comment, are refused.
+        let mut bad = Rule::new(Target::Accept);
+        bad.src = Some(Neg::is("fd00::/8".parse().unwrap()));
+        let e = r.push_rule(&t, "nf-a", bad).unwrap_err().to_string();
+        assert!(e.contains("chain ip filter nf-a"), "{e}");
+        let mut fake = Rule::new(Target::Accept);
+        fake.matches.push(Match::Comment("nf:xyz".into()));
+        assert!(r.push_rule(&t, "nf-a", fake).is_err());
+        assert!(r
+            .push_rule(&t, "nf-missing", Rule::new(Target::Drop))
+            .is_err());
+    }
+
+    #[test]
+    fn chains_and_sets_need_owned_names() {
+        let mut r = Ruleset::default();
+        let t = tid();
+        assert!(r.add_chain(&t, "KUBE-X", None).is_err());
+        let fwd = BaseChain {
+            hook: Hook::Forward,
+            priority: 0,
+            policy: Policy::Accept,
+        };
+        r.add_chain(&t, "FORWARD", Some(fwd)).unwrap();
+        assert!(r
+            .add_chain(&t, "nf-this-name-is-too-long-for-nft", None)
+            .is_err());
+        let s = IpSet::new(Family::Ipv4, SetType::HashIp, Polarity::Grants);
+        assert!(r.add_set("pods", s.clone()).is_err());
+        r.add_set("nf-pods", s.clone()).unwrap();
+        assert!(r.add_set("nf-pods", s).is_err());
+    }
+
+    #[test]
+    fn validate_checks_jumps_and_set_families() {
+        let mut r = Ruleset::default();
+        let t = tid();
+        r.add_chain(&t, "nf-a", None).unwrap();
+        r.push_rule(&t, "nf-a", Rule::new(Target::Jump("nf-b".into())))
+            .unwrap();
+        assert!(r.validate().unwrap_err().to_string().contains("nf-b"));
+        r.add_chain(&t, "nf-b", None).unwrap();
+        r.validate().unwrap();
+        let mut look = Rule::new(Target::Accept);
+        look.matches.push(Match::Set {
+            negate: false,
+            name: "nf-s6".into(),
+            dirs: vec![nft::SetDir::Src],
+        });
+        r.push_rule(&t, "nf-b", look).unwrap();
+        assert!(r.validate().is_err());
+        r.add_set(
+            "nf-s6",
+            IpSet::new(Family::Ipv6, SetType::HashIp, Polarity::Grants),
+        )
+        .unwrap();
+        assert!(r.validate().unwrap_err().to_string().contains("inet6"));
+    }
+
+    #[test]
+    fn hash_net_matching_follows_the_longest_prefix_and_nomatch() {
+        let mut s = IpSet::new(Family::Ipv4, SetType::HashNet, Polarity::Grants);
+        s.insert(Member::net("10.0.0.0/8".parse().unwrap()))
+            .unwrap();
+        s.insert(Member::nomatch("10.1.0.0/16".parse().unwrap()))
+            .unwrap();
+        s.insert(Member::net("10.1.2.0/24".parse().unwrap()))
+            .unwrap();
+        let m = |s: &IpSet, a: &str| s.matches(a.parse().unwrap());
+        assert!(m(&s, "10.2.0.1"));
+        assert!(!m(&s, "10.1.0.1"));
+        assert!(m(&s, "10.1.2.3"));
+        assert!(!m(&s, "11.0.0.1"));
+        assert!(!m(&s, "fd00::1"));
+        // Flipping the flag replaces the element, as `ipset add -exist` does.
+        s.insert(Member::net("10.1.0.0/16".parse().unwrap()))
+            .unwrap();
+        assert!(m(&s, "10.1.0.1"));
+        assert_eq!(s.len(), 3);
+        // A hash:net set keys a host address as a host network.
+        s.insert(Member::Ip("192.0.2.1".parse().unwrap())).unwrap();
+        assert!(s.contains(&Member::net("192.0.2.1/32".parse().unwrap())));
+    }
+
+    #[test]
+    fn classify_recognises_owned_foreign_and_stray() {
+        let mut r = Ruleset::default();
+        let t = tid();
+        r.add_chain(&t, "nf-a", None).unwrap();
+        let id = r.push_rule(&t, "nf-a", Rule::new(Target::Drop)).unwrap();
+        let owned = r.chain(&t, "nf-a").unwrap().owned().next().unwrap().clone();
+        let k = owned.kernel_rule(r.marker());
+        let empty = Chain::new(None);
+        match r.classify(&t, "nf-a", &empty, Some(&k), Some(7), String::new) {
+            Entry::Owned(o) => {
+                assert_eq!(o.id, id);
+                assert_eq!(o.handle, Some(7));
+            }
+            e => panic!("{e:?}"),
+        }
+        // Tampered content under a valid-looking comment.
+        let mut tampered = k.clone();
+        tampered.target = Target::Accept;
+        assert!(matches!(
+            r.classify(&t, "nf-a", &empty, Some(&tampered), Some(8), String::new),
+            Entry::Stray(_)
+        ));
+        // No marker: stray in an owned chain, foreign elsewhere.
+        let plain = Rule::new(Target::Accept);
+        assert!(matches!(
+            r.classify(&t, "nf-a", &empty, Some(&plain), Some(9), String::new),
+            Entry::Stray(_)
+        ));
+        assert!(matches!(
+            r.classify(&t, "FORWARD", &empty, Some(&plain), Some(9), String::new),
+            Entry::Foreign(_)
+        ));
+        assert!(matches!(
+            r.classify(&t, "FORWARD", &empty, None, Some(9), || "raw".into()),
+            Entry::Foreign(_)
+        ));
+    }
+}

@@ -1,0 +1,963 @@
+//! The planner: from what the kernel holds and what it should hold, the smallest ordered
+//! sequence of operations, and its in-memory application.
+//!
+//! # Order
+//! A plan has three phases, as DESIGN.md orders them:
+//!
+//! 1. **before**: create new sets and fill them; change the members of existing sets in
+//!    the direction that closes (see below);
+//! 2. **batch**: one atomic nf_tables transaction: tables and chains to create, rule
+//!    replacements, deletions and insertions, then deletions of the chains nothing jumps
+//!    to any more (a chain is never deleted while a rule jumps to it);
+//! 3. **after**: the remaining member changes, then destruction of the sets no rule
+//!    references any more (a set is never destroyed while a rule references it).
+//!
+//! # The fail-closed invariant
+//! Every state the kernel passes through while a plan applies, including the state left
+//! when a step fails, allows no more than the old state before the batch commits, and no
+//! more than the new state after it:
+//!
+//! * The batch is atomic, so every rule and chain is entirely old or entirely new.
+//! * A set's members only move monotonically between the old and new contents, in the
+//!   closing direction first. For a [`Polarity::Restricts`] set (more members, less
+//!   traffic), additions go before the batch and removals after, so while old rules are
+//!   live the set holds old ∪ new, and while new rules are live it shrinks from old ∪ new
+//!   to new. For a [`Polarity::Grants`] set it is the reverse: removals first, additions
+//!   last, so the set holds old ∩ new around the batch. `nomatch` elements of `hash:net`
+//!   sets count the other way round (adding one removes addresses), and a flag that flips
+//!   is placed by the direction it moves the matched addresses. For `hash:net`, whose
+//!   longest matching prefix decides, this keeps the matched addresses between the old
+//!   and new ones as well.
+//! * New sets are created and filled before anything references them, so a new rule never
+//!   sees a half-filled new set.
+//!
+//! So, when a set's polarity is true to how the rules use it, a failure at any step
+//! leaves a state that allows a subset of what the old or the new state allows. The
+//! polarity is the caller's statement; the planner can't infer it from arbitrary rules.
+//!
+//! # Minimality
+//! Rules are matched by identity. Within a chain, the longest run of current rules
+//! already in desired order is kept; between two kept rules, removed rules are replaced
+//! in place by new ones where both exist, and the rest are deleted or inserted. So one
+//! changed rule in a chain of 1,000 costs one replace, and a set that gains one member
+//! costs one add of one element.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use netfilter::ipset::{Member, SetType};
+use netfilter::nft::{ChainSpec, Op, Position, RuleRef};
+use netfilter::Family;
+
+use crate::error::Error;
+use crate::model::{Chain, Entry, IpSet, OwnedRule, Polarity, Ruleset, TableId};
+
+/// One change to an ipset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetOp {
+    /// Create an empty set.
+    Create {
+        /// Name.
+        name: String,
+        /// Family.
+        family: Family,
+        /// Type.
+        kind: SetType,
+        /// Capacity.
+        maxelem: u32,
+    },
+    /// Add members (an existing element takes the given `nomatch` flag).
+    Add {
+        /// Set name.
+        name: String,
+        /// The members.
+        members: Vec<Member>,
+    },
+    /// Delete members.
+    Del {
+        /// Set name.
+        name: String,
+        /// The members.
+        members: Vec<Member>,
+    },
+    /// Destroy a set.
+    Destroy {
+        /// Name.
+        name: String,
+    },
+}
+
+impl SetOp {
+    /// The set the operation is on.
+    pub fn set_name(&self) -> &str {
+        match self {
+            SetOp::Create { name, .. }
+            | SetOp::Add { name, .. }
+            | SetOp::Del { name, .. }
+            | SetOp::Destroy { name } => name,
+        }
+    }
+
+    /// How many kernel elements or objects it changes.
+    pub fn cost(&self) -> usize {
+        match self {
+            SetOp::Add { members, .. } | SetOp::Del { members, .. } => members.len(),
+            _ => 1,
+        }
+    }
+}
+
+/// `ipset` restore syntax, one line per element.
+impl fmt::Display for SetOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetOp::Create {
+                name,
+                family,
+                kind,
+                maxelem,
+            } => write!(
+                f,
+                "create {name} {kind} family {} maxelem {maxelem}",
+                family.ipset_name()
+            ),
+            SetOp::Add { name, members } | SetOp::Del { name, members } => {
+                let verb = if matches!(self, SetOp::Add { .. }) {
+                    "add"
+                } else {
+                    "del"
+                };
+                for (i, m) in members.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    write!(f, "{verb} {name} {m}")?;
+                }
+                Ok(())
+            }
+            SetOp::Destroy { name } => write!(f, "destroy {name}"),
+        }
+    }
+}
+
+/// One step of a plan, in execution order: a set operation, or the nf_tables batch.
+#[derive(Debug, Clone, Copy)]
+pub enum Step<'a> {
+    /// A set operation (before or after the batch).
+    Set(&'a SetOp),
+    /// The one atomic nf_tables batch.
+    Batch(&'a [Op]),
+}
+
+impl fmt::Display for Step<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Set(op) => match op {
+                SetOp::Add { name, members } => write!(f, "add {} to {name}", members.len()),
+                SetOp::Del { name, members } => {
+                    write!(f, "delete {} from {name}", members.len())
+                }
+                op => write!(f, "{op}"),
+            },
+            Step::Batch(ops) => write!(f, "nf_tables batch of {} operations", ops.len()),
+        }
+    }
+}
+
+/// An ordered plan: set operations, one nf_tables batch, set operations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Before the batch: set creations and the closing member changes.
+    pub before: Vec<SetOp>,
+    /// The atomic nf_tables batch.
+    pub batch: Vec<Op>,
+    /// After the batch: the opening member changes, then set destructions.
+    pub after: Vec<SetOp>,
+}
+
+impl Plan {
+    /// Whether the plan changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.before.is_empty() && self.batch.is_empty() && self.after.is_empty()
+    }
+
+    /// The steps in execution order (the batch is one step, and is left out when empty).
+    pub fn steps(&self) -> impl Iterator<Item = Step<'_>> {
+        let batch = (!self.batch.is_empty()).then_some(Step::Batch(&self.batch));
+        self.before
+            .iter()
+            .map(Step::Set)
+            .chain(batch)
+            .chain(self.after.iter().map(Step::Set))
+    }
+
+    /// Number of steps.
+    pub fn step_count(&self) -> usize {
+        self.before.len() + usize::from(!self.batch.is_empty()) + self.after.len()
+    }
+
+    /// The size of the change: elements added or deleted, sets created or destroyed, and
+    /// nf_tables operations.
+    pub fn cost(&self) -> usize {
+        self.before
+            .iter()
+            .chain(&self.after)
+            .map(SetOp::cost)
+            .sum::<usize>()
+            + self.batch.len()
+    }
+
+    /// Applies the whole plan to a copy of `state`, checking every step as the kernel
+    /// would (see [`apply_step`]).
+    ///
+    /// # Errors
+    /// [`Error::Inapplicable`] for the first step the kernel would refuse.
+    pub fn apply_in_memory(&self, state: &Ruleset) -> Result<Ruleset, Error> {
+        let mut s = state.clone();
+        for step in self.steps() {
+            apply_step(&mut s, step, None)?;
+        }
+        Ok(s)
+    }
+}
+
+/// The plan as a human reads it: `ipset` lines, then the batch, then `ipset` lines.
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for op in &self.before {
+            writeln!(f, "ipset {}", op.to_string().replace('\n', "\nipset "))?;
+        }
+        if !self.batch.is_empty() {
+            writeln!(f, "nft batch ({} operations):", self.batch.len())?;
+            for op in &self.batch {
+                writeln!(f, "  {}", op.describe())?;
+            }
+        }
+        for op in &self.after {
+            writeln!(f, "ipset {}", op.to_string().replace('\n', "\nipset "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The plan that turns `current` into `desired`. Pure and deterministic.
+///
+/// `current` is normally observed from the kernel: rules the plan deletes, replaces or
+/// inserts next to need their handles. Foreign objects in `current` are never touched,
+/// and `desired` holds no foreign objects that matter (its foreign sets and foreign rules
+/// are ignored).
+///
+/// # Errors
+/// [`Error::Invalid`] when `desired` is inconsistent or the prefixes differ;
+/// [`Error::SetRedefined`] when a referenced set must change type, family or capacity;
+/// [`Error::NoHandle`] when a rule to change has no handle.
+pub fn plan(current: &Ruleset, desired: &Ruleset) -> Result<Plan, Error> {
+    if current.prefix() != desired.prefix() {
+        return Err(Error::invalid(
+            "desired ruleset",
+            format!(
+                "owns prefix {:?} but the current state was read for {:?}",
+                desired.prefix(),
+                current.prefix()
+            ),
+        ));
+    }
+    desired.validate()?;
+    let mut p = Plan::default();
+    plan_sets(current, desired, &mut p)?;
+    plan_batch(current, desired, &mut p.batch)?;
+    Ok(p)
+}
+
+/// Which way a member change moves the addresses a set matches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Grow,
+    Shrink,
+}
+
+fn plan_sets(current: &Ruleset, desired: &Ruleset, p: &mut Plan) -> Result<(), Error> {
+    let refs = current.set_references();
+    let fill = |name: &str, d: &IpSet, p: &mut Plan| {
+        p.before.push(SetOp::Create {
+            name: name.to_owned(),
+            family: d.family,
+            kind: d.kind,
+            maxelem: d.maxelem,
+        });
+        if !d.is_empty() {
+            p.before.push(SetOp::Add {
+                name: name.to_owned(),
+                members: d.members().collect(),
+            });
+        }
+    };
+    for (name, d) in desired.sets() {
+        if current.foreign_sets().contains_key(name) {
+            return Err(Error::invalid(
+                format!("set {name}"),
+                "the name is taken by a set of a type netfence does not manage; destroy it first",
+            ));
+        }
+        let Some(c) = current.set(name) else {
+            fill(name, d, p);
+            continue;
+        };
+        if c.definition() != d.definition() {
+            if refs.contains_key(name.as_str()) {
+                return Err(Error::SetRedefined {
+                    name: name.clone(),
+                    from: c.definition(),
+                    to: d.definition(),
+                });
+            }
+            // Nothing looks it up, so it can go and come back before the batch.
+            p.before.push(SetOp::Destroy { name: name.clone() });
+            fill(name, d, p);
+            continue;
+        }
+        let mut changes: [[Vec<Member>; 2]; 2] = Default::default(); // [dir][add=0/del=1]
+        let slot = |dir: Dir| usize::from(dir == Dir::Shrink);
+        for (k, &dflag) in d.entries() {
+            match c.entries().get(k) {
+                Some(&cflag) if cflag == dflag => {}
+                // A new element, or a flag flip (an add with the new flag): a matching
+                // element grows the set, a nomatch one shrinks it.
+                _ => {
+                    let dir = if dflag { Dir::Shrink } else { Dir::Grow };
+                    changes[slot(dir)][0].push(k.member(dflag));
+                }
+            }
+        }
+        for (k, &cflag) in c.entries() {
+            if !d.entries().contains_key(k) {
+                let dir = if cflag { Dir::Grow } else { Dir::Shrink };
+                changes[slot(dir)][1].push(k.member(cflag));
+            }
+        }
+        // The closing direction goes first.
+        let first = match d.polarity {
+            Polarity::Restricts => Dir::Grow,
+            Polarity::Grants => Dir::Shrink,
+        };
+        let second = if first == Dir::Grow {
+            Dir::Shrink
+        } else {
+            Dir::Grow
+        };
+        for (dir, out) in [(first, &mut p.before), (second, &mut p.after)] {
+            let [adds, dels] = std::mem::take(&mut changes[slot(dir)]);
+            if !adds.is_empty() {
+                out.push(SetOp::Add {
+                    name: name.clone(),
+                    members: adds,
+                });
+            }
+            if !dels.is_empty() {
+                out.push(SetOp::Del {
+                    name: name.clone(),
+                    members: dels,
+                });
+            }
+        }
+    }
+    for name in current.sets().keys() {
+        if desired.set(name).is_none() {
+            p.after.push(SetOp::Destroy { name: name.clone() });
+        }
+    }
+    Ok(())
+}
+
+fn plan_batch(current: &Ruleset, desired: &Ruleset, ops: &mut Vec<Op>) -> Result<(), Error> {
+    let empty = Chain::default();
+    let mut chain_adds = Vec::new();
+    let mut rule_ops = Vec::new();
+    let mut chain_dels = Vec::new();
+    let marker = desired.marker();
+    let table_ids: BTreeSet<&TableId> = current
+        .tables()
+        .keys()
+        .chain(desired.tables().keys())
+        .collect();
+    for tid in table_ids {
+        let cur_t = current.table(tid);
+        let des_t = desired.table(tid);
+        if let Some(dt) = des_t {
+            if cur_t.is_none() && !dt.chains.is_empty() {
+                ops.push(Op::AddTable {
+                    family: tid.family,
+                    table: tid.name.clone(),
+                });
+            }
+        }
+        let names: BTreeSet<&String> = cur_t
+            .into_iter()
+            .flat_map(|t| t.chains.keys())
+            .chain(des_t.into_iter().flat_map(|t| t.chains.keys()))
+            .collect();
+        let mut doomed = Vec::new();
+        for name in names {
+            let cur = cur_t.and_then(|t| t.chains.get(name));
+            let des = des_t.and_then(|t| t.chains.get(name));
+            let owned = desired.owns(name);
+            match (cur, des) {
+                (None, Some(d)) => {
+                    chain_adds.push(Op::AddChain {
+                        family: tid.family,
+                        table: tid.name.clone(),
+                        chain: ChainSpec {
+                            name: name.clone(),
+                            base: d.base,
+                        },
+                    });
+                    diff_chain(tid, name, &empty, d, owned, marker, &mut rule_ops)?;
+                }
+                (Some(c), Some(d)) => {
+                    if owned && c.base != d.base {
+                        return Err(Error::invalid(
+                            format!("chain {tid} {name}"),
+                            "changes its hook, priority or policy; give the new chain a new name",
+                        ));
+                    }
+                    diff_chain(tid, name, c, d, owned, marker, &mut rule_ops)?;
+                }
+                (Some(c), None) if owned => doomed.push((name.as_str(), c)),
+                (Some(c), None) => diff_chain(tid, name, c, &empty, false, marker, &mut rule_ops)?,
+                (None, None) => {}
+            }
+        }
+        // A chain goes after every doomed chain that jumps to it: a rule inside a deleted
+        // chain goes with it, and any other jump was removed earlier in the batch.
+        for name in delete_order(&doomed) {
+            chain_dels.push(Op::DelChain {
+                family: tid.family,
+                table: tid.name.clone(),
+                chain: name.to_owned(),
+            });
+        }
+    }
+    ops.extend(chain_adds);
+    ops.extend(rule_ops);
+    ops.extend(chain_dels);
+    Ok(())
+}
+
+/// Chains to delete, each after the chains that jump to it.
+fn delete_order<'a>(doomed: &[(&'a str, &'a Chain)]) -> Vec<&'a str> {
+    let names: BTreeSet<&str> = doomed.iter().map(|(n, _)| *n).collect();
+    let mut indeg: BTreeMap<&str, usize> = names.iter().map(|n| (*n, 0)).collect();
+    let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (n, c) in doomed {
+        let targets: BTreeSet<&str> = c.jump_targets().filter(|t| names.contains(t)).collect();
+        for t in targets {
+            edges.entry(n).or_default().push(t);
+            if let Some((_, d)) = indeg.iter_mut().find(|(k, _)| **k == t) {
+                *d += 1;
+            }
+        }
+    }
+    let mut ready: BTreeSet<&str> = indeg
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(n, _)| *n)
+        .collect();
+    let mut out = Vec::with_capacity(names.len());
+    while let Some(n) = ready.pop_first() {
+        out.push(n);
+        for t in edges.get(n).into_iter().flatten() {
+            let d = indeg.get_mut(t).expect("edge to a doomed chain");
+            *d -= 1;
+            if *d == 0 {
+                ready.insert(t);
+            }
+        }
+    }
+    // The kernel refuses jump loops, so everything is ordered; if not, still delete all.
+    for n in names {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+fn need_handle(e: &Entry, tid: &TableId, chain: &str) -> Result<u64, Error> {
+    e.handle().ok_or_else(|| Error::NoHandle {
+        what: match e {
+            Entry::Owned(r) => format!("{} in chain {tid} {chain}", r.id),
+            Entry::Foreign(o) | Entry::Stray(o) => format!("`{}` in chain {tid} {chain}", o.text),
+        },
+    })
+}
+
+/// The rule operations that turn chain `cur` into `des` (owned rules only).
+///
+/// In an owned chain every current entry is netfence's to keep or remove. In a foreign
+/// (built-in) chain, netfence's rules form a block at its head, so that its verdicts come
+/// before anyone else's; owned rules found further down are removed and re-inserted in
+/// the block.
+fn diff_chain(
+    tid: &TableId,
+    name: &str,
+    cur: &Chain,
+    des: &Chain,
+    owned_chain: bool,
+    marker: &str,
+    ops: &mut Vec<Op>,
+) -> Result<(), Error> {
+    let entries = cur.entries();
+    let block_end = if owned_chain {
+        entries.len()
+    } else {
+        entries
+            .iter()
+            .position(|e| matches!(e, Entry::Foreign(_)))
+            .unwrap_or(entries.len())
+    };
+    let block = &entries[..block_end];
+    let want: Vec<&OwnedRule> = des.owned().collect();
+    let want_at: HashMap<_, usize> = want.iter().enumerate().map(|(i, r)| (&r.id, i)).collect();
+    let candidates: Vec<(usize, usize)> = block
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| Some((i, *want_at.get(&e.owned()?.id)?)))
+        .collect();
+    let kept = longest_increasing(&candidates);
+
+    let tail_anchor = if owned_chain {
+        None
+    } else {
+        entries
+            .get(block_end)
+            .map(|e| need_handle(e, tid, name))
+            .transpose()?
+    };
+    let (fam, table, chain) = (tid.family, &tid.name, name);
+    // Deletions go first, then replacements, then insertions: a rule that moves is then
+    // gone before its new copy arrives.
+    let mut dels_out = Vec::new();
+    let mut repl_out = Vec::new();
+    let mut ins_out = Vec::new();
+    let (mut bi, mut wi) = (0, 0);
+    for g in 0..=kept.len() {
+        let (bend, wend, anchor) = match kept.get(g) {
+            Some(&(b, w)) => (b, w, Some(need_handle(&block[b], tid, name)?)),
+            None => (block.len(), want.len(), tail_anchor),
+        };
+        let dels = &block[bi..bend];
+        let ins = &want[wi..wend];
+        let pairs = dels.len().min(ins.len());
+        for (d, n) in dels.iter().zip(ins).take(pairs) {
+            repl_out.push(Op::ReplaceRule {
+                family: fam,
+                table: table.clone(),
+                chain: chain.to_owned(),
+                handle: need_handle(d, tid, name)?,
+                rule: n.kernel_rule(marker),
+            });
+        }
+        for d in &dels[pairs..] {
+            dels_out.push(Op::DelRule {
+                family: fam,
+                table: table.clone(),
+                chain: chain.to_owned(),
+                handle: need_handle(d, tid, name)?,
+            });
+        }
+        // Extra rules go right before the next kept rule, in order: after the replaced
+        // ones, without needing their new handles.
+        for n in &ins[pairs..] {
+            ins_out.push(Op::AddRule {
+                family: fam,
+                table: table.clone(),
+                chain: chain.to_owned(),
+                rule: n.kernel_rule(marker),
+                position: match anchor {
+                    Some(h) => Position::Before(RuleRef::Handle(h)),
+                    None => Position::Append,
+                },
+            });
+        }
+        bi = bend + 1;
+        wi = wend + 1;
+    }
+    for e in &entries[block_end..] {
+        if !matches!(e, Entry::Foreign(_)) {
+            dels_out.push(Op::DelRule {
+                family: fam,
+                table: table.clone(),
+                chain: chain.to_owned(),
+                handle: need_handle(e, tid, name)?,
+            });
+        }
+    }
+    ops.extend(dels_out);
+    ops.extend(repl_out);
+    ops.extend(ins_out);
+    Ok(())
+}
+
+/// The length of [`longest_increasing`]'s result.
+#[cfg(test)]
+pub(crate) fn longest_increasing_len(seq: &[(usize, usize)]) -> usize {
+    longest_increasing(seq).len()
+}
+
+/// The longest subsequence of `seq` (pairs sorted by their first element) whose second
+/// elements increase: the rules that can stay where they are. O(n log n).
+fn longest_increasing(seq: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    // tails[k]: index in seq of the smallest tail of an increasing run of length k + 1.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut prev: Vec<Option<usize>> = vec![None; seq.len()];
+    for (i, &(_, w)) in seq.iter().enumerate() {
+        let k = tails.partition_point(|&t| seq[t].1 < w);
+        prev[i] = k.checked_sub(1).map(|k| tails[k]);
+        if k == tails.len() {
+            tails.push(i);
+        } else {
+            tails[k] = i;
+        }
+    }
+    let mut out = Vec::with_capacity(tails.len());
+    let mut cur = tails.last().copied();
+    while let Some(i) = cur {
+        out.push(seq[i]);
+        cur = prev[i];
+    }
+    out.reverse();
+    out
+}
+
+/// Applies one step to an in-memory state, refusing what the kernel would refuse: a rule
+/// in a missing chain, a jump to a missing chain, a lookup of a missing set, a position
+/// next to a missing handle, deleting a chain something jumps to or a set a rule looks up,
+/// creating a set that exists. A refused batch leaves `state` unchanged, as the kernel's.
+///
+/// New rules get `handles[i]` for batch operation `i` when given (what the kernel echoed),
+/// and otherwise the table's next free handle.
+///
+/// # Errors
+/// [`Error::Inapplicable`] naming the operation and the rule it breaks.
+pub fn apply_step(
+    state: &mut Ruleset,
+    step: Step<'_>,
+    handles: Option<&[Option<u64>]>,
+) -> Result<(), Error> {
+    match step {
+        Step::Set(op) => apply_set_op(state, op).map_err(|reason| Error::Inapplicable {
+            step: step.to_string(),
+            reason,
+        }),
+        Step::Batch(ops) => {
+            let mut next = state.clone();
+            apply_ops(&mut next, ops, handles)?;
+            *state = next;
+            Ok(())
+        }
+    }
+}
+
+fn apply_ops(
+    state: &mut Ruleset,
+    ops: &[Op],
+    handles: Option<&[Option<u64>]>,
+) -> Result<(), Error> {
+    let mut fresh: HashMap<TableId, u64> = HashMap::new();
+    let mut touched = BTreeSet::new();
+    for (i, op) in ops.iter().enumerate() {
+        let h = handles.and_then(|h| h.get(i).copied().flatten());
+        apply_op(state, op, h, &mut fresh).map_err(|reason| Error::Inapplicable {
+            step: format!("batch operation #{} ({})", i + 1, op.describe()),
+            reason,
+        })?;
+        if let Op::AddRule {
+            family,
+            table,
+            chain,
+            ..
+        }
+        | Op::ReplaceRule {
+            family,
+            table,
+            chain,
+            ..
+        } = op
+        {
+            touched.insert((TableId::new(*family, table.clone()), chain.as_str()));
+        }
+    }
+    // A batch may insert a moved rule before it deletes the old copy; at its end, as in a
+    // dump, only the first copy of an identity is netfence's.
+    let marker = state.marker().to_owned();
+    for (tid, chain) in touched {
+        if let Some(c) = state.chain_mut(&tid, chain) {
+            c.demote_duplicates(tid.family, &marker);
+        }
+    }
+    Ok(())
+}
+
+/// Applies a batch that the kernel has already accepted, in place (no copy of the state),
+/// with the handles the kernel echoed.
+///
+/// # Errors
+/// As [`apply_step`]; `state` may then be half-changed and must be observed again.
+pub fn apply_committed(
+    state: &mut Ruleset,
+    ops: &[Op],
+    handles: &[Option<u64>],
+) -> Result<(), Error> {
+    apply_ops(state, ops, Some(handles))
+}
+
+fn apply_set_op(state: &mut Ruleset, op: &SetOp) -> Result<(), String> {
+    match op {
+        SetOp::Create {
+            name,
+            family,
+            kind,
+            maxelem,
+        } => {
+            if state.set(name).is_some() || state.foreign_sets().contains_key(name) {
+                return Err(format!("set {name} exists"));
+            }
+            let mut s = IpSet::new(*family, *kind, Polarity::default());
+            s.maxelem = *maxelem;
+            state.sets_mut().insert(name.clone(), s);
+        }
+        SetOp::Destroy { name } => {
+            if state.set(name).is_none() {
+                return Err(format!("no set {name}"));
+            }
+            if let Some(n) = state.set_references().get(name.as_str()) {
+                return Err(format!("set {name} is in use by {n} rule(s)"));
+            }
+            state.sets_mut().remove(name);
+        }
+        SetOp::Add { name, members } => {
+            let s = state.set_mut(name).ok_or(format!("no set {name}"))?;
+            for m in members {
+                s.insert(*m).map_err(|e| e.to_string())?;
+            }
+            if s.len() > s.maxelem as usize {
+                return Err(format!("set {name} is full"));
+            }
+        }
+        SetOp::Del { name, members } => {
+            let s = state.set_mut(name).ok_or(format!("no set {name}"))?;
+            for m in members {
+                s.remove(m);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn next_handle(state: &Ruleset, tid: &TableId, fresh: &mut HashMap<TableId, u64>) -> u64 {
+    let n = fresh.entry(tid.clone()).or_insert_with(|| {
+        state
+            .table(tid)
+            .into_iter()
+            .flat_map(|t| t.chains.values())
+            .flat_map(|c| c.entries().iter().filter_map(Entry::handle))
+            .max()
+            .unwrap_or(0)
+    });
+    *n += 1;
+    *n
+}
+
+/// Takes a chain out of the state, so that the state can classify rules into it.
+fn take_chain(state: &mut Ruleset, tid: &TableId, chain: &str) -> Result<Chain, String> {
+    state
+        .tables_mut()
+        .get_mut(tid)
+        .and_then(|t| t.chains.remove(chain))
+        .ok_or(format!("no chain {chain}"))
+}
+
+fn put_chain(state: &mut Ruleset, tid: &TableId, chain: &str, c: Chain) {
+    state
+        .tables_mut()
+        .get_mut(tid)
+        .expect("the chain was taken from this table")
+        .chains
+        .insert(chain.to_owned(), c);
+}
+
+fn check_refs(state: &Ruleset, tid: &TableId, rule: &netfilter::nft::Rule) -> Result<(), String> {
+    if let Some(j) = rule.jump_target() {
+        match state.chain(tid, j) {
+            None => return Err(format!("jump to missing chain {j}")),
+            Some(c) if c.base.is_some() => return Err(format!("jump to base chain {j}")),
+            Some(_) => {}
+        }
+    }
+    for s in rule.set_names() {
+        match state.set(s) {
+            Some(set) if set.family == tid.family => {}
+            Some(_) => return Err(format!("set {s} has another family")),
+            None if state.foreign_sets().contains_key(s) => {}
+            None => return Err(format!("lookup of missing set {s}")),
+        }
+    }
+    Ok(())
+}
+
+fn apply_op(
+    state: &mut Ruleset,
+    op: &Op,
+    handle: Option<u64>,
+    fresh: &mut HashMap<TableId, u64>,
+) -> Result<(), String> {
+    match op {
+        Op::AddTable { family, table } => {
+            state.add_table(TableId::new(*family, table.clone()));
+        }
+        Op::AddChain {
+            family,
+            table,
+            chain,
+        } => {
+            let tid = TableId::new(*family, table.clone());
+            let t = state
+                .tables_mut()
+                .get_mut(&tid)
+                .ok_or(format!("no table {tid}"))?;
+            match t.chains.get_mut(&chain.name) {
+                // The kernel updates an existing base chain's policy.
+                Some(c) => {
+                    if let (Some(b), Some(new)) = (&mut c.base, chain.base) {
+                        b.policy = new.policy;
+                    }
+                }
+                None => {
+                    t.chains.insert(chain.name.clone(), Chain::new(chain.base));
+                }
+            }
+        }
+        Op::DelChain {
+            family,
+            table,
+            chain,
+        } => {
+            let tid = TableId::new(*family, table.clone());
+            let t = state.table(&tid).ok_or(format!("no table {tid}"))?;
+            if !t.chains.contains_key(chain) {
+                return Err(format!("no chain {chain}"));
+            }
+            let users = t
+                .chains
+                .iter()
+                .filter(|(n, _)| *n != chain)
+                .flat_map(|(_, c)| c.jump_targets())
+                .filter(|j| j == chain)
+                .count();
+            if users > 0 {
+                return Err(format!("chain {chain} is the target of {users} jump(s)"));
+            }
+            state
+                .tables_mut()
+                .get_mut(&tid)
+                .expect("checked")
+                .chains
+                .remove(chain);
+        }
+        Op::AddRule {
+            family,
+            table,
+            chain,
+            rule,
+            position,
+        } => {
+            let tid = TableId::new(*family, table.clone());
+            check_refs(state, &tid, rule)?;
+            let h = match handle {
+                Some(h) => h,
+                None => next_handle(state, &tid, fresh),
+            };
+            let mut c = take_chain(state, &tid, chain)?;
+            let at = match position {
+                Position::Append => Some(c.entries().len()),
+                Position::Prepend => Some(0),
+                Position::After(RuleRef::Handle(x)) => c.position_of(*x).map(|i| i + 1),
+                Position::Before(RuleRef::Handle(x)) => c.position_of(*x),
+                _ => None,
+            };
+            let Some(at) = at else {
+                put_chain(state, &tid, chain, c);
+                return Err(format!("no rule at position {position:?}"));
+            };
+            let e = state.classify(
+                &tid,
+                chain,
+                &Chain::default(),
+                Some(rule),
+                Some(h),
+                String::new,
+            );
+            c.insert(at, e);
+            put_chain(state, &tid, chain, c);
+        }
+        Op::ReplaceRule {
+            family,
+            table,
+            chain,
+            handle: old,
+            rule,
+        } => {
+            let tid = TableId::new(*family, table.clone());
+            check_refs(state, &tid, rule)?;
+            let h = match handle {
+                Some(h) => h,
+                None => next_handle(state, &tid, fresh),
+            };
+            let mut c = take_chain(state, &tid, chain)?;
+            let Some(at) = c.position_of(*old) else {
+                put_chain(state, &tid, chain, c);
+                return Err(format!("no rule with handle {old}"));
+            };
+            c.remove(at);
+            let e = state.classify(
+                &tid,
+                chain,
+                &Chain::default(),
+                Some(rule),
+                Some(h),
+                String::new,
+            );
+            c.insert(at, e);
+            put_chain(state, &tid, chain, c);
+        }
+        Op::DelRule {
+            family,
+            table,
+            chain,
+            handle: h,
+        } => {
+            let tid = TableId::new(*family, table.clone());
+            let c = state
+                .chain_mut(&tid, chain)
+                .ok_or(format!("no chain {chain}"))?;
+            let at = c
+                .position_of(*h)
+                .ok_or(format!("no rule with handle {h}"))?;
+            c.remove(at);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_increasing_keeps_the_longest_ordered_run() {
+        let seq = [(0, 3), (1, 0), (2, 1), (3, 4), (4, 2)];
+        let l = longest_increasing(&seq);
+        assert_eq!(l, vec![(1, 0), (2, 1), (4, 2)]);
+        assert!(longest_increasing(&[]).is_empty());
+    }
+}
