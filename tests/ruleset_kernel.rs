@@ -1,0 +1,487 @@
+//! The ruleset planner and executor on a real kernel, each test in its own namespace:
+//! apply then observe, a second state next to foreign iptables-nft rules, adoption by a
+//! new process, the rendered text against `iptables-nft-save`, drift repaired, failures
+//! injected at every step (fail-closed, checked with the packet walk of `ruleset::sim`),
+//! and real kernel failures midway.
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::Sandbox;
+use ruleset::sim::{verdict, Packet, Verdict};
+use ruleset::{
+    plan, render, BaseChain, Error, Family, Hook, IpSet, Kernel, Match, Member, Neg, Polarity,
+    Policy, PortRange, Protocol, Rule, Ruleset, SetDir, SetType, TableId, Target,
+};
+
+fn tables() -> Vec<TableId> {
+    vec![TableId::filter(Family::Ipv4), TableId::filter(Family::Ipv6)]
+}
+
+fn forward() -> Option<BaseChain> {
+    Some(BaseChain {
+        hook: Hook::Forward,
+        priority: 0,
+        policy: Policy::Accept,
+    })
+}
+
+fn v4(n: u8) -> IpAddr {
+    format!("10.9.0.{}", n + 1).parse().unwrap()
+}
+
+fn v6(n: u8) -> IpAddr {
+    format!("fd00:9::{}", n + 1).parse().unwrap()
+}
+
+/// A policy-shaped state, in both families: FORWARD jumps to `nf-fw`; destinations outside
+/// the isolated set return; each policy accepts a peer set towards a selected set on a
+/// port; an ipBlock set with an except accepts on port 443; the rest drops.
+#[derive(Clone)]
+struct Shape {
+    isolated: Vec<u8>,
+    /// (selected, peers, port)
+    policies: Vec<(Vec<u8>, Vec<u8>, u16)>,
+    block_except: bool,
+}
+
+fn build(s: &Shape) -> Ruleset {
+    let mut rs = Ruleset::default();
+    for (t, fam, addr) in [
+        (
+            TableId::filter(Family::Ipv4),
+            Family::Ipv4,
+            v4 as fn(u8) -> IpAddr,
+        ),
+        (TableId::filter(Family::Ipv6), Family::Ipv6, v6),
+    ] {
+        let sfx = if fam == Family::Ipv4 { "4" } else { "6" };
+        rs.add_chain(&t, "FORWARD", forward()).unwrap();
+        rs.add_chain(&t, "nf-fw", None).unwrap();
+        rs.push_rule(&t, "FORWARD", Rule::new(Target::Jump("nf-fw".into())))
+            .unwrap();
+        let mut est = Rule::new(Target::Accept);
+        est.matches.push(Match::Conntrack {
+            negate: false,
+            states: ruleset::CtState::ESTABLISHED.or(ruleset::CtState::RELATED),
+        });
+        rs.push_rule(&t, "nf-fw", est).unwrap();
+        let iso_name = format!("nf-iso{sfx}");
+        let mut iso = IpSet::new(fam, SetType::HashIp, Polarity::Restricts);
+        for a in &s.isolated {
+            iso.insert(Member::Ip(addr(*a))).unwrap();
+        }
+        rs.add_set(&iso_name, iso).unwrap();
+        let mut ret = Rule::new(Target::Return);
+        ret.matches.push(Match::Set {
+            negate: true,
+            name: iso_name,
+            dirs: vec![SetDir::Dst],
+        });
+        rs.push_rule(&t, "nf-fw", ret).unwrap();
+        for (i, (sel, peers, port)) in s.policies.iter().enumerate() {
+            for (kind, members) in [("sel", sel), ("peer", peers)] {
+                let mut set = IpSet::new(fam, SetType::HashIp, Polarity::Grants);
+                for a in members {
+                    set.insert(Member::Ip(addr(*a))).unwrap();
+                }
+                rs.add_set(&format!("nf-{kind}{i}-{sfx}"), set).unwrap();
+            }
+            let chain = format!("nf-pol{i}");
+            rs.add_chain(&t, &chain, None).unwrap();
+            let mut j = Rule::new(Target::Jump(chain.clone()));
+            j.matches.push(Match::Set {
+                negate: false,
+                name: format!("nf-sel{i}-{sfx}"),
+                dirs: vec![SetDir::Dst],
+            });
+            rs.push_rule(&t, "nf-fw", j).unwrap();
+            let mut r = Rule::new(Target::Accept);
+            r.protocol = Some(Neg::is(Protocol::Tcp));
+            r.matches.push(Match::Set {
+                negate: false,
+                name: format!("nf-peer{i}-{sfx}"),
+                dirs: vec![SetDir::Src],
+            });
+            r.matches.push(Match::Ports {
+                sport: None,
+                dport: Some(Neg::is(PortRange::single(*port))),
+            });
+            rs.push_rule(&t, &chain, r).unwrap();
+        }
+        if s.block_except {
+            let name = format!("nf-block-{sfx}");
+            let mut b = IpSet::new(fam, SetType::HashNet, Polarity::Grants);
+            let (net, except) = if fam == Family::Ipv4 {
+                ("10.9.0.0/24", "10.9.0.4/30")
+            } else {
+                ("fd00:9::/120", "fd00:9::4/126")
+            };
+            b.insert(Member::net(net.parse().unwrap())).unwrap();
+            b.insert(Member::nomatch(except.parse().unwrap())).unwrap();
+            rs.add_set(&name, b).unwrap();
+            let mut r = Rule::new(Target::Accept);
+            r.protocol = Some(Neg::is(Protocol::Tcp));
+            r.matches.push(Match::Set {
+                negate: false,
+                name,
+                dirs: vec![SetDir::Src],
+            });
+            r.matches.push(Match::Ports {
+                sport: None,
+                dport: Some(Neg::is(PortRange::single(443))),
+            });
+            rs.push_rule(&t, "nf-fw", r).unwrap();
+        }
+        rs.push_rule(&t, "nf-fw", Rule::new(Target::Drop)).unwrap();
+    }
+    rs
+}
+
+fn old_shape() -> Shape {
+    Shape {
+        isolated: vec![1, 2],
+        policies: vec![(vec![1], vec![0, 3], 80), (vec![2], vec![4], 8080)],
+        block_except: false,
+    }
+}
+
+/// The old shape changed everywhere at once: a pod isolated and one released, a policy
+/// changed (port and members), one removed, one added, an ipBlock with an except added.
+fn new_shape() -> Shape {
+    Shape {
+        isolated: vec![2, 3],
+        policies: vec![
+            (vec![3], vec![0, 5], 81),
+            (vec![2, 3], vec![1], 8080),
+            (vec![2], vec![0, 1, 4], 22),
+        ],
+        block_except: true,
+    }
+}
+
+fn probes() -> Vec<Packet> {
+    let mut out = Vec::new();
+    for addr in [v4 as fn(u8) -> IpAddr, v6] {
+        for s in 0..6 {
+            for d in 0..6 {
+                for port in [22, 80, 81, 443, 8080] {
+                    out.push(Packet::tcp(addr(s), addr(d), port));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn allowed(rs: &Ruleset) -> Vec<bool> {
+    probes()
+        .iter()
+        .map(|p| verdict(rs, Hook::Forward, p) == Verdict::Accept)
+        .collect()
+}
+
+fn converge(k: &mut Kernel, desired: &Ruleset) -> Ruleset {
+    let mut cur = k.observe("nf-", &tables()).unwrap();
+    let p = plan(&cur, desired).unwrap();
+    k.apply(&p, &mut cur).unwrap();
+    cur
+}
+
+/// Saves without the timestamped comment lines.
+fn save(sb: &Sandbox, cmd: &str) -> Vec<String> {
+    sb.sh(cmd, &[])
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn apply_observe_adopt_and_render() {
+    let sb = Sandbox::new("rs-apply");
+    let desired = build(&old_shape());
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    let tracked = converge(&mut k, &desired);
+    // What the executor tracked is what the kernel holds, and both are the desired state.
+    let seen = k.observe("nf-", &tables()).unwrap();
+    assert_eq!(seen.owned_view(), desired.owned_view());
+    assert_eq!(
+        seen, tracked,
+        "tracked state (with handles) differs from a dump"
+    );
+    assert!(plan(&seen, &desired).unwrap().is_empty());
+
+    // A new process (a new handle) adopts the state: nothing to do.
+    drop(k);
+    let mut k2 = Kernel::open(&sb.netns()).unwrap();
+    let adopted = k2.observe("nf-", &tables()).unwrap();
+    let p = plan(&adopted, &desired).unwrap();
+    assert!(p.is_empty(), "adoption plan not empty:\n{p}");
+
+    // iptables-nft-save prints exactly the rendered text, both families.
+    for (fam, cmd) in [
+        (Family::Ipv4, "iptables-nft-save"),
+        (Family::Ipv6, "ip6tables-nft-save"),
+    ] {
+        let want: Vec<String> = render::iptables_save(&desired, fam)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(save(&sb, cmd), want, "{cmd} differs from the rendered text");
+    }
+    // And the ipset text restores into an equal set of sets in a fresh namespace.
+    let other = Sandbox::new("rs-ipset");
+    other.sh_stdin("ipset", &["restore"], &render::ipset_save(&desired));
+    let mut k3 = Kernel::open(&other.netns()).unwrap();
+    let restored = k3.observe("nf-", &tables()).unwrap();
+    assert_eq!(restored.sets(), desired.sets());
+}
+
+#[test]
+fn second_state_keeps_foreign_rules_chains_and_sets() {
+    let sb = Sandbox::new("rs-foreign");
+    // Someone else's rules first: kube-proxy-like chains and a FORWARD rule, an ipset.
+    sb.sh_stdin(
+        "iptables-nft-restore",
+        &["--noflush"],
+        "*filter\n:KUBE-FORWARD - [0:0]\n-A FORWARD -j KUBE-FORWARD\n-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\nCOMMIT\n",
+    );
+    sb.sh("ipset", &["create", "KUBE-ips", "hash:ip"]);
+    sb.sh("ipset", &["add", "KUBE-ips", "192.0.2.1"]);
+    let foreign_before = save(&sb, "iptables-nft-save");
+
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    converge(&mut k, &build(&old_shape()));
+    // netfence's jump goes above the foreign one.
+    let lines = save(&sb, "iptables-nft-save");
+    let fwd: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("-A FORWARD"))
+        .collect();
+    assert!(
+        fwd[0].contains("-j nf-fw") && fwd[1] == "-A FORWARD -j KUBE-FORWARD",
+        "{fwd:?}"
+    );
+
+    let desired = build(&new_shape());
+    converge(&mut k, &desired);
+    let seen = k.observe("nf-", &tables()).unwrap();
+    assert_eq!(seen.owned_view(), desired.owned_view());
+    assert!(plan(&seen, &desired).unwrap().is_empty());
+    // Every foreign line is still there, in order, and the foreign set is untouched.
+    let after = save(&sb, "iptables-nft-save");
+    let foreign_after: Vec<&String> = after
+        .iter()
+        .filter(|l| !l.contains("nf-") && !l.contains("nf:"))
+        .collect();
+    let foreign_before: Vec<&String> = foreign_before.iter().collect();
+    assert_eq!(foreign_after, foreign_before);
+    assert!(sb.sh("ipset", &["list", "KUBE-ips"]).contains("192.0.2.1"));
+    assert!(seen.foreign_sets().contains_key("KUBE-ips"));
+
+    // Emptying the desired state removes all that netfence owns, and nothing else.
+    let empty = Ruleset::default();
+    converge(&mut k, &empty);
+    let cleaned = save(&sb, "iptables-nft-save");
+    assert_eq!(cleaned.iter().collect::<Vec<_>>(), foreign_before);
+    assert_eq!(sb.sh("ipset", &["list", "-n"]).trim(), "KUBE-ips");
+}
+
+#[test]
+fn drift_is_repaired_and_strays_removed() {
+    let sb = Sandbox::new("rs-drift");
+    let desired = build(&old_shape());
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    converge(&mut k, &desired);
+    // Tampering: an owned rule deleted, a rule added by hand to an owned chain, a member
+    // added by hand, a set flushed, an owned chain's rule rewritten under its comment.
+    let lines = save(&sb, "iptables-nft-save");
+    let victim = lines
+        .iter()
+        .find(|l| l.starts_with("-A nf-pol0 "))
+        .unwrap()
+        .replacen("-A ", "-D ", 1);
+    let args: Vec<&str> = victim
+        .split_whitespace()
+        .map(|a| a.trim_matches('"'))
+        .collect();
+    sb.sh("iptables-nft", &args);
+    sb.sh(
+        "iptables-nft",
+        &["-A", "nf-fw", "-s", "192.0.2.9", "-j", "ACCEPT"],
+    );
+    sb.sh("ipset", &["add", "nf-iso4", "10.9.0.99"]);
+    sb.sh("ipset", &["flush", "nf-peer1-6"]);
+    let seen = k.observe("nf-", &tables()).unwrap();
+    assert_ne!(seen.owned_view(), desired.owned_view());
+    let p = plan(&seen, &desired).unwrap();
+    // Exactly the drift: one rule back, one stray out, one member out, one set refilled.
+    assert_eq!(p.batch.len(), 2, "{p}");
+    assert_eq!(p.cost(), 2 + 1 + 1, "{p}");
+    converge(&mut k, &desired);
+    let seen = k.observe("nf-", &tables()).unwrap();
+    assert_eq!(seen.owned_view(), desired.owned_view());
+    assert!(!save(&sb, "iptables-nft-save")
+        .iter()
+        .any(|l| l.contains("192.0.2.9")));
+}
+
+/// Stops the old → new plan before each of its steps in a fresh namespace, reads the
+/// kernel back, and checks that what it allows is within the old state's allowances
+/// (before the batch) or the new state's (after it).
+#[test]
+fn a_failure_at_any_step_leaves_a_fail_closed_kernel() {
+    let old = build(&old_shape());
+    let new = build(&new_shape());
+    let (va, vb) = (allowed(&old), allowed(&new));
+    assert_ne!(va, vb, "the transition must change what is allowed");
+    let probes = probes();
+    let (batch_at, steps) = {
+        let sb = Sandbox::new("rs-fc0");
+        let mut k = Kernel::open(&sb.netns()).unwrap();
+        let cur = converge(&mut k, &old);
+        let p = plan(&cur, &new).unwrap();
+        (p.before.len(), p.step_count())
+    };
+    assert!(
+        batch_at >= 2 && steps >= batch_at + 3,
+        "a transition with set changes on both sides of the batch"
+    );
+    for stop in 0..=steps {
+        let sb = Sandbox::new("rs-fc");
+        let mut k = Kernel::open(&sb.netns()).unwrap();
+        let mut cur = converge(&mut k, &old);
+        let p = plan(&cur, &new).unwrap();
+        match k.apply_until(&p, &mut cur, stop) {
+            Err(Error::Stopped { done, .. }) => assert_eq!(done, stop),
+            Ok(_) => assert_eq!(stop, steps),
+            Err(e) => panic!("{e}"),
+        }
+        let seen = k.observe("nf-", &tables()).unwrap();
+        assert_eq!(
+            seen.owned_view(),
+            cur.owned_view(),
+            "tracked state after {stop} steps"
+        );
+        let v = allowed(&seen);
+        let bound = if stop <= batch_at { &va } else { &vb };
+        for (i, pk) in probes.iter().enumerate() {
+            assert!(
+                !v[i] || bound[i],
+                "stopped before step {stop}: {pk:?} allowed, but not by the {} state",
+                if stop <= batch_at { "old" } else { "new" }
+            );
+        }
+        // Whatever happened, the next plan converges.
+        let p2 = plan(&seen, &new).unwrap();
+        k.apply(&p2, &mut seen.clone()).unwrap();
+        let last = k.observe("nf-", &tables()).unwrap();
+        assert_eq!(last.owned_view(), new.owned_view());
+    }
+}
+
+/// Real kernel failures, not injected ones: an ipset add refused midway (the set is full),
+/// and a batch refused because another writer committed first. Both leave a fail-closed
+/// kernel, and the batch applies nothing.
+#[test]
+fn kernel_failures_midway_are_fail_closed() {
+    let old = build(&old_shape());
+    let new = build(&new_shape());
+    let (va, vb) = (allowed(&old), allowed(&new));
+    let probes = probes();
+    let check = |seen: &Ruleset, bound: &[bool], what: &str| {
+        let v = allowed(seen);
+        for (i, pk) in probes.iter().enumerate() {
+            assert!(!v[i] || bound[i], "{what}: {pk:?} allowed beyond the bound");
+        }
+    };
+
+    // 1. A set too small for the new members: the kernel refuses an ipset add ("Hash is
+    //    full") before the batch.
+    let sb = Sandbox::new("rs-full");
+    let small = |mut rs: Ruleset| {
+        rs.set_mut("nf-iso4").unwrap().maxelem = 2;
+        rs
+    };
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    let mut cur = converge(&mut k, &small(old.clone()));
+    let p = plan(&cur, &small(new.clone())).unwrap();
+    let e = k.apply(&p, &mut cur).unwrap_err();
+    assert!(e.to_string().contains("nf-iso4"), "{e}");
+    let seen = k.observe("nf-", &tables()).unwrap();
+    // The batch never ran: the old rules are all there, the new chain is not.
+    assert!(seen
+        .chain(&TableId::filter(Family::Ipv4), "nf-pol2")
+        .is_none());
+    check(&seen, &va, "after a full set");
+
+    // 2. Another writer commits between observe and apply: the batch is refused whole.
+    let sb = Sandbox::new("rs-gen");
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    converge(&mut k, &old);
+    let mut cur = k.observe("nf-", &tables()).unwrap();
+    let p = plan(&cur, &new).unwrap();
+    sb.sh(
+        "iptables-nft",
+        &["-A", "INPUT", "-s", "192.0.2.7", "-j", "DROP"],
+    );
+    let e = k.apply(&p, &mut cur).unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    let seen = k.observe("nf-", &tables()).unwrap();
+    // Sets moved in the closing direction only; rules are all old.
+    check(&seen, &va, "after a generation conflict");
+    assert!(seen
+        .chain(&TableId::filter(Family::Ipv4), "nf-pol2")
+        .is_none());
+    // Re-planning on the fresh observation converges, and the foreign rule stays.
+    let p = plan(&seen, &new).unwrap();
+    k.apply(&p, &mut seen.clone()).unwrap();
+    assert_eq!(
+        k.observe("nf-", &tables()).unwrap().owned_view(),
+        new.owned_view()
+    );
+    assert!(save(&sb, "iptables-nft-save")
+        .iter()
+        .any(|l| l.contains("192.0.2.7")));
+    check(&k.observe("nf-", &tables()).unwrap(), &vb, "converged");
+}
+
+/// One changed rule in a chain of 1,000 costs one replace in the kernel too, and the
+/// replaced rule keeps its place.
+#[test]
+fn one_rule_of_a_thousand_is_replaced_in_place() {
+    let sb = Sandbox::new("rs-big");
+    let t = TableId::filter(Family::Ipv4);
+    let mk = |changed: Option<u16>| {
+        let mut rs = Ruleset::default();
+        rs.add_chain(&t, "nf-big", None).unwrap();
+        for i in 0..1000u16 {
+            let mut r = Rule::new(Target::Accept);
+            r.protocol = Some(Neg::is(Protocol::Tcp));
+            let port = if changed == Some(i) { 9999 } else { 1 + i };
+            r.matches.push(Match::Ports {
+                sport: None,
+                dport: Some(Neg::is(PortRange::single(port))),
+            });
+            rs.push_rule(&t, "nf-big", r).unwrap();
+        }
+        rs
+    };
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    converge(&mut k, &mk(None));
+    let mut cur = k.observe("nf-", &tables()).unwrap();
+    let p = plan(&cur, &mk(Some(500))).unwrap();
+    assert_eq!(p.cost(), 1, "{p}");
+    k.apply(&p, &mut cur).unwrap();
+    let lines = save(&sb, "iptables-nft-save");
+    let rules: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("-A nf-big"))
+        .collect();
+    assert_eq!(rules.len(), 1000);
+    assert!(rules[500].contains("--dport 9999"), "{}", rules[500]);
+    assert_eq!(k.observe("nf-", &tables()).unwrap(), cur);
+}
