@@ -28,7 +28,7 @@ pub use model::{
     Chain, Entry, ForeignSet, IpSet, OpaqueRule, OwnedRule, Polarity, RuleId, Ruleset, Table,
     TableId, DEFAULT_MAXELEM, DEFAULT_PREFIX,
 };
-pub use plan::{plan, Plan, SetOp, Step};
+pub use plan::{plan, plan_scoped, Plan, Scope, SetOp, Step};
 
 pub use netfilter::ipset::{Member, SetType};
 pub use netfilter::nft::{

@@ -240,6 +240,36 @@ impl fmt::Display for Plan {
     }
 }
 
+/// The objects a change may have touched: chains (by table and name) and sets. Planning
+/// within a scope looks at nothing else, so its cost follows the size of the change, not
+/// of the ruleset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Chains to compare.
+    pub chains: BTreeSet<(TableId, String)>,
+    /// Sets to compare.
+    pub sets: BTreeSet<String>,
+}
+
+impl Scope {
+    /// Adds a chain.
+    pub fn chain(&mut self, table: &TableId, name: &str) -> &mut Self {
+        self.chains.insert((table.clone(), name.to_owned()));
+        self
+    }
+
+    /// Adds a set.
+    pub fn set(&mut self, name: &str) -> &mut Self {
+        self.sets.insert(name.to_owned());
+        self
+    }
+
+    /// Whether nothing is in scope.
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty() && self.sets.is_empty()
+    }
+}
+
 /// The plan that turns `current` into `desired`. Pure and deterministic.
 ///
 /// `current` is normally observed from the kernel: rules the plan deletes, replaces or
@@ -252,6 +282,21 @@ impl fmt::Display for Plan {
 /// [`Error::SetRedefined`] when a referenced set must change type, family or capacity;
 /// [`Error::NoHandle`] when a rule to change has no handle.
 pub fn plan(current: &Ruleset, desired: &Ruleset) -> Result<Plan, Error> {
+    plan_in(current, desired, None)
+}
+
+/// [`plan`] restricted to the chains and sets of `scope`: what a caller that knows which
+/// objects it changed (the sync layer) uses, in time proportional to the change. Objects
+/// outside the scope are assumed equal in both states; a chain or set in scope is
+/// planned exactly as [`plan`] would.
+///
+/// # Errors
+/// As [`plan`], for the objects in scope.
+pub fn plan_scoped(current: &Ruleset, desired: &Ruleset, scope: &Scope) -> Result<Plan, Error> {
+    plan_in(current, desired, Some(scope))
+}
+
+fn plan_in(current: &Ruleset, desired: &Ruleset, scope: Option<&Scope>) -> Result<Plan, Error> {
     if current.prefix() != desired.prefix() {
         return Err(Error::invalid(
             "desired ruleset",
@@ -262,10 +307,17 @@ pub fn plan(current: &Ruleset, desired: &Ruleset) -> Result<Plan, Error> {
             ),
         ));
     }
-    desired.validate()?;
+    match scope {
+        None => desired.validate()?,
+        Some(s) => {
+            for (t, c) in &s.chains {
+                desired.validate_chain(t, c)?;
+            }
+        }
+    }
     let mut p = Plan::default();
-    plan_sets(current, desired, &mut p)?;
-    plan_batch(current, desired, &mut p.batch)?;
+    plan_sets(current, desired, scope, &mut p)?;
+    plan_batch(current, desired, scope, &mut p.batch)?;
     Ok(p)
 }
 
@@ -276,8 +328,16 @@ enum Dir {
     Shrink,
 }
 
-fn plan_sets(current: &Ruleset, desired: &Ruleset, p: &mut Plan) -> Result<(), Error> {
-    let refs = current.set_references();
+fn plan_sets(
+    current: &Ruleset,
+    desired: &Ruleset,
+    scope: Option<&Scope>,
+    p: &mut Plan,
+) -> Result<(), Error> {
+    let names: Vec<&String> = match scope {
+        None => desired.sets().keys().collect(),
+        Some(s) => s.sets.iter().filter(|n| desired.set(n).is_some()).collect(),
+    };
     let fill = |name: &str, d: &IpSet, p: &mut Plan| {
         p.before.push(SetOp::Create {
             name: name.to_owned(),
@@ -292,7 +352,8 @@ fn plan_sets(current: &Ruleset, desired: &Ruleset, p: &mut Plan) -> Result<(), E
             });
         }
     };
-    for (name, d) in desired.sets() {
+    for name in names {
+        let d = desired.set(name).expect("listed from desired");
         if current.foreign_sets().contains_key(name) {
             return Err(Error::invalid(
                 format!("set {name}"),
@@ -304,7 +365,7 @@ fn plan_sets(current: &Ruleset, desired: &Ruleset, p: &mut Plan) -> Result<(), E
             continue;
         };
         if c.definition() != d.definition() {
-            if refs.contains_key(name.as_str()) {
+            if current.set_references().contains_key(name.as_str()) {
                 return Err(Error::SetRedefined {
                     name: name.clone(),
                     from: c.definition(),
@@ -361,7 +422,11 @@ fn plan_sets(current: &Ruleset, desired: &Ruleset, p: &mut Plan) -> Result<(), E
             }
         }
     }
-    for name in current.sets().keys() {
+    let gone: Vec<&String> = match scope {
+        None => current.sets().keys().collect(),
+        Some(s) => s.sets.iter().filter(|n| current.set(n).is_some()).collect(),
+    };
+    for name in gone {
         if desired.set(name).is_none() {
             p.after.push(SetOp::Destroy { name: name.clone() });
         }
@@ -369,17 +434,25 @@ fn plan_sets(current: &Ruleset, desired: &Ruleset, p: &mut Plan) -> Result<(), E
     Ok(())
 }
 
-fn plan_batch(current: &Ruleset, desired: &Ruleset, ops: &mut Vec<Op>) -> Result<(), Error> {
+fn plan_batch(
+    current: &Ruleset,
+    desired: &Ruleset,
+    scope: Option<&Scope>,
+    ops: &mut Vec<Op>,
+) -> Result<(), Error> {
     let empty = Chain::default();
     let mut chain_adds = Vec::new();
     let mut rule_ops = Vec::new();
     let mut chain_dels = Vec::new();
     let marker = desired.marker();
-    let table_ids: BTreeSet<&TableId> = current
-        .tables()
-        .keys()
-        .chain(desired.tables().keys())
-        .collect();
+    let table_ids: BTreeSet<&TableId> = match scope {
+        None => current
+            .tables()
+            .keys()
+            .chain(desired.tables().keys())
+            .collect(),
+        Some(s) => s.chains.iter().map(|(t, _)| t).collect(),
+    };
     for tid in table_ids {
         let cur_t = current.table(tid);
         let des_t = desired.table(tid);
@@ -391,11 +464,19 @@ fn plan_batch(current: &Ruleset, desired: &Ruleset, ops: &mut Vec<Op>) -> Result
                 });
             }
         }
-        let names: BTreeSet<&String> = cur_t
-            .into_iter()
-            .flat_map(|t| t.chains.keys())
-            .chain(des_t.into_iter().flat_map(|t| t.chains.keys()))
-            .collect();
+        let names: BTreeSet<&String> = match scope {
+            None => cur_t
+                .into_iter()
+                .flat_map(|t| t.chains.keys())
+                .chain(des_t.into_iter().flat_map(|t| t.chains.keys()))
+                .collect(),
+            Some(s) => s
+                .chains
+                .range((tid.clone(), String::new())..)
+                .take_while(|(t, _)| t == tid)
+                .map(|(_, n)| n)
+                .collect(),
+        };
         let mut doomed = Vec::new();
         for name in names {
             let cur = cur_t.and_then(|t| t.chains.get(name));
@@ -507,6 +588,20 @@ fn diff_chain(
     ops: &mut Vec<Op>,
 ) -> Result<(), Error> {
     let entries = cur.entries();
+    // Most chains are unchanged: the same owned rules in the same order, nothing else
+    // (foreign rules after them in a built-in chain are fine).
+    let want_n = des.owned().count();
+    let unchanged = entries.len() >= want_n
+        && entries
+            .iter()
+            .zip(des.owned())
+            .all(|(e, d)| e.owned().is_some_and(|r| r.id == d.id))
+        && entries[want_n..]
+            .iter()
+            .all(|e| !owned_chain && matches!(e, Entry::Foreign(_)));
+    if unchanged {
+        return Ok(());
+    }
     let block_end = if owned_chain {
         entries.len()
     } else {

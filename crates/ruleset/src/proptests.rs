@@ -496,6 +496,37 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Planning within a scope that holds every changed object (and any others) gives
+    /// exactly the full plan.
+    #[test]
+    fn scoped_plans_equal_full_plans(a in shape(), b in shape(), x in extras(), extra in any::<u8>()) {
+        let current = kernel_state(&build(&a), &x);
+        let desired = build(&b);
+        let full = plan(&current, &desired).unwrap();
+        let mut scope = crate::plan::Scope::default();
+        let mut k = 0u8;
+        for rs in [&current, &desired] {
+            for (t, tab) in rs.tables() {
+                for n in tab.chains.keys() {
+                    k = k.wrapping_add(1);
+                    let differs = current.chain(t, n) != desired.chain(t, n);
+                    if differs || (extra >> (k % 8)) & 1 == 1 {
+                        scope.chain(t, n);
+                    }
+                }
+            }
+            for n in rs.sets().keys() {
+                if current.set(n) != desired.set(n) || extra & 1 == 1 {
+                    scope.set(n);
+                }
+            }
+        }
+        let scoped = crate::plan::plan_scoped(&current, &desired, &scope).unwrap();
+        prop_assert_eq!(scoped, full);
+    }
+}
+
 /// A policy-like layout: FORWARD jumps to `nf-fw`, which returns for destinations outside
 /// the isolated set (Restricts), accepts a source in a peer set and a destination in a
 /// selected set (both Grants) on a port, per policy, and drops the rest.
