@@ -1,0 +1,531 @@
+//! Conversion from `k8s-openapi` objects to the model, with validation.
+//!
+//! The checks mirror the API server's (`pkg/apis/networking/validation`,
+//! `pkg/apis/core/validation`, `apimachinery/pkg/util/validation`), so an
+//! object the API server would refuse is refused here too, with the same
+//! field path. Objects from a real API server pass; the checks matter for
+//! objects that come from elsewhere (files, tests, a misbehaving client),
+//! where a malformed field must not become a wrong firewall rule.
+//!
+//! Each object converts on its own: an error rejects that object only.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as net;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::error::{Error, Kind, ObjectRef};
+use crate::model::{
+    ContainerPort, IpBlock, Namespace, NamespaceScope, Peer, Pod, Policy, Port, PortRule, Protocol,
+    Rule, HOST_INTERFACE_ANNOTATION, NAMESPACE_NAME_LABEL,
+};
+use crate::selector::{validate_labels, LabelSelector, Labels};
+
+/// Longest IANA service name, the syntax of named ports (`validation.IsValidPortName`).
+const PORT_NAME_MAX: usize = 15;
+/// `IFNAMSIZ` from `<linux/if.h>`, including the terminating NUL.
+const IFNAMSIZ: usize = 16;
+
+fn object_ref(kind: Kind, meta: &ObjectMeta, namespaced: bool) -> ObjectRef {
+    ObjectRef {
+        kind,
+        namespace: if namespaced {
+            meta.namespace.clone()
+        } else {
+            None
+        },
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
+fn required<'a>(
+    object: &ObjectRef,
+    field: &str,
+    value: &'a Option<String>,
+) -> Result<&'a str, Error> {
+    match value.as_deref() {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(Error::Missing {
+            object: object.boxed(),
+            field: field.to_owned(),
+        }),
+    }
+}
+
+fn labels_of(object: &ObjectRef, meta: &ObjectMeta) -> Result<Labels, Error> {
+    let labels = meta.labels.clone().unwrap_or_default();
+    validate_labels(object, "metadata.labels", &labels)?;
+    Ok(labels)
+}
+
+impl TryFrom<&core::Namespace> for Namespace {
+    type Error = Error;
+
+    fn try_from(ns: &core::Namespace) -> Result<Self, Error> {
+        let object = object_ref(Kind::Namespace, &ns.metadata, false);
+        let name = required(&object, "metadata.name", &ns.metadata.name)?.to_owned();
+        let mut labels = labels_of(&object, &ns.metadata)?;
+        // The API server sets this label on every namespace and overwrites any
+        // user value, so selectors written against it work on real clusters.
+        labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
+        Ok(Namespace { name, labels })
+    }
+}
+
+impl TryFrom<&core::Pod> for Pod {
+    type Error = Error;
+
+    fn try_from(pod: &core::Pod) -> Result<Self, Error> {
+        let object = object_ref(Kind::Pod, &pod.metadata, true);
+        let name = required(&object, "metadata.name", &pod.metadata.name)?.to_owned();
+        let namespace =
+            required(&object, "metadata.namespace", &pod.metadata.namespace)?.to_owned();
+        let labels = labels_of(&object, &pod.metadata)?;
+
+        let mut ipv4 = None;
+        let mut ipv6 = None;
+        let status = pod.status.as_ref();
+        let listed: Vec<(String, &str)> = match status.and_then(|s| s.pod_ips.as_ref()) {
+            Some(ips) if !ips.is_empty() => ips
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| (format!("status.podIPs[{i}].ip"), ip.ip.as_str()))
+                .collect(),
+            // Older kubelets fill only the single-stack field.
+            _ => status
+                .and_then(|s| s.pod_ip.as_deref())
+                .filter(|ip| !ip.is_empty())
+                .map(|ip| vec![("status.podIP".to_owned(), ip)])
+                .unwrap_or_default(),
+        };
+        for (field, text) in listed {
+            let ip: IpAddr = text.parse().map_err(|_| Error::PodIp {
+                object: object.boxed(),
+                field: field.clone(),
+                value: text.to_owned(),
+            })?;
+            let dup = |family| Error::PodIpFamily {
+                object: object.boxed(),
+                field: field.clone(),
+                family,
+                value: text.to_owned(),
+            };
+            match ip {
+                IpAddr::V4(a) if ipv4.is_none() => ipv4 = Some(a),
+                IpAddr::V4(_) => return Err(dup("IPv4")),
+                IpAddr::V6(a) if ipv6.is_none() => ipv6 = Some(a),
+                IpAddr::V6(_) => return Err(dup("IPv6")),
+            }
+        }
+
+        let mut named_ports: BTreeMap<String, _> = BTreeMap::new();
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default();
+        for (i, c) in containers.iter().enumerate() {
+            for (j, p) in c.ports.iter().flatten().enumerate() {
+                // Only named ports take part in policy, so only they are
+                // checked: rejecting a whole pod over a port no policy can
+                // refer to would drop it from isolation for nothing.
+                let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) else {
+                    continue;
+                };
+                let path = format!("spec.containers[{i}].ports[{j}]");
+                check_port_name(port_name).map_err(|reason| Error::PortName {
+                    object: object.boxed(),
+                    field: format!("{path}.name"),
+                    value: port_name.to_owned(),
+                    reason,
+                })?;
+                let port =
+                    port_number(&object, &format!("{path}.containerPort"), p.container_port)?;
+                let protocol =
+                    protocol(&object, &format!("{path}.protocol"), p.protocol.as_deref())?;
+                named_ports
+                    .entry(port_name.to_owned())
+                    .or_insert_with(std::collections::BTreeSet::new)
+                    .insert(ContainerPort { protocol, port });
+            }
+        }
+
+        let host_interface = match pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(HOST_INTERFACE_ANNOTATION))
+        {
+            None => None,
+            Some(iface) => {
+                check_interface_name(iface).map_err(|reason| Error::Interface {
+                    object: object.boxed(),
+                    field: format!("metadata.annotations[{HOST_INTERFACE_ANNOTATION}]"),
+                    value: iface.clone(),
+                    reason,
+                })?;
+                Some(iface.clone())
+            }
+        };
+
+        Ok(Pod {
+            namespace,
+            name,
+            labels,
+            ipv4,
+            ipv6,
+            named_ports,
+            node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            host_interface,
+        })
+    }
+}
+
+impl TryFrom<&net::NetworkPolicy> for Policy {
+    type Error = Error;
+
+    fn try_from(np: &net::NetworkPolicy) -> Result<Self, Error> {
+        let object = object_ref(Kind::NetworkPolicy, &np.metadata, true);
+        let name = required(&object, "metadata.name", &np.metadata.name)?.to_owned();
+        let namespace = required(&object, "metadata.namespace", &np.metadata.namespace)?.to_owned();
+        let default_spec = net::NetworkPolicySpec::default();
+        let spec = np.spec.as_ref().unwrap_or(&default_spec);
+
+        // A missing podSelector is `{}` (select every pod), as the API defaults it.
+        let pod_selector = match &spec.pod_selector {
+            Some(sel) => LabelSelector::from_k8s(sel, &object, "spec.podSelector")?,
+            None => LabelSelector::everything(),
+        };
+
+        let ctx = Ctx {
+            object: &object,
+            namespace: &namespace,
+        };
+        let ingress = spec
+            .ingress
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, r)| {
+                ctx.rule(
+                    &format!("spec.ingress[{i}]"),
+                    "from",
+                    r.from.as_deref(),
+                    r.ports.as_deref(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let egress = spec
+            .egress
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, r)| {
+                ctx.rule(
+                    &format!("spec.egress[{i}]"),
+                    "to",
+                    r.to.as_deref(),
+                    r.ports.as_deref(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let types = spec.policy_types.as_deref().unwrap_or_default();
+        if types.len() > 2 {
+            return Err(Error::PolicyType {
+                object: object.boxed(),
+                field: "spec.policyTypes".to_owned(),
+                value: types.join(","),
+            });
+        }
+        let (mut has_ingress, mut has_egress) = (false, false);
+        for (i, t) in types.iter().enumerate() {
+            match t.as_str() {
+                "Ingress" => has_ingress = true,
+                "Egress" => has_egress = true,
+                other => {
+                    return Err(Error::PolicyType {
+                        object: object.boxed(),
+                        field: format!("spec.policyTypes[{i}]"),
+                        value: other.to_owned(),
+                    })
+                }
+            }
+        }
+        if types.is_empty() {
+            // SetDefaults_NetworkPolicy: Ingress always, Egress if there are egress rules.
+            has_ingress = true;
+            has_egress = !egress.is_empty();
+        }
+
+        Ok(Policy {
+            namespace,
+            name,
+            pod_selector,
+            ingress: has_ingress.then_some(ingress),
+            egress: has_egress.then_some(egress),
+        })
+    }
+}
+
+struct Ctx<'a> {
+    object: &'a ObjectRef,
+    namespace: &'a str,
+}
+
+impl Ctx<'_> {
+    fn rule(
+        &self,
+        path: &str,
+        peers_field: &str,
+        peers: Option<&[net::NetworkPolicyPeer]>,
+        ports: Option<&[net::NetworkPolicyPort]>,
+    ) -> Result<Rule, Error> {
+        let peers = peers
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(j, p)| self.peer(&format!("{path}.{peers_field}[{j}]"), p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ports = ports
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(k, p)| self.port(&format!("{path}.ports[{k}]"), p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Rule { peers, ports })
+    }
+
+    fn peer(&self, path: &str, peer: &net::NetworkPolicyPeer) -> Result<Peer, Error> {
+        let has_selector = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
+        let bad = |reason| Error::Peer {
+            object: self.object.boxed(),
+            field: path.to_owned(),
+            reason,
+        };
+        match (&peer.ip_block, has_selector) {
+            (Some(_), true) => Err(bad("may not specify both ipBlock and another peer")),
+            (None, false) => Err(bad("must specify a peer")),
+            (Some(block), false) => self
+                .ip_block(&format!("{path}.ipBlock"), block)
+                .map(Peer::IpBlock),
+            (None, true) => {
+                let pods = match &peer.pod_selector {
+                    Some(sel) => {
+                        LabelSelector::from_k8s(sel, self.object, &format!("{path}.podSelector"))?
+                    }
+                    None => LabelSelector::everything(),
+                };
+                let namespaces = match &peer.namespace_selector {
+                    Some(sel) => NamespaceScope::Selected(LabelSelector::from_k8s(
+                        sel,
+                        self.object,
+                        &format!("{path}.namespaceSelector"),
+                    )?),
+                    None => NamespaceScope::Only(self.namespace.to_owned()),
+                };
+                Ok(Peer::Pods { namespaces, pods })
+            }
+        }
+    }
+
+    fn ip_block(&self, path: &str, block: &net::IPBlock) -> Result<IpBlock, Error> {
+        let cidr_field = format!("{path}.cidr");
+        if block.cidr.is_empty() {
+            return Err(Error::Missing {
+                object: self.object.boxed(),
+                field: cidr_field,
+            });
+        }
+        let cidr = self.cidr(&cidr_field, &block.cidr)?;
+        let mut except = Vec::new();
+        for (i, e) in block.except.iter().flatten().enumerate() {
+            let field = format!("{path}.except[{i}]");
+            let net = self.cidr(&field, e)?;
+            // `contains` is false across families, so this also rejects a
+            // v6 except in a v4 block, as the API server does.
+            if !(cidr.contains(&net) && net.prefix_len() > cidr.prefix_len()) {
+                return Err(Error::ExceptNotInside {
+                    object: self.object.boxed(),
+                    field,
+                    except: e.clone(),
+                    cidr: block.cidr.clone(),
+                });
+            }
+            except.push(net);
+        }
+        except.sort();
+        except.dedup();
+        Ok(IpBlock { cidr, except })
+    }
+
+    /// Parses `a.b.c.d/n` or `x::/n`. Host bits are accepted and cleared, like
+    /// the API server's `ParseCIDRSloppy`, which takes `10.0.0.1/24` as `10.0.0.0/24`.
+    fn cidr(&self, field: &str, text: &str) -> Result<IpNet, Error> {
+        text.parse::<IpNet>()
+            .map(|n| n.trunc())
+            .map_err(|e| Error::Cidr {
+                object: self.object.boxed(),
+                field: field.to_owned(),
+                value: text.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn port(&self, path: &str, port: &net::NetworkPolicyPort) -> Result<PortRule, Error> {
+        let protocol = protocol(
+            self.object,
+            &format!("{path}.protocol"),
+            port.protocol.as_deref(),
+        )?;
+        let end_field = format!("{path}.endPort");
+        let port = match (&port.port, port.end_port) {
+            (None, Some(_)) => {
+                return Err(Error::EndPortWithoutPort {
+                    object: self.object.boxed(),
+                    field: end_field,
+                })
+            }
+            (None, None) => Port::Any,
+            (Some(IntOrString::String(name)), end) => {
+                if end.is_some() {
+                    return Err(Error::EndPortNamedPort {
+                        object: self.object.boxed(),
+                        field: end_field,
+                        port: name.clone(),
+                    });
+                }
+                check_port_name(name).map_err(|reason| Error::PortName {
+                    object: self.object.boxed(),
+                    field: format!("{path}.port"),
+                    value: name.clone(),
+                    reason,
+                })?;
+                Port::Named(name.clone())
+            }
+            (Some(IntOrString::Int(n)), end) => {
+                let start = port_number(self.object, &format!("{path}.port"), *n)?;
+                let end = match end {
+                    None => start,
+                    Some(e) => {
+                        let end = port_number(self.object, &end_field, e)?;
+                        if end < start {
+                            return Err(Error::EndPortBelowPort {
+                                object: self.object.boxed(),
+                                field: end_field,
+                                port: *n,
+                                end_port: e,
+                            });
+                        }
+                        end
+                    }
+                };
+                Port::Range { start, end }
+            }
+        };
+        Ok(PortRule { protocol, port })
+    }
+}
+
+fn protocol(object: &ObjectRef, field: &str, value: Option<&str>) -> Result<Protocol, Error> {
+    match value {
+        None => Ok(Protocol::Tcp),
+        Some(s) => Protocol::from_k8s(s).ok_or_else(|| Error::Protocol {
+            object: object.boxed(),
+            field: field.to_owned(),
+            value: s.to_owned(),
+        }),
+    }
+}
+
+fn port_number(object: &ObjectRef, field: &str, value: i32) -> Result<u16, Error> {
+    match u16::try_from(value) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(Error::PortRange {
+            object: object.boxed(),
+            field: field.to_owned(),
+            value,
+        }),
+    }
+}
+
+/// An IANA service name (RFC 6335 §5.1), as `validation.IsValidPortName` checks it.
+pub(crate) fn check_port_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > PORT_NAME_MAX {
+        return Err("must be 1 to 15 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("must contain only lowercase alphanumeric characters and '-'");
+    }
+    if name.contains("--") {
+        return Err("must not contain consecutive hyphens");
+    }
+    if !name.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err("must contain at least one letter");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err("must not begin or end with a hyphen");
+    }
+    Ok(())
+}
+
+/// A name the kernel accepts for a network device (`dev_valid_name` in net/core/dev.c).
+fn check_interface_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("must not be empty");
+    }
+    if name.len() >= IFNAMSIZ {
+        return Err("must be at most 15 bytes (IFNAMSIZ)");
+    }
+    if name == "." || name == ".." {
+        return Err("must not be '.' or '..'");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err("must not contain '/', ':' or whitespace");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_names() {
+        for ok in ["http", "h2c", "a", "dns-tcp", "x1234567890abcd"] {
+            assert_eq!(check_port_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "80",
+            "HTTP",
+            "a--b",
+            "-http",
+            "http-",
+            "x1234567890abcde",
+            "a_b",
+        ] {
+            assert!(check_port_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn interface_names() {
+        for ok in ["veth1", "cali92d634f8f03", "a.b"] {
+            assert_eq!(check_interface_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "0123456789abcdef"] {
+            assert!(check_interface_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Kubernetes NetworkPolicy for netfence: the cluster model, label
+//! selectors, validation, and the reference evaluator.
+//!
+//! * [`model`]: namespaces, pods and policies reduced to what enforcement
+//!   needs, and the [`Cluster`] that holds them.
+//! * [`convert`]: `TryFrom` conversions from `k8s-openapi` objects, which
+//!   validate as the API server does and reject an invalid object alone.
+//! * [`selector`]: label selectors in a canonical form, with `matches`.
+//! * [`eval`]: [`allowed`], the oracle every dataplane test compares
+//!   real packets against.
+//!
+//! The crate is pure: no I/O, no processes, no privileges.
+//!
+//! `k8s_openapi` is re-exported so that users (and the conformance table in
+//! `tests/conformance/cases.rs`) build input objects against the exact
+//! version this crate converts from.
+
+#![warn(missing_docs)]
+
+pub mod convert;
+pub mod error;
+pub mod eval;
+pub mod model;
+pub mod selector;
+
+pub use error::{Error, Kind, ObjectRef};
+pub use eval::{address, allowed, egress_allows, ingress_allows, is_isolated, Endpoint};
+pub use k8s_openapi;
+pub use model::{
+    Cluster, ContainerPort, Direction, Family, IpBlock, Namespace, NamespaceScope, ObjectKey, Peer,
+    Pod, Policy, PolicyTypes, Port, PortRule, Protocol, Rule, HOST_INTERFACE_ANNOTATION,
+    NAMESPACE_NAME_LABEL,
+};
+pub use selector::{LabelSelector, Labels, Operator, Requirement};
