@@ -727,6 +727,22 @@ impl Ruleset {
         self.sets.remove(name)
     }
 
+    /// Removes a chain (with its rules) from the model; the planner deletes it from the
+    /// kernel once nothing jumps to it.
+    pub fn remove_chain(&mut self, table: &TableId, name: &str) -> Option<Chain> {
+        self.tables.get_mut(table)?.chains.remove(name)
+    }
+
+    /// Empties a chain of a desired state, keeping the chain and its hook: the way to
+    /// rewrite a chain's rules, since [`Self::push_rule`] only appends. Rewritten rules that come
+    /// back with the same content keep their identity, so the planner sees no change.
+    pub fn clear_chain(&mut self, table: &TableId, name: &str) {
+        if let Some(c) = self.chain_mut(table, name) {
+            let base = c.base;
+            *c = Chain::new(base);
+        }
+    }
+
     /// Checks the references of every owned rule: a jump goes to an owned chain of the
     /// same table, and a set lookup names an owned set of the table's family. (The kernel
     /// would refuse the first; the second would leave a rule matching nothing.)
