@@ -394,11 +394,18 @@ fn failure_in_a_later_message_counts_across_messages() {
     else {
         panic!("expected IpsetPartial, got {err:?}");
     };
-    assert_eq!((failed, applied, errno), (4000, 4000, IPSET_ERR_HASH_FULL));
-    assert_eq!(entries(&sb, "nf-split"), 4000);
+    // Past 1,024 buckets the kernel counts elements per lock region (mtype_add() in
+    // ip_set_hash_gen.h), so a few more than maxelem may get in, depending on the set's
+    // random seed. What netfence guarantees: the element named failed, in the second
+    // message, and exactly the elements before it were applied.
+    assert_eq!(errno, IPSET_ERR_HASH_FULL);
+    assert!((4000..4100).contains(&failed), "failed at {failed}");
+    assert!(failed >= 2730, "the failure is in the second message");
+    assert_eq!(applied, failed);
+    assert_eq!(entries(&sb, "nf-split"), failed as u32);
     assert_eq!(
         members_by_tool(&sb, "nf-split"),
-        display_set(&members[..4000])
+        display_set(&members[..failed])
     );
 }
 

@@ -251,6 +251,12 @@ fn second_state_keeps_foreign_rules_chains_and_sets() {
     );
     sb.sh("ipset", &["create", "KUBE-ips", "hash:ip"]);
     sb.sh("ipset", &["add", "KUBE-ips", "192.0.2.1"]);
+    // A set type netfence doesn't speak, whose elements have no address at all.
+    sb.sh(
+        "ipset",
+        &["create", "KUBE-ports", "bitmap:port", "range", "1-1000"],
+    );
+    sb.sh("ipset", &["add", "KUBE-ports", "80"]);
     let foreign_before = save(&sb, "iptables-nft-save");
 
     let mut k = Kernel::open(&sb.netns()).unwrap();
@@ -281,13 +287,17 @@ fn second_state_keeps_foreign_rules_chains_and_sets() {
     assert_eq!(foreign_after, foreign_before);
     assert!(sb.sh("ipset", &["list", "KUBE-ips"]).contains("192.0.2.1"));
     assert!(seen.foreign_sets().contains_key("KUBE-ips"));
+    assert_eq!(seen.foreign_sets()["KUBE-ports"].type_name, "bitmap:port");
 
     // Emptying the desired state removes all that netfence owns, and nothing else.
     let empty = Ruleset::default();
     converge(&mut k, &empty);
     let cleaned = save(&sb, "iptables-nft-save");
     assert_eq!(cleaned.iter().collect::<Vec<_>>(), foreign_before);
-    assert_eq!(sb.sh("ipset", &["list", "-n"]).trim(), "KUBE-ips");
+    assert_eq!(
+        sb.sh("ipset", &["list", "-n"]).trim(),
+        "KUBE-ips\nKUBE-ports"
+    );
 }
 
 #[test]

@@ -324,6 +324,7 @@ pub struct IpSet {
 pub(crate) enum MemberKey {
     Ip(std::net::IpAddr),
     Net(IpNet),
+    IpPort(std::net::IpAddr, u8, u16),
 }
 
 impl MemberKey {
@@ -331,6 +332,7 @@ impl MemberKey {
         match self {
             MemberKey::Ip(a) => Member::Ip(a),
             MemberKey::Net(net) => Member::Net { net, nomatch },
+            MemberKey::IpPort(ip, protocol, port) => Member::IpPort { ip, protocol, port },
         }
     }
 }
@@ -414,12 +416,14 @@ impl IpSet {
     }
 
     /// Whether an address matches the set as the kernel matches it: in `hash:net`, the
-    /// longest network holding the address decides, and a `nomatch` one means no.
+    /// longest network holding the address decides, and a `nomatch` one means no. A
+    /// `hash:ip,port` set needs a port too ([`Self::matches_ip_port`]): never here.
     pub fn matches(&self, addr: std::net::IpAddr) -> bool {
         if Family::of_addr(&addr) != self.family {
             return false;
         }
         match self.kind {
+            SetType::HashIpPort => false,
             SetType::HashIp => self.members.contains_key(&MemberKey::Ip(addr)),
             SetType::HashNet => {
                 let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -431,6 +435,14 @@ impl IpSet {
                 }) == Some(true)
             }
         }
+    }
+
+    /// Whether (address, protocol, port) matches a `hash:ip,port` set.
+    pub fn matches_ip_port(&self, addr: std::net::IpAddr, protocol: u8, port: u16) -> bool {
+        self.kind == SetType::HashIpPort
+            && self
+                .members
+                .contains_key(&MemberKey::IpPort(addr, protocol, port))
     }
 
     /// The kernel key of a member in this set: host addresses of a `hash:net` set are
@@ -460,6 +472,21 @@ impl IpSet {
                 let net = IpNet::new(a, len).expect("host prefix length is valid");
                 Ok((MemberKey::Net(net), false))
             }
+            (SetType::HashIpPort, Member::IpPort { ip, protocol, port }) => {
+                // The kernel keeps no port for other protocols, so the element would not
+                // read back as written.
+                if !netfilter::ipset::protocol_has_ports(protocol) || ip.is_unspecified() {
+                    return Err(Error::invalid(
+                        format!("member {m}"),
+                        "hash:ip,port takes a specified address with tcp, udp, sctp or udplite",
+                    ));
+                }
+                Ok((MemberKey::IpPort(ip, protocol, port), false))
+            }
+            (SetType::HashIpPort, _) | (_, Member::IpPort { .. }) => Err(Error::invalid(
+                format!("member {m}"),
+                format!("does not fit a {} set", self.kind),
+            )),
             (SetType::HashNet, Member::Net { net, nomatch }) => {
                 if net.prefix_len() == 0 {
                     // The kernel's hash:net refuses /0 (IPSET_ERR_INVALID_CIDR).

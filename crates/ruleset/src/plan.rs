@@ -863,6 +863,48 @@ fn next_handle(state: &Ruleset, tid: &TableId, fresh: &mut HashMap<TableId, u64>
     *n
 }
 
+/// Puts a new rule (kernel form) into a chain at the index `at` picks (which may first
+/// remove the rule being replaced), classified as the kernel would report it.
+#[allow(clippy::too_many_arguments)]
+fn place_rule(
+    state: &mut Ruleset,
+    family: Family,
+    table: &str,
+    chain: &str,
+    rule: &netfilter::nft::Rule,
+    handle: Option<u64>,
+    fresh: &mut HashMap<TableId, u64>,
+    at: impl FnOnce(&mut Chain) -> Result<usize, String>,
+) -> Result<(), String> {
+    let tid = TableId::new(family, table.to_owned());
+    check_refs(state, &tid, rule)?;
+    let h = match handle {
+        Some(h) => h,
+        None => next_handle(state, &tid, fresh),
+    };
+    let mut c = take_chain(state, &tid, chain)?;
+    let index = at(&mut c);
+    let index = match index {
+        Ok(i) => i,
+        Err(e) => {
+            put_chain(state, &tid, chain, c);
+            return Err(e);
+        }
+    };
+    // Uniqueness of identities is restored at the end of the batch (demote_duplicates).
+    let e = state.classify(
+        &tid,
+        chain,
+        &Chain::default(),
+        Some(rule),
+        Some(h),
+        String::new,
+    );
+    c.insert(index, e);
+    put_chain(state, &tid, chain, c);
+    Ok(())
+}
+
 /// Takes a chain out of the state, so that the state can classify rules into it.
 fn take_chain(state: &mut Ruleset, tid: &TableId, chain: &str) -> Result<Chain, String> {
     state
@@ -965,66 +1007,29 @@ fn apply_op(
             chain,
             rule,
             position,
-        } => {
-            let tid = TableId::new(*family, table.clone());
-            check_refs(state, &tid, rule)?;
-            let h = match handle {
-                Some(h) => h,
-                None => next_handle(state, &tid, fresh),
-            };
-            let mut c = take_chain(state, &tid, chain)?;
-            let at = match position {
+        } => place_rule(state, *family, table, chain, rule, handle, fresh, |c| {
+            match position {
                 Position::Append => Some(c.entries().len()),
                 Position::Prepend => Some(0),
                 Position::After(RuleRef::Handle(x)) => c.position_of(*x).map(|i| i + 1),
                 Position::Before(RuleRef::Handle(x)) => c.position_of(*x),
                 _ => None,
-            };
-            let Some(at) = at else {
-                put_chain(state, &tid, chain, c);
-                return Err(format!("no rule at position {position:?}"));
-            };
-            let e = state.classify(
-                &tid,
-                chain,
-                &Chain::default(),
-                Some(rule),
-                Some(h),
-                String::new,
-            );
-            c.insert(at, e);
-            put_chain(state, &tid, chain, c);
-        }
+            }
+            .ok_or(format!("no rule at position {position:?}"))
+        })?,
         Op::ReplaceRule {
             family,
             table,
             chain,
             handle: old,
             rule,
-        } => {
-            let tid = TableId::new(*family, table.clone());
-            check_refs(state, &tid, rule)?;
-            let h = match handle {
-                Some(h) => h,
-                None => next_handle(state, &tid, fresh),
-            };
-            let mut c = take_chain(state, &tid, chain)?;
-            let Some(at) = c.position_of(*old) else {
-                put_chain(state, &tid, chain, c);
-                return Err(format!("no rule with handle {old}"));
-            };
+        } => place_rule(state, *family, table, chain, rule, handle, fresh, |c| {
+            let at = c
+                .position_of(*old)
+                .ok_or(format!("no rule with handle {old}"))?;
             c.remove(at);
-            let e = state.classify(
-                &tid,
-                chain,
-                &Chain::default(),
-                Some(rule),
-                Some(h),
-                String::new,
-            );
-            c.insert(at, e);
-            put_chain(state, &tid, chain, c);
-        }
+            Ok(at)
+        })?,
         Op::DelRule {
             family,
             table,

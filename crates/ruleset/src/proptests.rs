@@ -22,7 +22,7 @@ const SETS: [(&str, Family, SetType); 4] = [
     ("nf-s1", Family::Ipv4, SetType::HashIp),
     ("nf-s2", Family::Ipv4, SetType::HashNet),
     ("nf-s3", Family::Ipv6, SetType::HashIp),
-    ("nf-s4", Family::Ipv4, SetType::HashIp),
+    ("nf-s4", Family::Ipv4, SetType::HashIpPort),
 ];
 
 fn fwd() -> Option<BaseChain> {
@@ -44,6 +44,11 @@ fn member(family: Family, kind: SetType, n: u8) -> Member {
     };
     match kind {
         SetType::HashIp => Member::Ip(a),
+        SetType::HashIpPort => Member::IpPort {
+            ip: a,
+            protocol: 6,
+            port: 80 + u16::from(n % 3),
+        },
         SetType::HashNet => {
             let len = [32u8, 24, 16][n as usize % 3];
             let net = ipnet::IpNet::new(a, len).unwrap().trunc();
@@ -148,14 +153,20 @@ fn build(s: &Shape) -> Ruleset {
             });
         }
         if kind == 6 || kind == 7 {
-            let (name, family, _) = SETS[arg as usize % 4];
+            let (name, family, set_kind) = SETS[arg as usize % 4];
             if family != t.family || !s.sets[arg as usize % 4].0 {
                 continue;
             }
+            // A hash:ip,port set is looked up with an address and a port.
+            let dirs = if set_kind == SetType::HashIpPort {
+                vec![SetDir::Src, SetDir::Src]
+            } else {
+                vec![SetDir::Src]
+            };
             r.matches.push(Match::Set {
                 negate: kind == 7,
                 name: name.into(),
-                dirs: vec![SetDir::Src],
+                dirs,
             });
         }
         rs.push_rule(t, chain, r).unwrap();

@@ -193,7 +193,18 @@ pub fn matches(rs: &Ruleset, rule: &Rule, pkt: &Packet, mark: u32) -> bool {
                     Some(SetDir::Dst) => pkt.dst,
                     _ => pkt.src,
                 };
-                let hit = rs.set(name).is_some_and(|s| s.matches(addr));
+                // A second dimension is the port of a hash:ip,port set (with the protocol).
+                let hit = rs.set(name).is_some_and(|s| match dirs.get(1) {
+                    None => s.matches(addr),
+                    Some(d) => {
+                        let port = if *d == SetDir::Dst {
+                            pkt.dport
+                        } else {
+                            pkt.sport
+                        };
+                        has_ports && s.matches_ip_port(addr, pkt.protocol.number(), port)
+                    }
+                });
                 hit != *negate
             }
             Match::Conntrack { negate, states } => (states.0 & pkt.ct.0 != 0) != *negate,
@@ -296,5 +307,41 @@ mod tests {
             Verdict::Accept
         );
         assert_eq!(v(&p("fd00::1", "fd00::2")), Verdict::Accept);
+    }
+
+    #[test]
+    fn ip_port_sets_match_address_protocol_and_port() {
+        let t = TableId::filter(Family::Ipv4);
+        let mut rs = Ruleset::default();
+        rs.add_chain(&t, "FORWARD", base(Hook::Forward, Policy::Drop))
+            .unwrap();
+        let mut named = IpSet::new(Family::Ipv4, SetType::HashIpPort, Polarity::Grants);
+        named
+            .insert(Member::IpPort {
+                ip: "10.0.0.2".parse().unwrap(),
+                protocol: 6,
+                port: 8080,
+            })
+            .unwrap();
+        assert!(named
+            .insert(Member::Ip("10.0.0.3".parse().unwrap()))
+            .is_err());
+        rs.add_set("nf-np", named).unwrap();
+        let mut r = Rule::new(Target::Accept);
+        r.matches.push(Match::Set {
+            negate: false,
+            name: "nf-np".into(),
+            dirs: vec![SetDir::Dst, SetDir::Dst],
+        });
+        rs.push_rule(&t, "FORWARD", r).unwrap();
+        let v = |dst: &str, port: u16, proto: Protocol| {
+            let mut pk = Packet::tcp("10.0.0.1".parse().unwrap(), dst.parse().unwrap(), port);
+            pk.protocol = proto;
+            verdict(&rs, Hook::Forward, &pk)
+        };
+        assert_eq!(v("10.0.0.2", 8080, Protocol::Tcp), Verdict::Accept);
+        assert_eq!(v("10.0.0.2", 8081, Protocol::Tcp), Verdict::Drop);
+        assert_eq!(v("10.0.0.2", 8080, Protocol::Udp), Verdict::Drop);
+        assert_eq!(v("10.0.0.3", 8080, Protocol::Tcp), Verdict::Drop);
     }
 }

@@ -1,5 +1,5 @@
-//! The ipset netlink protocol, spoken directly: `hash:ip` and `hash:net` sets, IPv4 and
-//! IPv6, with many elements per message.
+//! The ipset netlink protocol, spoken directly: `hash:ip`, `hash:net` and `hash:ip,port`
+//! sets, IPv4 and IPv6, with many elements per message.
 //!
 //! [`Ipset`] is the handle: it owns a [`NetlinkSocket`] in some network namespace and
 //! agrees on the protocol once (7, or 6 on kernels that only speak 6). [`wire`] holds the
@@ -34,6 +34,10 @@ pub enum SetType {
     HashIp,
     /// `hash:net`: networks, optionally `nomatch` (ipBlock with except).
     HashNet,
+    /// `hash:ip,port`: (address, protocol, port) entries. Named ports resolve to a
+    /// different number per pod, so one rule matches them all through
+    /// `--match-set S dst,dst` instead of one rule per distinct port.
+    HashIpPort,
 }
 
 impl SetType {
@@ -42,6 +46,7 @@ impl SetType {
         match self {
             Self::HashIp => "hash:ip",
             Self::HashNet => "hash:net",
+            Self::HashIpPort => "hash:ip,port",
         }
     }
 
@@ -50,18 +55,45 @@ impl SetType {
         match name {
             "hash:ip" => Some(Self::HashIp),
             "hash:net" => Some(Self::HashNet),
+            "hash:ip,port" => Some(Self::HashIpPort),
             _ => None,
         }
     }
 
-    /// The newest revision ipset 7.17 creates (`IPSET_TYPE_REV_MAX` of its
-    /// `lib/ipset_hash_ip.c` and `ipset_hash_net.c`): hash:ip 6 (bitmask), hash:net 7
-    /// (bucketsize, initval).
+    /// The newest revision ipset 7.17 creates (the last `ipset_type` registered by its
+    /// `lib/ipset_hash_ip.c`, `ipset_hash_net.c` and `ipset_hash_ipport.c`): hash:ip 6
+    /// (bitmask), hash:net 7 (bucketsize, initval), hash:ip,port 7 (netmask and bitmask;
+    /// also the kernel's `IPSET_TYPE_REV_MAX` in `ip_set_hash_ipport.c`). A newer
+    /// revision would make `ipset list` refuse the set as unknown to the tool.
     pub const fn known_revision(self) -> u8 {
         match self {
             Self::HashIp => 6,
             Self::HashNet => 7,
+            Self::HashIpPort => 7,
         }
+    }
+
+    /// How many packet fields one lookup reads: the number of `src`/`dst` directions an
+    /// xt `set` match on this set needs (`IPSET_DIM_*`). hash:ip,port takes two, so the
+    /// usual match is `dst,dst`: destination address, destination port.
+    pub const fn dimension(self) -> usize {
+        match self {
+            Self::HashIp | Self::HashNet => 1,
+            Self::HashIpPort => 2,
+        }
+    }
+
+    /// Whether a set of this type stores `m` as given. The kernel would refuse some of
+    /// the others, but not all: an address sent to a `hash:net` set is stored as a host
+    /// network, so this is stricter than the kernel, and what a model of the set should
+    /// check.
+    pub const fn accepts(self, m: &Member) -> bool {
+        matches!(
+            (self, m),
+            (Self::HashIp, Member::Ip(_))
+                | (Self::HashNet, Member::Net { .. })
+                | (Self::HashIpPort, Member::IpPort { .. })
+        )
     }
 }
 
@@ -74,8 +106,9 @@ impl fmt::Display for SetType {
 /// One element of a set.
 ///
 /// A batch holds one kind only: addresses for `hash:ip` (a `hash:net` set takes them too,
-/// as host networks), networks for `hash:net`. A network sent to a `hash:ip` set is refused
-/// by the kernel rather than read as an address range (see [`wire::encode_adt`]).
+/// as host networks), networks for `hash:net`, address-protocol-port entries for
+/// `hash:ip,port`. An element of the wrong kind is refused by the kernel rather than read
+/// as an address range (see [`wire::encode_adt`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Member {
     /// A host address.
@@ -88,6 +121,50 @@ pub enum Member {
         /// `IPSET_FLAG_NOMATCH`.
         nomatch: bool,
     },
+    /// A `hash:ip,port` entry: packets to (or from) `ip` over `protocol` on `port`.
+    IpPort {
+        /// The host address.
+        ip: IpAddr,
+        /// The IP protocol number: [`IPPROTO_TCP`], [`IPPROTO_UDP`], [`IPPROTO_SCTP`] or
+        /// [`IPPROTO_UDPLITE`]. Others are refused before sending: the kernel keeps no port
+        /// for them (it stores 0, or an ICMP type and code), so the entry would not list
+        /// back as written.
+        protocol: u8,
+        /// The port, in host order.
+        port: u16,
+    },
+}
+
+/// `IPPROTO_TCP`: 6.
+pub const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
+/// `IPPROTO_UDP`: 17.
+pub const IPPROTO_UDP: u8 = libc::IPPROTO_UDP as u8;
+/// `IPPROTO_SCTP`: 132.
+pub const IPPROTO_SCTP: u8 = libc::IPPROTO_SCTP as u8;
+/// `IPPROTO_UDPLITE`: 136.
+pub const IPPROTO_UDPLITE: u8 = libc::IPPROTO_UDPLITE as u8;
+
+/// The protocols whose port the kernel stores in `hash:*,port` sets
+/// (`ip_set_proto_with_ports()`, `ip_set_getport.h`).
+pub const fn protocol_has_ports(protocol: u8) -> bool {
+    matches!(
+        protocol,
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP | IPPROTO_UDPLITE
+    )
+}
+
+/// The name `ipset` prints for a protocol (it asks `getprotobynumber()`, i.e.
+/// `/etc/protocols`); `None` for protocols outside this short list.
+fn protocol_name(protocol: u8) -> Option<&'static str> {
+    Some(match protocol {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        IPPROTO_SCTP => "sctp",
+        IPPROTO_UDPLITE => "udplite",
+        1 => "icmp",
+        58 => "ipv6-icmp",
+        _ => return None,
+    })
 }
 
 impl Member {
@@ -104,11 +181,41 @@ impl Member {
         Self::Net { net, nomatch: true }
     }
 
+    /// A `hash:ip,port` entry; see [`Member::IpPort`] for the protocols allowed.
+    pub const fn ip_port(ip: IpAddr, protocol: u8, port: u16) -> Self {
+        Self::IpPort { ip, protocol, port }
+    }
+
+    /// A TCP `hash:ip,port` entry.
+    pub const fn tcp(ip: IpAddr, port: u16) -> Self {
+        Self::ip_port(ip, IPPROTO_TCP, port)
+    }
+
+    /// A UDP `hash:ip,port` entry.
+    pub const fn udp(ip: IpAddr, port: u16) -> Self {
+        Self::ip_port(ip, IPPROTO_UDP, port)
+    }
+
+    /// An SCTP `hash:ip,port` entry.
+    pub const fn sctp(ip: IpAddr, port: u16) -> Self {
+        Self::ip_port(ip, IPPROTO_SCTP, port)
+    }
+
     /// The element's family.
     pub fn family(&self) -> Family {
         match self {
-            Self::Ip(a) => Family::of_addr(a),
+            Self::Ip(a) | Self::IpPort { ip: a, .. } => Family::of_addr(a),
             Self::Net { net, .. } => Family::of(net),
+        }
+    }
+
+    /// The set type whose elements look like this one. An address fits a `hash:net` set
+    /// too (see [`SetType::accepts`]); this names the type it was made for.
+    pub const fn set_type(&self) -> SetType {
+        match self {
+            Self::Ip(_) => SetType::HashIp,
+            Self::Net { .. } => SetType::HashNet,
+            Self::IpPort { .. } => SetType::HashIpPort,
         }
     }
 }
@@ -125,8 +232,13 @@ impl From<IpNet> for Member {
     }
 }
 
-/// As `ipset list` prints it: `10.0.0.1`, `10.0.0.0/8`, `10.1.0.0/16 nomatch`, and a
-/// host-length network without its prefix.
+/// As `ipset list` prints it (and `ipset add` reads it): `10.0.0.1`, `10.0.0.0/8`,
+/// `10.1.0.0/16 nomatch`, a host-length network without its prefix, and `10.0.0.1,tcp:80`,
+/// `fd00::1,udp:53`, `10.0.0.1,sctp:9` (IPv6 without brackets).
+///
+/// Entries netfence can't write print close to, but not exactly as, the tool does: an ICMP
+/// "port" as `icmp:8/0` where the tool names it (`icmp:echo-request`), and protocols
+/// outside a short list by number where the tool asks `/etc/protocols`.
 impl fmt::Display for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -142,6 +254,19 @@ impl fmt::Display for Member {
                     f.write_str(" nomatch")?;
                 }
                 Ok(())
+            }
+            Self::IpPort { ip, protocol, port } => {
+                write!(f, "{ip},")?;
+                match protocol_name(*protocol) {
+                    Some(name) => f.write_str(name)?,
+                    None => write!(f, "{protocol}")?,
+                }
+                if matches!(protocol, 1 | 58) {
+                    // ICMP keeps type << 8 | code where the port would be.
+                    write!(f, ":{}/{}", port >> 8, port & 0xff)
+                } else {
+                    write!(f, ":{port}")
+                }
             }
         }
     }
@@ -500,7 +625,14 @@ impl Ipset {
 
     /// Whether `member` is in set `set`. For a `hash:net` set an address matches when a
     /// network of the set covers it and no `nomatch` one does; a `nomatch` network tests
-    /// for that exception itself.
+    /// for that exception itself. A `hash:ip,port` entry matches only with the same
+    /// protocol and port.
+    ///
+    /// A member of the wrong kind is not always an error: the kernel refuses attributes
+    /// the set type doesn't know (a network or a port entry sent to a set of another
+    /// type), but once they parse it answers any element error of a TEST with "not in
+    /// set" (`ip_set_utest()`, `ip_set_core.c`), so a bare address tested against a
+    /// `hash:ip,port` set is `Ok(false)`. Check the kind with [`SetType::accepts`].
     ///
     /// # Errors
     /// [`Error::Invalid`] for a bad name or element; [`Error::Kernel`] "testing ...".
@@ -820,6 +952,49 @@ mod tests {
             m("2001:db8:0:2:0:1::/96", false).to_string(),
             "2001:db8:0:2:0:1::/96"
         );
+    }
+
+    #[test]
+    fn ip_port_display_is_ipsets() {
+        let m = |ip: &str, protocol, port| Member::IpPort {
+            ip: ip.parse().unwrap(),
+            protocol,
+            port,
+        };
+        assert_eq!(m("10.0.0.1", 6, 80).to_string(), "10.0.0.1,tcp:80");
+        assert_eq!(m("fd00::1", 17, 53).to_string(), "fd00::1,udp:53");
+        assert_eq!(m("10.0.0.1", 132, 9).to_string(), "10.0.0.1,sctp:9");
+        assert_eq!(m("10.0.0.6", 136, 7).to_string(), "10.0.0.6,udplite:7");
+        assert_eq!(m("10.0.0.5", 6, 0).to_string(), "10.0.0.5,tcp:0");
+        // Not written by netfence, shown close to the tool's text.
+        assert_eq!(m("10.0.0.4", 1, 0x0800).to_string(), "10.0.0.4,icmp:8/0");
+        assert_eq!(m("10.0.0.4", 47, 0).to_string(), "10.0.0.4,47:0");
+    }
+
+    #[test]
+    fn set_types_and_members_agree() {
+        for ty in [SetType::HashIp, SetType::HashNet, SetType::HashIpPort] {
+            assert_eq!(SetType::from_name(ty.name()), Some(ty));
+        }
+        assert_eq!(SetType::HashIpPort.to_string(), "hash:ip,port");
+        assert_eq!(SetType::from_name("hash:net,port"), None);
+        assert_eq!(SetType::HashIpPort.known_revision(), 7);
+        assert_eq!(SetType::HashIpPort.dimension(), 2);
+        assert_eq!(SetType::HashNet.dimension(), 1);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let p = Member::tcp(a, 80);
+        assert_eq!(p.family(), Family::Ipv4);
+        assert_eq!(
+            Member::udp("fd00::1".parse().unwrap(), 53).family(),
+            Family::Ipv6
+        );
+        assert_eq!(p.set_type(), SetType::HashIpPort);
+        assert!(SetType::HashIpPort.accepts(&p));
+        assert!(!SetType::HashIpPort.accepts(&Member::Ip(a)));
+        assert!(!SetType::HashIpPort.accepts(&Member::net("10.0.0.0/8".parse().unwrap())));
+        assert!(!SetType::HashIp.accepts(&p));
+        assert!(!SetType::HashNet.accepts(&p));
+        assert!(protocol_has_ports(IPPROTO_SCTP) && !protocol_has_ports(1));
     }
 
     #[test]
