@@ -204,6 +204,9 @@ fn apply_observe_adopt_and_render() {
     let desired = build(&old_shape());
     let mut k = Kernel::open(&sb.netns()).unwrap();
     let tracked = converge(&mut k, &desired);
+    // A commit moves the generation by exactly one: the handle expects that, so a writer
+    // committing right after it is caught by its next batch.
+    assert_eq!(Some(k.read_generation().unwrap()), k.generation());
     // What the executor tracked is what the kernel holds, and both are the desired state.
     let seen = k.observe("nf-", &tables()).unwrap();
     assert_eq!(seen.owned_view(), desired.owned_view());

@@ -287,6 +287,25 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A [`crate::CompilerConfig`] field is unusable.
+    #[error("invalid compiler config {field}: {reason}")]
+    Config {
+        /// The field, e.g. `ingress_mark`.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The ruleset refused something the compiler built: a compiler bug, since every
+    /// input is validated on conversion. The compiler's state is then unspecified;
+    /// [`crate::Compiler::compile`] rebuilds it. (The ruleset's error is kept as text so
+    /// that this enum stays `Clone` and `Eq`.)
+    #[error("compiling {what}: {reason}")]
+    Compile {
+        /// The policy or object being compiled.
+        what: String,
+        /// The ruleset's error.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -312,7 +331,7 @@ impl Error {
             | Error::PodIp { object, .. }
             | Error::PodIpFamily { object, .. }
             | Error::Interface { object, .. } => Some(object),
-            Error::Selector { .. } => None,
+            Error::Selector { .. } | Error::Config { .. } | Error::Compile { .. } => None,
         }
     }
 
@@ -338,7 +357,7 @@ impl Error {
             | Error::PodIp { field, .. }
             | Error::PodIpFamily { field, .. }
             | Error::Interface { field, .. } => Some(field),
-            Error::Selector { .. } => None,
+            Error::Selector { .. } | Error::Config { .. } | Error::Compile { .. } => None,
         }
     }
 }

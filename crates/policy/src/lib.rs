@@ -8,6 +8,9 @@
 //! * [`selector`]: label selectors in a canonical form, with `matches`.
 //! * [`eval`]: [`allowed`], the oracle every dataplane test compares
 //!   real packets against.
+//! * [`compile`]: the [`Compiler`] from the model to a `ruleset::Ruleset`,
+//!   full and incremental, in a layout where pod churn changes set members only.
+//! * [`index`]: the label index that makes a pod delta cost what it touches.
 //!
 //! The crate is pure: no I/O, no processes, no privileges.
 //!
@@ -17,14 +20,18 @@
 
 #![warn(missing_docs)]
 
+pub mod compile;
 pub mod convert;
 pub mod error;
 pub mod eval;
+pub mod index;
 pub mod model;
 pub mod selector;
 
+pub use compile::{Compiler, CompilerConfig};
 pub use error::{Error, Kind, ObjectRef};
 pub use eval::{address, allowed, egress_allows, ingress_allows, is_isolated, Endpoint};
+pub use index::SelectorIndex;
 pub use k8s_openapi;
 pub use model::{
     Cluster, ContainerPort, Direction, Family, IpBlock, Namespace, NamespaceScope, ObjectKey, Peer,

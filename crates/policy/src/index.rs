@@ -1,0 +1,211 @@
+//! An inverted index from labels to the selectors that can match them.
+//!
+//! A pod delta must cost time in proportion to the selectors it touches, not
+//! to the number of selectors in the cluster. Every selector that matches a
+//! label set has each of its positive requirements satisfied by it, so it is
+//! enough to file a selector under *one* positive requirement: an `In` under
+//! each of its `(key, value)` pairs, an `Exists` under its key. A label set
+//! then finds its candidates by looking up each of its own pairs and keys.
+//! Selectors without a positive requirement (empty, or only `NotIn` /
+//! `DoesNotExist`) can match label sets that share nothing with them, so they
+//! are candidates for every lookup; they are rare in practice.
+//!
+//! Candidates are a superset of the matches: the caller still evaluates
+//! [`LabelSelector::matches`] on each.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::selector::{LabelSelector, Labels, Operator};
+
+/// Where a selector is filed.
+enum Slot<'a> {
+    /// Under every `(key, value)` of an `In` requirement.
+    Values(&'a str, &'a BTreeSet<String>),
+    /// Under the key of an `Exists` requirement.
+    Key(&'a str),
+    /// No positive requirement: a candidate for every label set.
+    Always,
+}
+
+/// Prefers an `In` requirement (its values usually narrow the candidates to
+/// few pods) over an `Exists` (which only narrows by key). The selector is
+/// canonical, so the choice is deterministic and the same on insert and remove.
+fn slot(sel: &LabelSelector) -> Slot<'_> {
+    let mut exists = None;
+    for r in sel.requirements() {
+        match r.operator() {
+            Operator::In(values) => return Slot::Values(r.key(), values),
+            Operator::Exists if exists.is_none() => exists = Some(r.key()),
+            _ => {}
+        }
+    }
+    exists.map_or(Slot::Always, Slot::Key)
+}
+
+/// Selectors filed by one positive requirement each, with an id per selector.
+///
+/// The same selector may be filed under several ids (for example one per
+/// namespace scope); each id is filed and removed on its own.
+#[derive(Clone, Debug)]
+pub struct SelectorIndex<T> {
+    by_key: HashMap<String, Bucket<T>>,
+    always: BTreeSet<T>,
+}
+
+/// The selectors filed under one label key: by `Exists`, and by `In` value.
+/// Nested maps let a lookup borrow the pod's strings instead of copying them.
+#[derive(Clone, Debug)]
+struct Bucket<T> {
+    exists: BTreeSet<T>,
+    values: HashMap<String, BTreeSet<T>>,
+}
+
+impl<T> Default for Bucket<T> {
+    fn default() -> Self {
+        Bucket {
+            exists: BTreeSet::new(),
+            values: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Bucket<T> {
+    fn is_empty(&self) -> bool {
+        self.exists.is_empty() && self.values.is_empty()
+    }
+}
+
+impl<T> Default for SelectorIndex<T> {
+    fn default() -> Self {
+        SelectorIndex {
+            by_key: HashMap::new(),
+            always: BTreeSet::new(),
+        }
+    }
+}
+
+impl<T: Ord + Clone> SelectorIndex<T> {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Files `id` as a user of `sel`.
+    pub fn insert(&mut self, sel: &LabelSelector, id: T) {
+        match slot(sel) {
+            Slot::Values(key, values) => {
+                let b = self.by_key.entry(key.to_owned()).or_default();
+                for v in values {
+                    b.values.entry(v.clone()).or_default().insert(id.clone());
+                }
+            }
+            Slot::Key(key) => {
+                let b = self.by_key.entry(key.to_owned()).or_default();
+                b.exists.insert(id);
+            }
+            Slot::Always => {
+                self.always.insert(id);
+            }
+        }
+    }
+
+    /// Unfiles `id`, which must have been filed with this same `sel`.
+    pub fn remove(&mut self, sel: &LabelSelector, id: &T) {
+        let key = match slot(sel) {
+            Slot::Always => {
+                self.always.remove(id);
+                return;
+            }
+            Slot::Values(key, _) | Slot::Key(key) => key,
+        };
+        let Some(b) = self.by_key.get_mut(key) else {
+            return;
+        };
+        match slot(sel) {
+            Slot::Values(_, values) => {
+                for v in values {
+                    // Empty buckets go, so that the index does not grow with
+                    // every label value ever seen.
+                    if let Some(ids) = b.values.get_mut(v) {
+                        ids.remove(id);
+                        if ids.is_empty() {
+                            b.values.remove(v);
+                        }
+                    }
+                }
+            }
+            _ => {
+                b.exists.remove(id);
+            }
+        }
+        if b.is_empty() {
+            self.by_key.remove(key);
+        }
+    }
+
+    /// Adds to `out` every id whose selector may match `labels`: a superset
+    /// of the matching ones, found in time proportional to the number of
+    /// labels plus the candidates returned.
+    pub fn candidates(&self, labels: &Labels, out: &mut BTreeSet<T>) {
+        out.extend(self.always.iter().cloned());
+        for (k, v) in labels {
+            if let Some(b) = self.by_key.get(k) {
+                out.extend(b.exists.iter().cloned());
+                if let Some(ids) = b.values.get(v) {
+                    out.extend(ids.iter().cloned());
+                }
+            }
+        }
+    }
+
+    /// Whether nothing is filed.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty() && self.always.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn candidates_cover_matches_and_skip_unrelated_selectors() {
+        let sels: Vec<LabelSelector> = [
+            "app=web",
+            "app in (web,db),tier",
+            "tier",
+            "!canary",
+            "",
+            "app!=web",
+            "team=a",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let mut idx = SelectorIndex::new();
+        for (i, s) in sels.iter().enumerate() {
+            idx.insert(s, i);
+        }
+        let l = labels(&[("app", "web")]);
+        let mut out = BTreeSet::new();
+        idx.candidates(&l, &mut out);
+        for (i, s) in sels.iter().enumerate() {
+            if s.matches(&l) {
+                assert!(out.contains(&i), "{s} matches but is no candidate");
+            }
+        }
+        // Selectors on other values and keys are not looked at.
+        assert!(!out.contains(&2) && !out.contains(&6), "{out:?}");
+        for (i, s) in sels.iter().enumerate() {
+            idx.remove(s, &i);
+        }
+        assert!(idx.is_empty());
+    }
+}
