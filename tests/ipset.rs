@@ -9,17 +9,13 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
+use common::ipset_oracle::*;
 use common::Sandbox;
 use ipnet::IpNet;
 use netfilter::ipset::{
-    CreateOptions, Exist, Family, Ipset, Member, SetHeader, SetListing, SetType, IPSET_ERR_EXIST,
-    IPSET_ERR_HASH_FULL,
+    CreateOptions, Exist, Family, Member, SetType, IPSET_ERR_EXIST, IPSET_ERR_HASH_FULL,
 };
 use netfilter::Error;
-
-fn open(sb: &Sandbox) -> Ipset {
-    Ipset::open(&sb.netns()).expect("opening ipset in the sandbox")
-}
 
 fn ip(s: &str) -> Member {
     Member::Ip(s.parse().unwrap())
@@ -35,95 +31,6 @@ fn nomatch(s: &str) -> Member {
 
 fn v4(i: u32) -> Member {
     Member::Ip(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
-}
-
-/// `ipset list` text for a netfence listing, members sorted.
-fn render_list(l: &SetListing) -> String {
-    let h = &l.header;
-    let mut members: Vec<String> = l.members.iter().map(ToString::to_string).collect();
-    members.sort();
-    format!(
-        "Name: {}\nType: {}\nRevision: {}\nHeader: {}\nSize in memory: {}\nReferences: {}\n\
-         Number of entries: {}\nMembers:\n{}",
-        h.name,
-        h.type_name,
-        h.revision,
-        header_params(h),
-        h.memsize,
-        h.references,
-        h.entries,
-        members.iter().map(|m| format!("{m}\n")).collect::<String>()
-    )
-}
-
-fn header_params(h: &SetHeader) -> String {
-    format!(
-        "family {} hashsize {} maxelem {} bucketsize {} initval 0x{:08x}",
-        h.family.expect("inet or inet6").ipset_name(),
-        h.hashsize.expect("hash type"),
-        h.maxelem.expect("hash type"),
-        h.bucketsize.expect("revision with bucketsize"),
-        h.initval.expect("revision with initval"),
-    )
-}
-
-/// `ipset list` output with each set's members sorted (the kernel lists in hash order).
-fn normalize_list(text: &str) -> Vec<String> {
-    text.split("\n\n")
-        .filter(|b| !b.trim().is_empty())
-        .map(|block| {
-            let (head, members) = block.split_once("Members:\n").unwrap_or((block, ""));
-            let mut m: Vec<&str> = members.lines().filter(|l| !l.is_empty()).collect();
-            m.sort();
-            format!(
-                "{head}Members:\n{}",
-                m.iter().map(|l| format!("{l}\n")).collect::<String>()
-            )
-        })
-        .collect()
-}
-
-/// `ipset save` lines for a netfence listing.
-fn render_save(l: &SetListing) -> Vec<String> {
-    let h = &l.header;
-    let mut out = vec![format!(
-        "create {} {} {}",
-        h.name,
-        h.type_name,
-        header_params(h)
-    )];
-    out.extend(l.members.iter().map(|m| format!("add {} {m}", h.name)));
-    out
-}
-
-fn sorted_lines(text: &str) -> Vec<String> {
-    let mut v: Vec<String> = text
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    v.sort();
-    v
-}
-
-fn entries(sb: &Sandbox, set: &str) -> u32 {
-    let out = sb.sh("ipset", &["list", "-t", set]);
-    out.lines()
-        .find_map(|l| l.strip_prefix("Number of entries: "))
-        .expect("entries line")
-        .parse()
-        .unwrap()
-}
-
-fn members_by_tool(sb: &Sandbox, set: &str) -> BTreeSet<String> {
-    sb.sh("ipset", &["save", set])
-        .lines()
-        .filter_map(|l| l.strip_prefix(&format!("add {set} ")).map(String::from))
-        .collect()
-}
-
-fn display_set(ms: &[Member]) -> BTreeSet<String> {
-    ms.iter().map(ToString::to_string).collect()
 }
 
 #[test]

@@ -10,9 +10,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use common::ipset_oracle::*;
 use common::Sandbox;
 use netfilter::ipset::{
-    CreateOptions, Exist, Family, Ipset, Member, SetHeader, SetListing, SetType, IPPROTO_UDPLITE,
+    CreateOptions, Exist, Family, Ipset, Member, SetListing, SetType, IPPROTO_UDPLITE,
     IPSET_ERR_BUSY, IPSET_ERR_EXIST, IPSET_ERR_HASH_FULL,
 };
 use netfilter::nft::{self, ChainSpec, Match, Op, Position, Rule, SetDir, Target, Transaction};
@@ -21,10 +22,6 @@ use netfilter::{Error, NetlinkSocket};
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const SCTP: u8 = 132;
-
-fn open(sb: &Sandbox) -> Ipset {
-    Ipset::open(&sb.netns()).expect("opening ipset in the sandbox")
-}
 
 fn ipp(ip: &str, protocol: u8, port: u16) -> Member {
     Member::IpPort {
@@ -62,95 +59,6 @@ fn v6_entry(i: u32) -> Member {
         protocol,
         (i % 7) as u16 * 1000,
     )
-}
-
-/// `ipset list` text for a netfence listing, members sorted.
-fn render_list(l: &SetListing) -> String {
-    let h = &l.header;
-    let mut members: Vec<String> = l.members.iter().map(ToString::to_string).collect();
-    members.sort();
-    format!(
-        "Name: {}\nType: {}\nRevision: {}\nHeader: {}\nSize in memory: {}\nReferences: {}\n\
-         Number of entries: {}\nMembers:\n{}",
-        h.name,
-        h.type_name,
-        h.revision,
-        header_params(h),
-        h.memsize,
-        h.references,
-        h.entries,
-        members.iter().map(|m| format!("{m}\n")).collect::<String>()
-    )
-}
-
-fn header_params(h: &SetHeader) -> String {
-    format!(
-        "family {} hashsize {} maxelem {} bucketsize {} initval 0x{:08x}",
-        h.family.expect("inet or inet6").ipset_name(),
-        h.hashsize.expect("hash type"),
-        h.maxelem.expect("hash type"),
-        h.bucketsize.expect("revision with bucketsize"),
-        h.initval.expect("revision with initval"),
-    )
-}
-
-/// `ipset list` output with each set's members sorted (the kernel lists in hash order).
-fn normalize_list(text: &str) -> Vec<String> {
-    text.split("\n\n")
-        .filter(|b| !b.trim().is_empty())
-        .map(|block| {
-            let (head, members) = block.split_once("Members:\n").unwrap_or((block, ""));
-            let mut m: Vec<&str> = members.lines().filter(|l| !l.is_empty()).collect();
-            m.sort();
-            format!(
-                "{head}Members:\n{}",
-                m.iter().map(|l| format!("{l}\n")).collect::<String>()
-            )
-        })
-        .collect()
-}
-
-/// `ipset save` lines for a netfence listing.
-fn render_save(l: &SetListing) -> Vec<String> {
-    let h = &l.header;
-    let mut out = vec![format!(
-        "create {} {} {}",
-        h.name,
-        h.type_name,
-        header_params(h)
-    )];
-    out.extend(l.members.iter().map(|m| format!("add {} {m}", h.name)));
-    out
-}
-
-fn sorted_lines(text: &str) -> Vec<String> {
-    let mut v: Vec<String> = text
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    v.sort();
-    v
-}
-
-fn entries(sb: &Sandbox, set: &str) -> u32 {
-    sb.sh("ipset", &["list", "-t", set])
-        .lines()
-        .find_map(|l| l.strip_prefix("Number of entries: "))
-        .expect("entries line")
-        .parse()
-        .unwrap()
-}
-
-fn members_by_tool(sb: &Sandbox, set: &str) -> BTreeSet<String> {
-    sb.sh("ipset", &["save", set])
-        .lines()
-        .filter_map(|l| l.strip_prefix(&format!("add {set} ")).map(String::from))
-        .collect()
-}
-
-fn display_set(ms: &[Member]) -> BTreeSet<String> {
-    ms.iter().map(ToString::to_string).collect()
 }
 
 fn member_set(ms: &[Member]) -> BTreeSet<Member> {
@@ -695,27 +603,6 @@ fn dst_dst_set_match_counts_exactly_the_members() {
     assert_eq!(busy.errno(), Some(IPSET_ERR_BUSY), "{busy}");
 }
 
-/// `nft --debug=netlink list ruleset` without rule handles.
-fn netlink_dump(sb: &Sandbox) -> String {
-    sb.sh("nft", &["--debug=netlink", "list", "ruleset"])
-        .lines()
-        .filter(|l| !l.starts_with("# Warning"))
-        .map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            if w.len() >= 4
-                && (w[0] == "ip" || w[0] == "ip6")
-                && !l.starts_with(' ')
-                && w[3].parse::<u64>().is_ok()
-            {
-                format!("{} {} {}", w[0], w[1], w[2])
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn dst_dst_rule_is_the_one_iptables_nft_writes() {
     for (family, restore, other) in [
@@ -785,6 +672,6 @@ fn dst_dst_rule_is_the_one_iptables_nft_writes() {
             }
         };
         tx.commit(&mut sock, None, &sets).unwrap();
-        assert_eq!(netlink_dump(&oracle), netlink_dump(&mine), "{family}");
+        assert_eq!(oracle.netlink_dump(), mine.netlink_dump(), "{family}");
     }
 }

@@ -47,28 +47,6 @@ fn set_name(i: u16) -> Option<String> {
     SETS.get(i as usize).map(|s| s.0.to_string())
 }
 
-/// `nft --debug=netlink list ruleset` without handles, which differ by creation history.
-fn netlink_dump(sb: &Sandbox) -> String {
-    sb.sh("nft", &["--debug=netlink", "list", "ruleset"])
-        .lines()
-        .filter(|l| !l.starts_with("# Warning"))
-        .map(|l| {
-            // Rule headers are "ip filter CHAIN HANDLE [POSITION]".
-            let w: Vec<&str> = l.split_whitespace().collect();
-            if w.len() >= 4
-                && (w[0] == "ip" || w[0] == "ip6")
-                && !l.starts_with(' ')
-                && w[3].parse::<u64>().is_ok()
-            {
-                format!("{} {} {}", w[0], w[1], w[2])
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn save_cmd(f: Family) -> &'static str {
     match f {
         Family::Ipv4 => "iptables-nft-save",
@@ -125,8 +103,8 @@ fn check(i: usize, family: Family, rule: &Rule) -> Result<(), String> {
         .map_err(|e| format!("commit: {e}"))?;
     let handle = committed.handles[add].ok_or("no handle echoed for the new rule")?;
 
-    let a = netlink_dump(&p.oracle);
-    let b = netlink_dump(&p.ours);
+    let a = p.oracle.netlink_dump();
+    let b = p.ours.netlink_dump();
     if a != b {
         return Err(format!(
             "nft --debug=netlink differs:\n--- iptables-nft-restore\n{a}\n--- netfence\n{b}"

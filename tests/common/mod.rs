@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod ipset_oracle;
+
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -93,6 +95,31 @@ impl Sandbox {
             .write_all(input.as_bytes())
             .expect("writing stdin");
         child.wait_with_output().expect("waiting")
+    }
+}
+
+impl Sandbox {
+    /// `nft --debug=netlink list ruleset` without rule handles, which differ by creation
+    /// history: what the golden tests compare.
+    pub fn netlink_dump(&self) -> String {
+        self.sh("nft", &["--debug=netlink", "list", "ruleset"])
+            .lines()
+            .filter(|l| !l.starts_with("# Warning"))
+            .map(|l| {
+                // Rule headers are "ip filter CHAIN HANDLE [POSITION]".
+                let w: Vec<&str> = l.split_whitespace().collect();
+                if w.len() >= 4
+                    && (w[0] == "ip" || w[0] == "ip6")
+                    && !l.starts_with(' ')
+                    && w[3].parse::<u64>().is_ok()
+                {
+                    format!("{} {} {}", w[0], w[1], w[2])
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 

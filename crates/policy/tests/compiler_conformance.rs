@@ -38,17 +38,12 @@ fn compiled_rulesets_agree_with_every_conformance_probe() {
                 continue;
             }
             let ip = |e: &Endpoint| address(&cluster, e, probe.family).expect("table checks this");
-            let pkt = Packet {
-                src: ip(&probe.src),
-                dst: ip(&probe.dst),
-                protocol: nft_protocol(probe.protocol),
-                sport: 40000,
-                dport: probe.port,
-                in_iface: None,
-                out_iface: None,
-                ct: CtState::NEW,
-                mark: 0,
-            };
+            let pkt = Packet::new(
+                ip(&probe.src),
+                ip(&probe.dst),
+                nft_protocol(probe.protocol),
+                probe.port,
+            );
             let seen = verdict(&rs, Hook::Forward, &pkt) == Verdict::Accept;
             if seen == probe.expected {
                 pass += 1;
@@ -93,17 +88,12 @@ fn replies_of_any_connection_pass_and_invalid_packets_drop() {
     let mut c = Compiler::new(CompilerConfig::default()).unwrap();
     let rs = c.compile(&cluster).unwrap();
     let ip = |e: &Endpoint| address(&cluster, e, probe.family).unwrap();
-    let mut pkt = Packet {
-        src: ip(&probe.src),
-        dst: ip(&probe.dst),
-        protocol: nft_protocol(probe.protocol),
-        sport: 40000,
-        dport: probe.port,
-        in_iface: None,
-        out_iface: None,
-        ct: CtState::NEW,
-        mark: 0,
-    };
+    let mut pkt = Packet::new(
+        ip(&probe.src),
+        ip(&probe.dst),
+        nft_protocol(probe.protocol),
+        probe.port,
+    );
     assert_eq!(verdict(rs, Hook::Forward, &pkt), Verdict::Drop);
     pkt.ct = CtState::ESTABLISHED;
     assert_eq!(verdict(rs, Hook::Forward, &pkt), Verdict::Accept);

@@ -14,7 +14,7 @@ use netfilter::{NetlinkSocket, Netns};
 
 use crate::error::Error;
 use crate::model::{Chain, ForeignSet, IpSet, Polarity, Ruleset, TableId, DEFAULT_MAXELEM};
-use crate::plan::{apply_committed, apply_step, Plan, SetOp, Step};
+use crate::plan::{apply_committed, apply_set_committed, Plan, SetOp, Step};
 
 /// How often a set destroy refused as "in use" is retried, and how long apart at most: the
 /// kernel releases an xt `set` match's reference after an RCU grace period, a few
@@ -228,7 +228,7 @@ impl Kernel {
             match step {
                 Step::Set(op) => {
                     if self.set_op(op, &mut done).map_err(fail)? {
-                        apply_step(state, step, None)?;
+                        apply_set_committed(state, op)?;
                     }
                 }
                 Step::Batch(ops) => {

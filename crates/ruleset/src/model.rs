@@ -454,6 +454,9 @@ impl IpSet {
                 format!("not a {} member", self.family.ipset_name()),
             ));
         }
+        if let Some(reason) = netfilter::ipset::wire::check_member(&m) {
+            return Err(Error::invalid(format!("member {m}"), reason));
+        }
         match (self.kind, m) {
             (SetType::HashIp, Member::Ip(a)) => Ok((MemberKey::Ip(a), false)),
             (
@@ -473,14 +476,6 @@ impl IpSet {
                 Ok((MemberKey::Net(net), false))
             }
             (SetType::HashIpPort, Member::IpPort { ip, protocol, port }) => {
-                // The kernel keeps no port for other protocols, so the element would not
-                // read back as written.
-                if !netfilter::ipset::protocol_has_ports(protocol) || ip.is_unspecified() {
-                    return Err(Error::invalid(
-                        format!("member {m}"),
-                        "hash:ip,port takes a specified address with tcp, udp, sctp or udplite",
-                    ));
-                }
                 Ok((MemberKey::IpPort(ip, protocol, port), false))
             }
             (SetType::HashIpPort, _) | (_, Member::IpPort { .. }) => Err(Error::invalid(
@@ -488,13 +483,6 @@ impl IpSet {
                 format!("does not fit a {} set", self.kind),
             )),
             (SetType::HashNet, Member::Net { net, nomatch }) => {
-                if net.prefix_len() == 0 {
-                    // The kernel's hash:net refuses /0 (IPSET_ERR_INVALID_CIDR).
-                    return Err(Error::invalid(
-                        format!("member {m}"),
-                        "hash:net can't hold a /0 network",
-                    ));
-                }
                 Ok((MemberKey::Net(net.trunc()), nomatch))
             }
         }
@@ -863,19 +851,16 @@ impl Ruleset {
         for (tid, t) in &self.tables {
             let mut nt = Table::default();
             for (name, c) in &t.chains {
-                if self.owns(name) {
-                    let mut nc = Chain::new(c.base);
-                    for e in c.owned() {
-                        nc.push(Entry::Owned(e.clone()));
-                    }
-                    nt.chains.insert(name.clone(), nc);
-                } else if c.owned().next().is_some() {
-                    let mut nc = Chain::new(None);
-                    for e in c.owned() {
-                        nc.push(Entry::Owned(e.clone()));
-                    }
-                    nt.chains.insert(name.clone(), nc);
+                let owned = self.owns(name);
+                if !owned && c.owned().next().is_none() {
+                    continue;
                 }
+                // A foreign chain's hook is not netfence's to compare.
+                let mut nc = Chain::new(if owned { c.base } else { None });
+                for e in c.owned() {
+                    nc.push(Entry::Owned(e.clone()));
+                }
+                nt.chains.insert(name.clone(), nc);
             }
             if !nt.chains.is_empty() {
                 out.tables.insert(tid.clone(), nt);

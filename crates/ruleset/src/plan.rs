@@ -740,7 +740,7 @@ pub fn apply_step(
     handles: Option<&[Option<u64>]>,
 ) -> Result<(), Error> {
     match step {
-        Step::Set(op) => apply_set_op(state, op).map_err(|reason| Error::Inapplicable {
+        Step::Set(op) => apply_set_op(state, op, true).map_err(|reason| Error::Inapplicable {
             step: step.to_string(),
             reason,
         }),
@@ -806,7 +806,20 @@ pub fn apply_committed(
     apply_ops(state, ops, Some(handles))
 }
 
-fn apply_set_op(state: &mut Ruleset, op: &SetOp) -> Result<(), String> {
+/// Records a set operation the kernel has already carried out, without re-checking what
+/// the kernel checked: a destroy doesn't scan every rule for references, which would cost
+/// time in the size of the ruleset on each applied plan.
+///
+/// # Errors
+/// As [`apply_step`], for what the model itself refuses (a member of the wrong kind).
+pub fn apply_set_committed(state: &mut Ruleset, op: &SetOp) -> Result<(), Error> {
+    apply_set_op(state, op, false).map_err(|reason| Error::Inapplicable {
+        step: Step::Set(op).to_string(),
+        reason,
+    })
+}
+
+fn apply_set_op(state: &mut Ruleset, op: &SetOp, check: bool) -> Result<(), String> {
     match op {
         SetOp::Create {
             name,
@@ -825,8 +838,10 @@ fn apply_set_op(state: &mut Ruleset, op: &SetOp) -> Result<(), String> {
             if state.set(name).is_none() {
                 return Err(format!("no set {name}"));
             }
-            if let Some(n) = state.set_references().get(name.as_str()) {
-                return Err(format!("set {name} is in use by {n} rule(s)"));
+            if check {
+                if let Some(n) = state.set_references().get(name.as_str()) {
+                    return Err(format!("set {name} is in use by {n} rule(s)"));
+                }
             }
             state.sets_mut().remove(name);
         }

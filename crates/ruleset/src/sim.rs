@@ -38,10 +38,16 @@ pub struct Packet {
 impl Packet {
     /// A new TCP connection's first packet from `src` to `dst:dport`.
     pub fn tcp(src: IpAddr, dst: IpAddr, dport: u16) -> Self {
+        Self::new(src, dst, Protocol::Tcp, dport)
+    }
+
+    /// A new connection's first packet from `src` to `dst:dport` over `protocol`, from an
+    /// ephemeral source port, with no interfaces and no mark.
+    pub fn new(src: IpAddr, dst: IpAddr, protocol: Protocol, dport: u16) -> Self {
         Self {
             src,
             dst,
-            protocol: Protocol::Tcp,
+            protocol,
             sport: 40000,
             dport,
             in_iface: None,

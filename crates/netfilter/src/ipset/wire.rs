@@ -196,20 +196,8 @@ pub fn validate_members(set: &str, members: &[Member]) -> Result<(), Error> {
                 kind
             ));
         }
-        match m {
-            Member::Ip(a) | Member::IpPort { ip: a, .. } if a.is_unspecified() => {
-                return bad("an all-zero address cannot be stored in a hash set".into())
-            }
-            Member::Net { net, .. } if net.prefix_len() == 0 => {
-                return bad("a /0 network is not allowed in ipset".into())
-            }
-            Member::IpPort { protocol, .. } if !protocol_has_ports(*protocol) => {
-                return bad(format!(
-                    "protocol {protocol} has no ports; hash:ip,port entries must be tcp, \
-                     udp, sctp or udplite"
-                ))
-            }
-            _ => {}
+        if let Some(reason) = check_member(m) {
+            return bad(reason);
         }
     }
     if members.len() >= u32::MAX as usize {
@@ -219,6 +207,26 @@ pub fn validate_members(set: &str, members: &[Member]) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// Why the kernel would refuse (or not list back as written) one element, whatever the
+/// set: an all-zero address, a /0 network, a port entry for a protocol without ports.
+/// `None` when the element is fine. Shared by [`validate_members`] and by callers that
+/// check members before any batch exists (the ruleset model).
+pub fn check_member(m: &Member) -> Option<String> {
+    match m {
+        Member::Ip(a) | Member::IpPort { ip: a, .. } if a.is_unspecified() => {
+            Some("an all-zero address cannot be stored in a hash set".into())
+        }
+        Member::Net { net, .. } if net.prefix_len() == 0 => {
+            Some("a /0 network is not allowed in ipset".into())
+        }
+        Member::IpPort { protocol, .. } if !protocol_has_ports(*protocol) => Some(format!(
+            "protocol {protocol} has no ports; hash:ip,port entries must be tcp, udp, sctp or \
+             udplite"
+        )),
+        _ => None,
+    }
 }
 
 fn begin(w: &mut MsgWriter, req: Req, cmd: Cmd, flags: u16) {
