@@ -45,8 +45,24 @@ impl std::fmt::Display for Netns {
     }
 }
 
-/// Runs `f` with the calling thread switched into `ns`, then switches back. A socket
-/// created inside stays bound to `ns` for its whole life.
+impl Netns {
+    /// Runs `f` with the calling thread switched into this namespace, then switches back.
+    /// A socket created inside stays bound to the namespace for its whole life, so this is
+    /// how to get a socket of any kind (netlink, UDP, raw) into a namespace without a
+    /// thread living there.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the namespace can't be opened or entered (entering needs
+    /// `CAP_SYS_ADMIN`).
+    ///
+    /// # Panics
+    /// When the thread can't return to its original namespace, which would leave it
+    /// working in the wrong one.
+    pub fn enter<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
+        in_netns(self, f)
+    }
+}
+
 fn in_netns<T>(ns: &Netns, f: impl FnOnce() -> T) -> Result<T, Error> {
     let Some(path) = ns.path() else {
         return Ok(f());

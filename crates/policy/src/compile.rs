@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! FORWARD      -j nf-fw                                  (the only rule netfence adds there)
-//! nf-fw        -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN
+//! nf-fw        -m set --match-set <pod interfaces> src,src -m set ! --match-set <pod sources> src,src -j DROP
+//!              -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN
 //!              -m conntrack --ctstate INVALID -j DROP
 //!              -j MARK --set-xmark 0/IA|EA
 //!              -m set --match-set <egress-isolated> src -j nf-egress
@@ -27,6 +28,23 @@
 //!
 //! No rule names a pod. Pods appear only as set members:
 //!
+//! * anti-spoofing sets (`hash:net,iface`, two per family), for every local
+//!   pod with a host-side interface (annotation `netfence.io/host-interface`):
+//!   *pod interfaces* holds both /1 halves of the address space on that
+//!   interface ([`Polarity::Restricts`]), *pod sources* the pod's own address
+//!   on it ([`Polarity::Grants`]). Matched `src,src` (source address, incoming
+//!   interface), "in the first and not in the second" is exactly "came from a
+//!   pod interface with a source that pod doesn't own", so one rule drops it
+//!   for every pod. It comes first, before the conntrack shortcut: a forged
+//!   source must not ride on another pod's established connection. A pod
+//!   without an address of a family sends nothing of that family.
+//!
+//!   One set with the pod's address as a `nomatch` inside the halves would
+//!   be wrong on this kernel: a lookup that finds its network under another
+//!   interface stops at that prefix length (the `multi` count of
+//!   `mtype_test_cidrs()` in `ip_set_hash_gen.h`), so a packet from pod A
+//!   forging pod B's address would match neither B's `nomatch` nor A's
+//!   halves, and pass. `tests/ipset_net_iface.rs` shows it.
 //! * isolation sets (one per direction and family): the local pods some
 //!   policy isolates in that direction. [`Polarity::Restricts`].
 //! * selected sets: the local pods a policy's `podSelector` picks in its
@@ -46,8 +64,12 @@
 //! selectors share one set, and reordering a policy's rules renames nothing.
 //!
 //! # Per-packet cost of a new connection
-//! Two conntrack state checks, one mark write, two isolation-set lookups
-//! (hash lookups: independent of the number of pods). A pod isolated in a
+//! Two anti-spoofing lookups (`hash:net,iface`, each probing one prefix
+//! length: /1 and the host length, whatever the number of pods; the second
+//! only for packets from pod interfaces), two
+//! conntrack state checks, one mark write, two isolation-set lookups (hash
+//! lookups: independent of the number of pods). Packets of established
+//! connections pay the anti-spoofing lookups and one conntrack check. A pod isolated in a
 //! direction then costs, in that direction's dispatch chain, one mark test
 //! and at most one set lookup per policy *of that direction on the node*
 //! (the mark test stops the lookups once a policy has allowed the packet),
@@ -198,6 +220,10 @@ enum SetKey {
     /// Local pods isolated in a direction: fed by every group a policy
     /// isolates with, for as long as one does.
     Isolated(Direction, Family),
+    /// The /1 halves on the host interface of every local pod that has one.
+    PodIfaces(Family),
+    /// (address, host interface) of every local pod with a host interface.
+    PodSources(Family),
     /// The addresses of a group's pods.
     Ips(Group, Family),
     /// One ipBlock.
@@ -217,7 +243,11 @@ impl SetKey {
 
     fn family(&self) -> Family {
         match self {
-            SetKey::Isolated(_, f) | SetKey::Ips(_, f) | SetKey::Ports(.., f) => *f,
+            SetKey::Isolated(_, f)
+            | SetKey::PodIfaces(f)
+            | SetKey::PodSources(f)
+            | SetKey::Ips(_, f)
+            | SetKey::Ports(.., f) => *f,
             SetKey::Block(b) => b.family(),
         }
     }
@@ -227,13 +257,15 @@ impl SetKey {
             SetKey::Isolated(..) | SetKey::Ips(..) => SetType::HashIp,
             SetKey::Block(_) => SetType::HashNet,
             SetKey::Ports(..) => SetType::HashIpPort,
+            SetKey::PodIfaces(_) | SetKey::PodSources(_) => SetType::HashNetIface,
         }
     }
 
     fn polarity(&self) -> Polarity {
         match self {
-            // More isolated pods only means more drops.
-            SetKey::Isolated(..) => Polarity::Restricts,
+            // More isolated pods, or more pod interfaces, only means more
+            // drops.
+            SetKey::Isolated(..) | SetKey::PodIfaces(_) => Polarity::Restricts,
             // Every other set feeds a line that marks "allowed".
             _ => Polarity::Grants,
         }
@@ -253,6 +285,8 @@ impl SetKey {
                 };
                 return rs.set_name(&format!("iso-{d}{fam}"));
             }
+            SetKey::PodIfaces(_) => return rs.set_name(&format!("podif{fam}")),
+            SetKey::PodSources(_) => return rs.set_name(&format!("podsrc{fam}")),
             SetKey::Ips(g, _) => (if g.local { 's' } else { 'p' }, g.text()),
             SetKey::Block(b) => {
                 let except: Vec<String> = b.except.iter().map(|e| e.to_string()).collect();
@@ -436,6 +470,9 @@ impl Compiler {
         // Pods and namespaces need no work while no group exists: each policy
         // then scans the pods its groups can hold, once per group.
         fresh.cluster = cluster.clone();
+        for pod in cluster.pods() {
+            fresh.spoof_changed(None, Some(pod));
+        }
         for p in cluster.policies() {
             fresh.policy_changed(p.key(), Some(p.clone()), false)?;
         }
@@ -553,6 +590,27 @@ impl Compiler {
             self.rs
                 .push_rule(&t, FORWARD, NftRule::new(Target::Jump(fw.clone())))?;
             self.rs.add_chain(&t, &fw, None)?;
+            let mut spoofed = NftRule::new(Target::Drop);
+            for key in [SetKey::PodIfaces(f), SetKey::PodSources(f)] {
+                let name = key.name(&self.rs);
+                self.rs
+                    .add_set(&name, IpSet::new(nf_family(f), key.kind(), key.polarity()))?;
+                self.scope.set(&name);
+                spoofed.matches.push(Match::Set {
+                    negate: key == SetKey::PodSources(f),
+                    name: name.clone(),
+                    dirs: vec![SetDir::Src, SetDir::Src],
+                });
+                self.sets.insert(
+                    key,
+                    SetState {
+                        name,
+                        uses: 0,
+                        counts: HashMap::new(),
+                    },
+                );
+            }
+            self.rs.push_rule(&t, &fw, spoofed)?;
             let mut iso = BTreeMap::new();
             for d in [Direction::Egress, Direction::Ingress] {
                 let key = SetKey::Isolated(d, f);
@@ -1087,6 +1145,13 @@ impl Compiler {
                 pod.ip(*f).map(Member::Ip).into_iter().collect()
             }
             SetKey::Block(_) => Vec::new(),
+            SetKey::PodIfaces(f) => pod_iface_members(pod, *f),
+            SetKey::PodSources(f) => pod
+                .ip(*f)
+                .zip(host_interface(pod))
+                .map(|(ip, iface)| Member::net_iface(ip.into(), iface))
+                .into_iter()
+                .collect(),
             SetKey::Ports(_, name, proto, f) => match pod.ip(*f) {
                 Some(ip) => pod
                     .resolve_named_port(name, *proto)
@@ -1137,6 +1202,7 @@ impl Compiler {
     /// Moves one pod's contributions from its old to its new state, for
     /// every group its old or new labels may put it in.
     fn pod_changed(&mut self, old: Option<&Pod>, new: Option<&Pod>) {
+        self.spoof_changed(old, new);
         let Some(any) = new.or(old) else { return };
         let key = any.key();
         let mut cands = BTreeSet::new();
@@ -1175,13 +1241,34 @@ impl Compiler {
         }
         let feeds: Vec<SetKey> = st.feeds.keys().cloned().collect();
         for set in feeds {
-            let o = old.map(|p| Self::members_of(&set, p)).unwrap_or_default();
-            let n = new.map(|p| Self::members_of(&set, p)).unwrap_or_default();
-            let gone: Vec<Member> = o.iter().filter(|m| !n.contains(m)).copied().collect();
-            let came: Vec<Member> = n.iter().filter(|m| !o.contains(m)).copied().collect();
-            // Add first: a member both taken and given never blinks out.
-            self.count(&set, &came, 1);
-            self.count(&set, &gone, -1);
+            self.shift(&set, old, new);
+        }
+    }
+
+    /// Moves a pod's contribution to `set` from what `old` gave to what `new`
+    /// gives (`None`: nothing).
+    fn shift(&mut self, set: &SetKey, old: Option<&Pod>, new: Option<&Pod>) {
+        let o = old.map(|p| Self::members_of(set, p)).unwrap_or_default();
+        let n = new.map(|p| Self::members_of(set, p)).unwrap_or_default();
+        let gone: Vec<Member> = o.iter().filter(|m| !n.contains(m)).copied().collect();
+        let came: Vec<Member> = n.iter().filter(|m| !o.contains(m)).copied().collect();
+        // Add first: a member both taken and given never blinks out.
+        self.count(set, &came, 1);
+        self.count(set, &gone, -1);
+    }
+
+    /// Updates the anti-spoofing sets for a pod delta: only local pods count,
+    /// since only their interfaces are on this node.
+    fn spoof_changed(&mut self, old: Option<&Pod>, new: Option<&Pod>) {
+        let old = old.filter(|p| p.host_interface.is_some() && self.is_local(p));
+        let new = new.filter(|p| p.host_interface.is_some() && self.is_local(p));
+        if old.is_none() && new.is_none() {
+            return;
+        }
+        let families = self.config.families.clone();
+        for f in families {
+            self.shift(&SetKey::PodIfaces(f), old, new);
+            self.shift(&SetKey::PodSources(f), old, new);
         }
     }
 
@@ -1219,6 +1306,32 @@ impl Compiler {
             }
         }
     }
+}
+
+/// A pod's host interface. The name was checked when the pod was converted;
+/// one the kernel would refuse (a hand-built model) contributes nothing
+/// rather than panic.
+fn host_interface(pod: &Pod) -> Option<ruleset::IfName> {
+    pod.host_interface
+        .as_deref()
+        .and_then(|i| ruleset::IfName::new(i).ok())
+}
+
+/// Both /1 halves of family `f`'s address space on the pod's host interface:
+/// every source, since the kernel refuses a /0.
+fn pod_iface_members(pod: &Pod, f: Family) -> Vec<Member> {
+    let Some(iface) = host_interface(pod) else {
+        return Vec::new();
+    };
+    let all: ipnet::IpNet = match f {
+        Family::Ipv4 => ipnet::Ipv4Net::default().into(),
+        Family::Ipv6 => ipnet::Ipv6Net::default().into(),
+    };
+    all.subnets(1)
+        .into_iter()
+        .flatten()
+        .map(|net| Member::net_iface(net, iface))
+        .collect()
 }
 
 /// A block's `hash:net` members: the cidr, each except as `nomatch`. The

@@ -27,8 +27,6 @@ use crate::selector::{validate_labels, LabelSelector, Labels};
 
 /// Longest IANA service name, the syntax of named ports (`validation.IsValidPortName`).
 const PORT_NAME_MAX: usize = 15;
-/// `IFNAMSIZ` from `<linux/if.h>`, including the terminating NUL.
-const IFNAMSIZ: usize = 16;
 
 fn object_ref(kind: Kind, meta: &ObjectMeta, namespaced: bool) -> ObjectRef {
     ObjectRef {
@@ -162,7 +160,7 @@ impl TryFrom<&core::Pod> for Pod {
         {
             None => None,
             Some(iface) => {
-                check_interface_name(iface).map_err(|reason| Error::Interface {
+                ruleset::IfName::check(iface).map_err(|reason| Error::Interface {
                     object: object.boxed(),
                     field: format!("metadata.annotations[{HOST_INTERFACE_ANNOTATION}]"),
                     value: iface.clone(),
@@ -476,26 +474,6 @@ pub(crate) fn check_port_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A name the kernel accepts for a network device (`dev_valid_name` in net/core/dev.c).
-fn check_interface_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("must not be empty");
-    }
-    if name.len() >= IFNAMSIZ {
-        return Err("must be at most 15 bytes (IFNAMSIZ)");
-    }
-    if name == "." || name == ".." {
-        return Err("must not be '.' or '..'");
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
-    {
-        return Err("must not contain '/', ':' or whitespace");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,16 +494,6 @@ mod tests {
             "a_b",
         ] {
             assert!(check_port_name(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn interface_names() {
-        for ok in ["veth1", "cali92d634f8f03", "a.b"] {
-            assert_eq!(check_interface_name(ok), Ok(()), "{ok}");
-        }
-        for bad in ["", ".", "..", "a/b", "a:b", "a b", "0123456789abcdef"] {
-            assert!(check_interface_name(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -193,6 +193,11 @@ fn an_empty_cluster_compiles_to_the_skeleton() {
         for line in [
             "-A FORWARD ".to_string(),
             "-j nf-fw".into(),
+            "-A nf-fw -m comment --comment \"nf:".into(),
+            format!(
+                "-m set --match-set nf-podif{v} src,src -m set ! --match-set nf-podsrc{v} src,src \
+                 -j DROP"
+            ),
             "--ctstate RELATED,ESTABLISHED -j RETURN".into(),
             "--ctstate INVALID -j DROP".into(),
             "-j MARK --set-xmark 0x0/0x30000".into(),
@@ -204,7 +209,7 @@ fn an_empty_cluster_compiles_to_the_skeleton() {
         ] {
             assert!(text.contains(&line), "no {line:?} in\n{text}");
         }
-        assert_eq!(rs.chain(&t, "nf-fw").unwrap().owned().count(), 5);
+        assert_eq!(rs.chain(&t, "nf-fw").unwrap().owned().count(), 6);
         assert_eq!(rs.chain(&t, "nf-ingress").unwrap().owned().count(), 1);
         assert_eq!(rs.chain(&t, "nf-egress").unwrap().owned().count(), 1);
         assert_eq!(rs.chain(&t, "FORWARD").unwrap().owned().count(), 1);
@@ -212,13 +217,22 @@ fn an_empty_cluster_compiles_to_the_skeleton() {
     let sets: Vec<&String> = rs.sets().keys().collect();
     assert_eq!(
         sets,
-        ["nf-iso-eg4", "nf-iso-eg6", "nf-iso-in4", "nf-iso-in6"]
+        [
+            "nf-iso-eg4",
+            "nf-iso-eg6",
+            "nf-iso-in4",
+            "nf-iso-in6",
+            "nf-podif4",
+            "nf-podif6",
+            "nf-podsrc4",
+            "nf-podsrc6"
+        ]
     );
     assert!(rs.sets().values().all(|s| s.is_empty()));
-    assert!(rs
-        .sets()
-        .values()
-        .all(|s| s.polarity == ruleset::Polarity::Restricts));
+    for (name, set) in rs.sets() {
+        let grants = name.starts_with("nf-podsrc");
+        assert_eq!(set.polarity == ruleset::Polarity::Grants, grants, "{name}");
+    }
     rs.validate().unwrap();
     // `new` gives the same skeleton, and a scope that plans all of it.
     let mut fresh = compiler(None);
@@ -546,6 +560,97 @@ fn a_shared_address_stays_while_one_pod_still_has_it() {
     assert!(c.ruleset().set("nf-iso-in4").unwrap().is_empty());
 }
 
+#[test]
+fn anti_spoofing_follows_local_pods_with_a_host_interface() {
+    let mut c = compiler(Some("n1"));
+    c.upsert_namespace(ns("a", &[]));
+    let with_iface = |name: &str, host: u8, iface: &str| {
+        let mut p = pod("a", name, &[], host);
+        p.host_interface = Some(iface.into());
+        p
+    };
+    c.upsert_pod(with_iface("p1", 1, "vp1"));
+    let mut remote = with_iface("remote", 2, "vp2");
+    remote.node_name = Some("n2".into());
+    c.upsert_pod(remote);
+    let mut v4only = with_iface("p3", 3, "vp3");
+    v4only.ipv6 = None;
+    c.upsert_pod(v4only.clone());
+    c.upsert_pod(pod("a", "plain", &[], 4));
+
+    let members = |set: &str| -> Vec<String> {
+        let mut m: Vec<String> = c
+            .ruleset()
+            .set(set)
+            .unwrap()
+            .members()
+            .map(|m| m.to_string())
+            .collect();
+        m.sort();
+        m
+    };
+    assert_eq!(
+        members("nf-podif4"),
+        [
+            "0.0.0.0/1,vp1",
+            "0.0.0.0/1,vp3",
+            "128.0.0.0/1,vp1",
+            "128.0.0.0/1,vp3"
+        ]
+    );
+    assert_eq!(members("nf-podsrc4"), ["10.244.0.1,vp1", "10.244.0.3,vp3"]);
+    assert_eq!(
+        members("nf-podif6"),
+        ["8000::/1,vp1", "8000::/1,vp3", "::/1,vp1", "::/1,vp3"]
+    );
+    // p3 has no IPv6 address: every IPv6 source on its interface is forged.
+    assert_eq!(members("nf-podsrc6"), ["fd00::1,vp1"]);
+
+    let v = |c: &Compiler, src: &str, iface: &str, ct: CtState| {
+        let mut p = Packet::tcp(src.parse().unwrap(), "192.0.2.1".parse().unwrap(), 80);
+        p.in_iface = Some(iface.into());
+        p.ct = ct;
+        verdict(c.ruleset(), Hook::Forward, &p)
+    };
+    assert_eq!(v(&c, "10.244.0.1", "vp1", CtState::NEW), Verdict::Accept);
+    assert_eq!(v(&c, "fd00::1", "vp1", CtState::NEW), Verdict::Accept);
+    // Another pod's address, or any other, from vp1: dropped, also when it
+    // would ride an established connection.
+    assert_eq!(v(&c, "10.244.0.3", "vp1", CtState::NEW), Verdict::Drop);
+    assert_eq!(
+        v(&c, "198.51.100.7", "vp1", CtState::ESTABLISHED),
+        Verdict::Drop
+    );
+    assert_eq!(v(&c, "fd00::3", "vp3", CtState::NEW), Verdict::Drop);
+    // Interfaces of no local pod are not netfence's to police.
+    assert_eq!(v(&c, "10.244.0.3", "vp2", CtState::NEW), Verdict::Accept);
+    assert_eq!(v(&c, "198.51.100.7", "eth0", CtState::NEW), Verdict::Accept);
+
+    // Pod churn touches members only: a new address, a new interface, a
+    // deletion.
+    let mut moved = v4only.clone();
+    moved.ipv4 = Some(Ipv4Addr::new(10, 244, 0, 9));
+    let p = plan_of(&c, |c| c.upsert_pod(moved.clone()));
+    assert!(members_only(&p), "{p:?}");
+    moved.host_interface = Some("vp9".into());
+    let p = plan_of(&c, |c| c.upsert_pod(moved.clone()));
+    assert!(members_only(&p), "{p:?}");
+    let p = plan_of(&c, |c| c.delete_pod(&ObjectKey::new("a", "p1")));
+    assert!(members_only(&p), "{p:?}");
+
+    // Two pods on one interface (a misconfiguration, or a pod being replaced):
+    // the halves stay while one of them is there.
+    c.upsert_pod(with_iface("p1b", 5, "vp1"));
+    c.delete_pod(&ObjectKey::new("a", "p1"));
+    assert_eq!(v(&c, "10.244.0.5", "vp1", CtState::NEW), Verdict::Accept);
+    assert_eq!(v(&c, "10.244.0.1", "vp1", CtState::NEW), Verdict::Drop);
+    c.delete_pod(&ObjectKey::new("a", "p1b"));
+    c.delete_pod(&ObjectKey::new("a", "p3"));
+    for set in ["nf-podif4", "nf-podif6", "nf-podsrc4", "nf-podsrc6"] {
+        assert!(c.ruleset().set(set).unwrap().is_empty(), "{set}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Conformance clusters under churn: every case's cluster, with each of its
 // pods relabelled, re-addressed and deleted, and each namespace relabelled.
@@ -638,6 +743,8 @@ fn arb_pod() -> impl Strategy<Value = Pod> {
         // Eight addresses for up to fifteen pods: some share one.
         (1..9u8, any::<bool>()),
         prop::sample::select(&[None, Some("n1"), Some("n2")][..]),
+        // Host interfaces, some shared, to churn the anti-spoofing sets.
+        prop::sample::select(&[None, Some("vp1"), Some("vp2"), Some("vp3")][..]),
         prop::collection::vec(
             prop::sample::select(
                 &[
@@ -650,8 +757,9 @@ fn arb_pod() -> impl Strategy<Value = Pod> {
             0..3,
         ),
     )
-        .prop_map(|(n, i, labels, (host, v6), node, ports)| {
+        .prop_map(|(n, i, labels, (host, v6), node, iface, ports)| {
             let mut p = pod(n, &format!("p{i}"), &[], host);
+            p.host_interface = iface.map(String::from);
             p.labels = labels;
             if !v6 {
                 p.ipv6 = None;

@@ -30,7 +30,7 @@ pub use model::{
 };
 pub use plan::{plan, plan_scoped, Plan, Scope, SetOp, Step};
 
-pub use netfilter::ipset::{Member, SetType};
+pub use netfilter::ipset::{IfName, Member, SetType};
 pub use netfilter::nft::{
     BaseChain, CtState, Hook, Iface, Match, Neg, Policy, PortDir, PortRange, Protocol, RejectWith,
     Rule, SetDir, Target,

@@ -18,7 +18,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use ipnet::IpNet;
-use netfilter::ipset::{Member, SetType};
+use netfilter::ipset::{IfName, Member, SetType};
 use netfilter::nft::{self, BaseChain, Match, Rule, MAX_CHAIN_NAME, MAX_SET_NAME};
 use netfilter::Family;
 use sha2::{Digest, Sha256};
@@ -310,7 +310,7 @@ pub enum Polarity {
 pub struct IpSet {
     /// Address family.
     pub family: Family,
-    /// `hash:ip` or `hash:net`.
+    /// The set type.
     pub kind: SetType,
     /// Capacity.
     pub maxelem: u32,
@@ -325,6 +325,7 @@ pub(crate) enum MemberKey {
     Ip(std::net::IpAddr),
     Net(IpNet),
     IpPort(std::net::IpAddr, u8, u16),
+    NetIface(IpNet, IfName),
 }
 
 impl MemberKey {
@@ -333,6 +334,11 @@ impl MemberKey {
             MemberKey::Ip(a) => Member::Ip(a),
             MemberKey::Net(net) => Member::Net { net, nomatch },
             MemberKey::IpPort(ip, protocol, port) => Member::IpPort { ip, protocol, port },
+            MemberKey::NetIface(net, iface) => Member::NetIface {
+                net,
+                iface,
+                nomatch,
+            },
         }
     }
 }
@@ -417,13 +423,14 @@ impl IpSet {
 
     /// Whether an address matches the set as the kernel matches it: in `hash:net`, the
     /// longest network holding the address decides, and a `nomatch` one means no. A
-    /// `hash:ip,port` set needs a port too ([`Self::matches_ip_port`]): never here.
+    /// `hash:ip,port` set needs a port too ([`Self::matches_ip_port`]), a
+    /// `hash:net,iface` set an interface ([`Self::matches_net_iface`]): never here.
     pub fn matches(&self, addr: std::net::IpAddr) -> bool {
         if Family::of_addr(&addr) != self.family {
             return false;
         }
         match self.kind {
-            SetType::HashIpPort => false,
+            SetType::HashIpPort | SetType::HashNetIface => false,
             SetType::HashIp => self.members.contains_key(&MemberKey::Ip(addr)),
             SetType::HashNet => {
                 let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -435,6 +442,39 @@ impl IpSet {
                 }) == Some(true)
             }
         }
+    }
+
+    /// Whether (address, interface) matches a `hash:net,iface` set as the kernel matches
+    /// it: prefix lengths are tried longest first, and the first length at which *some*
+    /// entry holds the address decides, even when that entry is on another interface
+    /// (then: no match). That is `mtype_test_cidrs()` stopping on its `multi` count; it
+    /// makes a `nomatch` of one interface hide shorter entries of every other interface.
+    /// A linear scan per length: this models the kernel for tests, it is not a hot path.
+    pub fn matches_net_iface(&self, addr: std::net::IpAddr, iface: &IfName) -> bool {
+        if self.kind != SetType::HashNetIface || Family::of_addr(&addr) != self.family {
+            return false;
+        }
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        for len in (0..=max).rev() {
+            let Ok(net) = IpNet::new(addr, len).map(|n| n.trunc()) else {
+                continue;
+            };
+            let mut seen = false;
+            for (k, nomatch) in &self.members {
+                if let MemberKey::NetIface(n, i) = k {
+                    if *n == net {
+                        if i == iface {
+                            return !nomatch;
+                        }
+                        seen = true;
+                    }
+                }
+            }
+            if seen {
+                return false;
+            }
+        }
+        false
     }
 
     /// Whether (address, protocol, port) matches a `hash:ip,port` set.
@@ -478,7 +518,16 @@ impl IpSet {
             (SetType::HashIpPort, Member::IpPort { ip, protocol, port }) => {
                 Ok((MemberKey::IpPort(ip, protocol, port), false))
             }
-            (SetType::HashIpPort, _) | (_, Member::IpPort { .. }) => Err(Error::invalid(
+            (
+                SetType::HashNetIface,
+                Member::NetIface {
+                    net,
+                    iface,
+                    nomatch,
+                },
+            ) => Ok((MemberKey::NetIface(net.trunc(), iface), nomatch)),
+            (SetType::HashIpPort | SetType::HashNetIface, _)
+            | (_, Member::IpPort { .. } | Member::NetIface { .. }) => Err(Error::invalid(
                 format!("member {m}"),
                 format!("does not fit a {} set", self.kind),
             )),

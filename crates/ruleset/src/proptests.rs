@@ -18,11 +18,12 @@ use crate::plan::{apply_step, plan, Plan, SetOp, Step};
 use crate::sim::{verdict, Packet, Verdict};
 
 const OWNED_CHAINS: [&str; 4] = ["nf-a", "nf-b", "nf-c", "nf-d"];
-const SETS: [(&str, Family, SetType); 4] = [
+const SETS: [(&str, Family, SetType); 5] = [
     ("nf-s1", Family::Ipv4, SetType::HashIp),
     ("nf-s2", Family::Ipv4, SetType::HashNet),
     ("nf-s3", Family::Ipv6, SetType::HashIp),
     ("nf-s4", Family::Ipv4, SetType::HashIpPort),
+    ("nf-s5", Family::Ipv4, SetType::HashNetIface),
 ];
 
 fn fwd() -> Option<BaseChain> {
@@ -57,6 +58,14 @@ fn member(family: Family, kind: SetType, n: u8) -> Member {
                 nomatch: n % 5 == 0,
             }
         }
+        SetType::HashNetIface => {
+            let len = [32u8, 24, 16][n as usize % 3];
+            Member::NetIface {
+                net: ipnet::IpNet::new(a, len).unwrap().trunc(),
+                iface: netfilter::ipset::IfName::new(["p0", "p1"][n as usize % 2]).unwrap(),
+                nomatch: n % 5 == 0,
+            }
+        }
     }
 }
 
@@ -68,7 +77,7 @@ struct Shape {
     /// Rules per (table, chain index; 4 = FORWARD): (kind, argument) pairs.
     rules: Vec<(usize, usize, u8, u8)>,
     /// Which sets exist, their members, their polarity.
-    sets: [(bool, Vec<u8>, bool); 4],
+    sets: [(bool, Vec<u8>, bool); 5],
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
@@ -79,7 +88,7 @@ fn shape() -> impl Strategy<Value = Shape> {
         prop::collection::vec(0u8..12, 0..6),
         any::<bool>(),
     );
-    let sets = [set.clone(), set.clone(), set.clone(), set];
+    let sets = [set.clone(), set.clone(), set.clone(), set.clone(), set];
     (chains, rules, sets).prop_map(|(chains, rules, sets)| Shape {
         chains,
         rules,
@@ -153,12 +162,13 @@ fn build(s: &Shape) -> Ruleset {
             });
         }
         if kind == 6 || kind == 7 {
-            let (name, family, set_kind) = SETS[arg as usize % 4];
-            if family != t.family || !s.sets[arg as usize % 4].0 {
+            let (name, family, set_kind) = SETS[arg as usize % SETS.len()];
+            if family != t.family || !s.sets[arg as usize % SETS.len()].0 {
                 continue;
             }
-            // A hash:ip,port set is looked up with an address and a port.
-            let dirs = if set_kind == SetType::HashIpPort {
+            // A hash:ip,port set is looked up with an address and a port, a
+            // hash:net,iface set with an address and an interface.
+            let dirs = if set_kind.dimension() == 2 {
                 vec![SetDir::Src, SetDir::Src]
             } else {
                 vec![SetDir::Src]
@@ -614,7 +624,9 @@ fn probes() -> Vec<Packet> {
     for s in 0..6 {
         for d in 0..6 {
             for port in 80..83 {
-                out.push(Packet::tcp(addr(s), addr(d), port));
+                let mut p = Packet::tcp(addr(s), addr(d), port);
+                p.in_iface = Some(format!("p{}", (s + d) % 3));
+                out.push(p);
             }
         }
     }

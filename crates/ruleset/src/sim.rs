@@ -7,6 +7,7 @@
 
 use std::net::IpAddr;
 
+use netfilter::ipset::{IfName, SetType};
 use netfilter::nft::{Hook, Iface, Match, Neg, Policy, Protocol, Rule, SetDir, Target};
 use netfilter::Family;
 
@@ -199,9 +200,23 @@ pub fn matches(rs: &Ruleset, rule: &Rule, pkt: &Packet, mark: u32) -> bool {
                     Some(SetDir::Dst) => pkt.dst,
                     _ => pkt.src,
                 };
-                // A second dimension is the port of a hash:ip,port set (with the protocol).
+                // A second dimension is the port of a hash:ip,port set (with the protocol)
+                // or the interface of a hash:net,iface set: `src` the one the packet came
+                // in on, `dst` the one it leaves by. A hook without that interface makes
+                // the kernel's lookup fail (-EINVAL), which is no match.
                 let hit = rs.set(name).is_some_and(|s| match dirs.get(1) {
                     None => s.matches(addr),
+                    Some(d) if s.kind == SetType::HashNetIface => {
+                        let iface = if *d == SetDir::Src {
+                            &pkt.in_iface
+                        } else {
+                            &pkt.out_iface
+                        };
+                        iface
+                            .as_deref()
+                            .and_then(|i| IfName::new(i).ok())
+                            .is_some_and(|i| s.matches_net_iface(addr, &i))
+                    }
                     Some(d) => {
                         let port = if *d == SetDir::Dst {
                             pkt.dport
@@ -232,7 +247,7 @@ pub fn matches(rs: &Ruleset, rule: &Rule, pkt: &Packet, mark: u32) -> bool {
 mod tests {
     use super::*;
     use crate::model::{IpSet, Polarity};
-    use netfilter::ipset::{Member, SetType};
+    use netfilter::ipset::Member;
     use netfilter::nft::{BaseChain, CtState};
 
     fn base(hook: Hook, policy: Policy) -> Option<BaseChain> {
@@ -349,5 +364,63 @@ mod tests {
         assert_eq!(v("10.0.0.2", 8081, Protocol::Tcp), Verdict::Drop);
         assert_eq!(v("10.0.0.2", 8080, Protocol::Udp), Verdict::Drop);
         assert_eq!(v("10.0.0.3", 8080, Protocol::Tcp), Verdict::Drop);
+    }
+
+    #[test]
+    fn net_iface_sets_match_the_source_on_its_incoming_interface() {
+        let t = TableId::filter(Family::Ipv4);
+        let mut rs = Ruleset::default();
+        rs.add_chain(&t, "FORWARD", base(Hook::Forward, Policy::Accept))
+            .unwrap();
+        let mut spoof = IpSet::new(Family::Ipv4, SetType::HashNetIface, Polarity::Restricts);
+        let pod = IfName::new("vpod").unwrap();
+        for (net, nomatch) in [
+            ("0.0.0.0/1", false),
+            ("128.0.0.0/1", false),
+            ("10.0.0.5/32", true),
+        ] {
+            spoof
+                .insert(Member::NetIface {
+                    net: net.parse().unwrap(),
+                    iface: pod,
+                    nomatch,
+                })
+                .unwrap();
+        }
+        assert!(spoof
+            .insert(Member::Ip("10.0.0.3".parse().unwrap()))
+            .is_err());
+        rs.add_set("nf-spoof4", spoof).unwrap();
+        let mut r = Rule::new(Target::Drop);
+        r.matches.push(Match::Set {
+            negate: false,
+            name: "nf-spoof4".into(),
+            dirs: vec![SetDir::Src, SetDir::Src],
+        });
+        rs.push_rule(&t, "FORWARD", r).unwrap();
+        let v = |src: &str, iface: Option<&str>| {
+            let mut pk = Packet::tcp(src.parse().unwrap(), "10.0.1.1".parse().unwrap(), 80);
+            pk.in_iface = iface.map(str::to_owned);
+            verdict(&rs, Hook::Forward, &pk)
+        };
+        assert_eq!(v("10.0.0.5", Some("vpod")), Verdict::Accept);
+        assert_eq!(v("10.0.0.6", Some("vpod")), Verdict::Drop);
+        assert_eq!(v("192.0.2.1", Some("vpod")), Verdict::Drop);
+        assert_eq!(v("10.0.0.6", Some("eth0")), Verdict::Accept);
+        assert_eq!(v("10.0.0.6", None), Verdict::Accept);
+
+        // The kernel's quirk, modelled: 10.0.0.6/32 on another interface ends the search
+        // at /32, so vpod's /1 no longer catches 10.0.0.6.
+        rs.set_mut("nf-spoof4")
+            .unwrap()
+            .insert(Member::NetIface {
+                net: "10.0.0.6/32".parse().unwrap(),
+                iface: IfName::new("other").unwrap(),
+                nomatch: true,
+            })
+            .unwrap();
+        let mut pk = Packet::tcp("10.0.0.6".parse().unwrap(), "10.0.1.1".parse().unwrap(), 80);
+        pk.in_iface = Some("vpod".into());
+        assert_eq!(verdict(&rs, Hook::Forward, &pk), Verdict::Accept);
     }
 }

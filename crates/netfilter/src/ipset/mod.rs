@@ -1,5 +1,5 @@
-//! The ipset netlink protocol, spoken directly: `hash:ip`, `hash:net` and `hash:ip,port`
-//! sets, IPv4 and IPv6, with many elements per message.
+//! The ipset netlink protocol, spoken directly: `hash:ip`, `hash:net`, `hash:ip,port` and
+//! `hash:net,iface` sets, IPv4 and IPv6, with many elements per message.
 //!
 //! [`Ipset`] is the handle: it owns a [`NetlinkSocket`] in some network namespace and
 //! agrees on the protocol once (7, or 6 on kernels that only speak 6). [`wire`] holds the
@@ -38,6 +38,10 @@ pub enum SetType {
     /// different number per pod, so one rule matches them all through
     /// `--match-set S dst,dst` instead of one rule per distinct port.
     HashIpPort,
+    /// `hash:net,iface`: (network, interface) pairs, optionally `nomatch`. Matched
+    /// `src,src` it asks "did this source address arrive on that interface", which is
+    /// what anti-spoofing needs: one rule for every pod interface.
+    HashNetIface,
 }
 
 impl SetType {
@@ -47,6 +51,7 @@ impl SetType {
             Self::HashIp => "hash:ip",
             Self::HashNet => "hash:net",
             Self::HashIpPort => "hash:ip,port",
+            Self::HashNetIface => "hash:net,iface",
         }
     }
 
@@ -56,20 +61,24 @@ impl SetType {
             "hash:ip" => Some(Self::HashIp),
             "hash:net" => Some(Self::HashNet),
             "hash:ip,port" => Some(Self::HashIpPort),
+            "hash:net,iface" => Some(Self::HashNetIface),
             _ => None,
         }
     }
 
     /// The newest revision ipset 7.17 creates (the last `ipset_type` registered by its
-    /// `lib/ipset_hash_ip.c`, `ipset_hash_net.c` and `ipset_hash_ipport.c`): hash:ip 6
-    /// (bitmask), hash:net 7 (bucketsize, initval), hash:ip,port 7 (netmask and bitmask;
-    /// also the kernel's `IPSET_TYPE_REV_MAX` in `ip_set_hash_ipport.c`). A newer
-    /// revision would make `ipset list` refuse the set as unknown to the tool.
+    /// `lib/ipset_hash_ip.c`, `ipset_hash_net.c`, `ipset_hash_ipport.c` and
+    /// `ipset_hash_netiface.c`): hash:ip 6 (bitmask), hash:net 7 (bucketsize, initval),
+    /// hash:ip,port 7 (netmask and bitmask; also the kernel's `IPSET_TYPE_REV_MAX` in
+    /// `ip_set_hash_ipport.c`), hash:net,iface 8 (bucketsize, initval; what
+    /// `ipset create` makes on kernel 6.18). A newer revision would make `ipset list`
+    /// refuse the set as unknown to the tool.
     pub const fn known_revision(self) -> u8 {
         match self {
             Self::HashIp => 6,
             Self::HashNet => 7,
             Self::HashIpPort => 7,
+            Self::HashNetIface => 8,
         }
     }
 
@@ -79,7 +88,7 @@ impl SetType {
     pub const fn dimension(self) -> usize {
         match self {
             Self::HashIp | Self::HashNet => 1,
-            Self::HashIpPort => 2,
+            Self::HashIpPort | Self::HashNetIface => 2,
         }
     }
 
@@ -93,6 +102,7 @@ impl SetType {
             (Self::HashIp, Member::Ip(_))
                 | (Self::HashNet, Member::Net { .. })
                 | (Self::HashIpPort, Member::IpPort { .. })
+                | (Self::HashNetIface, Member::NetIface { .. })
         )
     }
 }
@@ -103,12 +113,115 @@ impl fmt::Display for SetType {
     }
 }
 
+/// A network interface name as the kernel keeps it: 1 to 15 bytes (`IFNAMSIZ` - 1), not
+/// `.` or `..`, without `/`, `:`, NUL or whitespace (`dev_valid_name()`). `Copy`, so that
+/// [`Member`] stays `Copy`; ordered and compared as the string.
+#[derive(Clone, Copy)]
+pub struct IfName {
+    len: u8,
+    bytes: [u8; IfName::MAX],
+}
+
+impl IfName {
+    /// The longest name: `IFNAMSIZ` (16) less the NUL.
+    pub const MAX: usize = 15;
+
+    /// Checks `name` as the kernel would before it names a device.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] saying what is wrong with the name.
+    pub fn new(name: &str) -> Result<Self, Error> {
+        if let Err(why) = Self::check(name) {
+            return Err(Error::invalid(format!("interface name {name:?}"), why));
+        }
+        let mut bytes = [0; Self::MAX];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(Self {
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The rule `name` breaks, if any; for callers with error types of their own.
+    pub fn check(name: &str) -> Result<(), &'static str> {
+        if name.is_empty() {
+            return Err("must not be empty");
+        }
+        if name.len() > Self::MAX {
+            return Err("must be at most 15 bytes (IFNAMSIZ)");
+        }
+        if name == "." || name == ".." {
+            return Err("must not be '.' or '..'");
+        }
+        if name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+        {
+            return Err("must not contain '/', ':', NUL or whitespace");
+        }
+        Ok(())
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        // Built from a &str in `new` and never changed: always UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl PartialEq for IfName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for IfName {}
+
+impl std::hash::Hash for IfName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for IfName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for IfName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl fmt::Debug for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for IfName {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::new(s)
+    }
+}
+
 /// One element of a set.
 ///
 /// A batch holds one kind only: addresses for `hash:ip` (a `hash:net` set takes them too,
 /// as host networks), networks for `hash:net`, address-protocol-port entries for
-/// `hash:ip,port`. An element of the wrong kind is refused by the kernel rather than read
-/// as an address range (see [`wire::encode_adt`]).
+/// `hash:ip,port`, network-interface pairs for `hash:net,iface`. An element of the wrong
+/// kind is refused by the kernel rather than read as an address range (see
+/// [`wire::encode_adt`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Member {
     /// A host address.
@@ -132,6 +245,17 @@ pub enum Member {
         protocol: u8,
         /// The port, in host order.
         port: u16,
+    },
+    /// A `hash:net,iface` entry: `net` seen on interface `iface` (the incoming one when
+    /// matched `src,src`). `nomatch` makes it an exception, as for [`Member::Net`]; the
+    /// longest prefix among the entries of the same interface decides.
+    NetIface {
+        /// The network; host bits are masked off when sent.
+        net: IpNet,
+        /// The interface.
+        iface: IfName,
+        /// `IPSET_FLAG_NOMATCH`.
+        nomatch: bool,
     },
 }
 
@@ -196,6 +320,15 @@ impl Member {
         Self::ip_port(ip, IPPROTO_UDP, port)
     }
 
+    /// A `hash:net,iface` entry that matches.
+    pub const fn net_iface(net: IpNet, iface: IfName) -> Self {
+        Self::NetIface {
+            net,
+            iface,
+            nomatch: false,
+        }
+    }
+
     /// An SCTP `hash:ip,port` entry.
     pub const fn sctp(ip: IpAddr, port: u16) -> Self {
         Self::ip_port(ip, IPPROTO_SCTP, port)
@@ -205,7 +338,7 @@ impl Member {
     pub fn family(&self) -> Family {
         match self {
             Self::Ip(a) | Self::IpPort { ip: a, .. } => Family::of_addr(a),
-            Self::Net { net, .. } => Family::of(net),
+            Self::Net { net, .. } | Self::NetIface { net, .. } => Family::of(net),
         }
     }
 
@@ -216,6 +349,7 @@ impl Member {
             Self::Ip(_) => SetType::HashIp,
             Self::Net { .. } => SetType::HashNet,
             Self::IpPort { .. } => SetType::HashIpPort,
+            Self::NetIface { .. } => SetType::HashNetIface,
         }
     }
 }
@@ -233,8 +367,9 @@ impl From<IpNet> for Member {
 }
 
 /// As `ipset list` prints it (and `ipset add` reads it): `10.0.0.1`, `10.0.0.0/8`,
-/// `10.1.0.0/16 nomatch`, a host-length network without its prefix, and `10.0.0.1,tcp:80`,
-/// `fd00::1,udp:53`, `10.0.0.1,sctp:9` (IPv6 without brackets).
+/// `10.1.0.0/16 nomatch`, a host-length network without its prefix, `10.0.0.1,tcp:80`,
+/// `fd00::1,udp:53`, `10.0.0.1,sctp:9` (IPv6 without brackets), and `0.0.0.0/1,veth0`,
+/// `10.0.0.5,veth0 nomatch`.
 ///
 /// Entries netfence can't write print close to, but not exactly as, the tool does: an ICMP
 /// "port" as `icmp:8/0` where the tool names it (`icmp:echo-request`), and protocols
@@ -244,12 +379,19 @@ impl fmt::Display for Member {
         match self {
             Self::Ip(a) => write!(f, "{a}"),
             Self::Net { net, nomatch } => {
-                let net = net.trunc();
-                if net.prefix_len() == net.max_prefix_len() {
-                    write!(f, "{}", net.addr())?;
-                } else {
-                    write!(f, "{net}")?;
+                write_net(f, net)?;
+                if *nomatch {
+                    f.write_str(" nomatch")?;
                 }
+                Ok(())
+            }
+            Self::NetIface {
+                net,
+                iface,
+                nomatch,
+            } => {
+                write_net(f, net)?;
+                write!(f, ",{iface}")?;
                 if *nomatch {
                     f.write_str(" nomatch")?;
                 }
@@ -269,6 +411,16 @@ impl fmt::Display for Member {
                 }
             }
         }
+    }
+}
+
+/// A network as `ipset` prints it: truncated, and a host network without its prefix.
+fn write_net(f: &mut fmt::Formatter<'_>, net: &IpNet) -> fmt::Result {
+    let net = net.trunc();
+    if net.prefix_len() == net.max_prefix_len() {
+        write!(f, "{}", net.addr())
+    } else {
+        write!(f, "{net}")
     }
 }
 
@@ -973,7 +1125,12 @@ mod tests {
 
     #[test]
     fn set_types_and_members_agree() {
-        for ty in [SetType::HashIp, SetType::HashNet, SetType::HashIpPort] {
+        for ty in [
+            SetType::HashIp,
+            SetType::HashNet,
+            SetType::HashIpPort,
+            SetType::HashNetIface,
+        ] {
             assert_eq!(SetType::from_name(ty.name()), Some(ty));
         }
         assert_eq!(SetType::HashIpPort.to_string(), "hash:ip,port");
@@ -1072,5 +1229,41 @@ mod tests {
         assert_eq!(sets.len(), 2);
         assert_eq!(sets[0].members, vec![ip("10.0.0.1"), ip("10.0.0.2")]);
         assert!(sets[1].members.is_empty());
+    }
+
+    #[test]
+    fn interface_names_follow_the_kernel_rules() {
+        for good in ["eth0", "cali0123456789a", "veth-pod.1", "x"] {
+            assert_eq!(IfName::new(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "cali0123456789ab",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\0",
+        ] {
+            let e = IfName::new(bad).unwrap_err().to_string();
+            assert!(e.contains("interface name"), "{bad:?}: {e}");
+        }
+        let (a, b) = (IfName::new("eth1").unwrap(), IfName::new("eth10").unwrap());
+        assert!(a < b && a != b && a == "eth1".parse().unwrap());
+        let m = Member::NetIface {
+            net: "10.0.0.5/32".parse().unwrap(),
+            iface: a,
+            nomatch: true,
+        };
+        assert_eq!(m.to_string(), "10.0.0.5,eth1 nomatch");
+        assert_eq!(
+            Member::net_iface("10.1.2.3/1".parse().unwrap(), b).to_string(),
+            "0.0.0.0/1,eth10"
+        );
+        assert_eq!(m.set_type(), SetType::HashNetIface);
+        assert!(SetType::HashNetIface.accepts(&m));
+        assert!(!SetType::HashNet.accepts(&m));
+        assert_eq!(SetType::HashNetIface.dimension(), 2);
     }
 }

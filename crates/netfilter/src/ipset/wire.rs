@@ -21,7 +21,7 @@ use std::ops::Range;
 use ipnet::IpNet;
 use ipset_sys as sys;
 
-use super::{protocol_has_ports, Exist, Family, Member, SetHeader, SetType};
+use super::{protocol_has_ports, Exist, Family, IfName, Member, SetHeader, SetType};
 use crate::error::Error;
 use crate::nl::{
     self, Msg, MsgWriter, NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
@@ -60,6 +60,7 @@ const ATTR_IP: u16 = sys::IPSET_ATTR_IP as u16;
 const ATTR_CIDR: u16 = sys::IPSET_ATTR_CIDR as u16;
 const ATTR_PORT: u16 = sys::IPSET_ATTR_PORT as u16;
 const ATTR_PROTO: u16 = sys::IPSET_ATTR_PROTO as u16;
+const ATTR_IFACE: u16 = sys::IPSET_ATTR_IFACE as u16;
 const ATTR_CADT_FLAGS: u16 = sys::IPSET_ATTR_CADT_FLAGS as u16;
 const ATTR_CADT_LINENO: u16 = sys::IPSET_ATTR_CADT_LINENO as u16;
 const ATTR_INITVAL: u16 = sys::IPSET_ATTR_INITVAL as u16;
@@ -218,7 +219,7 @@ pub fn check_member(m: &Member) -> Option<String> {
         Member::Ip(a) | Member::IpPort { ip: a, .. } if a.is_unspecified() => {
             Some("an all-zero address cannot be stored in a hash set".into())
         }
-        Member::Net { net, .. } if net.prefix_len() == 0 => {
+        Member::Net { net, .. } | Member::NetIface { net, .. } if net.prefix_len() == 0 => {
             Some("a /0 network is not allowed in ipset".into())
         }
         Member::IpPort { protocol, .. } if !protocol_has_ports(*protocol) => Some(format!(
@@ -441,8 +442,9 @@ fn put_ip(w: &mut MsgWriter, addr: IpAddr) -> Result<(), Error> {
 }
 
 /// The element attributes inside one `IPSET_ATTR_DATA`, in the tool's order: IP, CIDR,
-/// CADT_FLAGS for a network; IP, PORT, PROTO for a `hash:ip,port` entry; then (ADD/DEL
-/// only) LINENO.
+/// CADT_FLAGS for a network; IP, PORT, PROTO for a `hash:ip,port` entry; IP, CIDR,
+/// CADT_FLAGS, IFACE (a NUL-terminated string) for a `hash:net,iface` entry; then
+/// (ADD/DEL only) LINENO.
 ///
 /// A network always carries `IPSET_ATTR_CADT_FLAGS`, 0 when not `nomatch` (the tool
 /// leaves it out then). The kernel treats 0 as absent in `hash:net`, but `hash:ip` has no
@@ -466,6 +468,17 @@ fn put_member(w: &mut MsgWriter, m: &Member, lineno: Option<u32>) -> Result<(), 
             w.attr_u16_be(ATTR_PORT | NLA_F_NET_BYTEORDER, port);
             w.attr_u8(ATTR_PROTO, protocol);
         }
+        Member::NetIface {
+            net,
+            iface,
+            nomatch,
+        } => {
+            let net = net.trunc();
+            put_ip(w, net.addr())?;
+            w.attr_u8(ATTR_CIDR, net.prefix_len());
+            be32(w, ATTR_CADT_FLAGS, if nomatch { FLAG_NOMATCH } else { 0 });
+            w.attr_strz(ATTR_IFACE, iface.as_str())?;
+        }
     }
     if let Some(l) = lineno {
         be32(w, ATTR_CADT_LINENO, l);
@@ -483,6 +496,14 @@ pub fn adt_element_len(m: &Member) -> usize {
         Member::Net { net, .. } => ip(&net.addr()) + (HDR + 4) + (HDR + 4),
         // PORT is a u16 and PROTO a u8, each padded to 4.
         Member::IpPort { ip: a, .. } => ip(a) + (HDR + 4) + (HDR + 4),
+        // IFACE is the name and its NUL, padded to 4.
+        Member::NetIface { net, iface, .. } => {
+            ip(&net.addr())
+                + (HDR + 4)
+                + (HDR + 4)
+                + HDR
+                + (iface.as_str().len() + 1).div_ceil(4) * 4
+        }
     };
     // DATA nest header + body + LINENO.
     HDR + body + HDR + 4
@@ -728,9 +749,10 @@ pub struct ListChunk {
 /// Decodes one message of a LIST/SAVE dump.
 ///
 /// Members are told apart by shape, which is exact for the three types netfence speaks:
-/// `hash:net` lists every element with `IPSET_ATTR_CIDR`, `hash:ip,port` with
-/// `IPSET_ATTR_PORT` and `IPSET_ATTR_PROTO` (`hash_ipport4_data_list()`), `hash:ip` with
-/// neither. Elements of other types are decoded on the same rule and should not be
+/// `hash:net` lists every element with `IPSET_ATTR_CIDR`, `hash:net,iface` with
+/// `IPSET_ATTR_CIDR` and `IPSET_ATTR_IFACE` (`hash_netiface4_data_list()`), `hash:ip,port`
+/// with `IPSET_ATTR_PORT` and `IPSET_ATTR_PROTO` (`hash_ipport4_data_list()`), `hash:ip`
+/// with none of them. Elements of other types are decoded on the same rule and should not be
 /// trusted.
 ///
 /// # Errors
@@ -829,7 +851,7 @@ fn decode_ip(data: &[u8]) -> Result<IpAddr, Error> {
 
 fn decode_member(data: &[u8]) -> Result<Option<Member>, Error> {
     let (mut ip, mut cidr, mut flags) = (None, None, 0u32);
-    let (mut port, mut proto) = (None, None);
+    let (mut port, mut proto, mut iface) = (None, None, None);
     for a in nl::attrs(data) {
         let a = a?;
         match a.ty {
@@ -838,12 +860,24 @@ fn decode_member(data: &[u8]) -> Result<Option<Member>, Error> {
             ATTR_CADT_FLAGS => flags = a.u32_be()?,
             ATTR_PORT => port = Some(a.u16_be()?),
             ATTR_PROTO => proto = Some(a.u8()?),
+            ATTR_IFACE => iface = Some(a.str()?),
             _ => {}
         }
     }
     let Some(ip) = ip else {
         return Ok(None);
     };
+    if let Some(name) = iface {
+        let len =
+            cidr.ok_or_else(|| Error::malformed("IPSET_ATTR_IFACE without IPSET_ATTR_CIDR"))?;
+        return Ok(Some(Member::NetIface {
+            net: IpNet::new(ip, len)
+                .map_err(|_| Error::malformed(format!("prefix /{len} too long for {ip}")))?,
+            iface: IfName::new(name)
+                .map_err(|e| Error::malformed(format!("listed interface: {e}")))?,
+            nomatch: flags & FLAG_NOMATCH != 0,
+        }));
+    }
     Ok(Some(match (cidr, port) {
         (None, None) => Member::Ip(ip),
         (None, Some(port)) => Member::IpPort {
@@ -1612,6 +1646,75 @@ mod tests {
                 &[proto7(), a(3, b"hash:ip,port\0"), a(5, &[2])].concat()
             )
         );
+    }
+
+    #[test]
+    fn adt_hash_net_iface_matches_ipset_restore() {
+        // printf 'add x 0.0.0.0/1,veth0 nomatch\nadd x 10.0.0.7,veth12\n' | ipset restore
+        // The first element is byte for byte the tool's: IP nest, CIDR, CADT_FLAGS
+        // (NOMATCH), IFACE ("veth0\0" padded to 8), LINENO. For the second the tool leaves
+        // out CIDR 32 and the zero flags; netfence always sends both, which the kernel reads
+        // the same way (hash:net,iface has CADT_FLAGS in its element policy).
+        let adt = a(
+            0x8008,
+            b"\x34\x00\x07\x80\x0c\x00\x01\x80\x08\x00\x01\x40\x00\x00\x00\x00\x05\x00\x03\x00\
+              \x01\x00\x00\x00\x08\x00\x08\x40\x00\x00\x00\x04\x0a\x00\x17\x00\x76\x65\x74\x68\
+              \x30\x00\x00\x00\x08\x00\x09\x40\x00\x00\x00\x01\
+              \x34\x00\x07\x80\x0c\x00\x01\x80\x08\x00\x01\x40\x0a\x00\x00\x07\x05\x00\x03\x00\
+              \x20\x00\x00\x00\x08\x00\x08\x40\x00\x00\x00\x00\x0b\x00\x17\x00\x76\x65\x74\x68\
+              \x31\x32\x00\x00\x08\x00\x09\x40\x00\x00\x00\x02",
+        );
+        let attrs = [proto7(), a(2, b"x\0"), a(0x4009, &[0, 0, 0, 1]), adt].concat();
+        let iface = |s: &str| IfName::new(s).unwrap();
+        let members = [
+            Member::NetIface {
+                net: "0.0.0.0/1".parse().unwrap(),
+                iface: iface("veth0"),
+                nomatch: true,
+            },
+            Member::net_iface("10.0.0.7/32".parse().unwrap(), iface("veth12")),
+        ];
+        let got = encode_adt(REQ, Adt::Add, "x", &members, 1, Exist::Fail).unwrap();
+        assert_eq!(got, msg(9, REQUEST_ACK | 0x200, &attrs));
+        assert_eq!(
+            members.iter().map(adt_element_len).sum::<usize>() + 4,
+            0x6c,
+            "the ADT nest's length"
+        );
+        // Host bits are masked as the kernel would: 10.0.0.0/1 is 0.0.0.0/1.
+        let masked = Member::NetIface {
+            net: "10.0.0.0/1".parse().unwrap(),
+            iface: iface("veth0"),
+            nomatch: true,
+        };
+        assert_eq!(
+            encode_adt(REQ, Adt::Add, "x", &[masked, members[1]], 1, Exist::Fail).unwrap(),
+            got
+        );
+        // And what the kernel lists decodes to the members (IP, CIDR, IFACE, FLAGS order
+        // of hash_netiface6_data_list(), flags only when set).
+        let data = [
+            a(
+                0x8001,
+                &a(
+                    0x4002,
+                    &"8000::".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+                ),
+            ),
+            a(3, &[1]),
+            a(0x17, b"eth0\0"),
+        ]
+        .concat();
+        assert_eq!(
+            decode_member(&data).unwrap(),
+            Some(Member::net_iface(
+                "8000::/1".parse().unwrap(),
+                iface("eth0")
+            ))
+        );
+        // An interface without a prefix is malformed, not a panic.
+        let data = [a(0x8001, &a(0x4001, &[10, 0, 0, 1])), a(0x17, b"eth0\0")].concat();
+        assert!(decode_member(&data).is_err());
     }
 
     #[test]
