@@ -64,6 +64,16 @@ fn net_iface_sets_list_test_and_save_as_the_tool_does() {
         assert_eq!(l.header.revision, 8);
         assert_eq!(&l.members.iter().copied().collect::<BTreeSet<_>>(), want);
     }
+    // The header-only dump says the same sizes.
+    let headers = ips.headers().unwrap();
+    assert_eq!(
+        headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.entries))
+            .collect::<Vec<_>>(),
+        [("nf-spoof4", 7), ("nf-spoof6", 3)]
+    );
+    assert_eq!(headers[0], ours[0].header);
     let tool = normalize_list(&sb.sh("ipset", &["list"]));
     let mine: Vec<String> = ours.iter().map(render_list).collect();
     assert_eq!(mine, tool);

@@ -20,6 +20,11 @@
 //!                -j MARK --set-xmark IA/IA                (one line per peer x port entry)
 //! ```
 //!
+//! `FORWARD` is the default hook point; [`CompilerConfig::hooks`] may add
+//! `INPUT` (pod-to-node traffic meets egress policies and anti-spoofing) and
+//! `OUTPUT` (node-to-pod traffic meets ingress policies), each with the same
+//! one jump.
+//!
 //! Falling off `nf-fw` returns to `FORWARD`: netfence only ever drops, and
 //! never accepts traffic on behalf of rules that come after it. (Replies of
 //! established connections therefore `RETURN` rather than `ACCEPT`: same
@@ -122,6 +127,9 @@ pub struct CompilerConfig {
     pub ingress_mark: u32,
     /// Packet mark bits that say "some egress rule allowed this packet".
     pub egress_mark: u32,
+    /// The built-in `filter` chains that jump to `nf-fw`: `Forward` (the
+    /// default, pod-to-pod and pod-to-world traffic), `Input`, `Output`.
+    pub hooks: Vec<Hook>,
 }
 
 impl Default for CompilerConfig {
@@ -132,6 +140,7 @@ impl Default for CompilerConfig {
             node: None,
             ingress_mark: 0x10000,
             egress_mark: 0x20000,
+            hooks: vec![Hook::Forward],
         }
     }
 }
@@ -160,6 +169,20 @@ impl CompilerConfig {
         }
         if self.node.as_deref() == Some("") {
             return bad("node", "empty node name (use None for every pod)".into());
+        }
+        if self.hooks.is_empty() {
+            return bad("hooks", "no hook point: nothing would be enforced".into());
+        }
+        for (i, h) in self.hooks.iter().enumerate() {
+            if hook_chain(*h).is_none() {
+                return bad(
+                    "hooks",
+                    format!("{h:?} has no filter chain; use Input, Forward or Output"),
+                );
+            }
+            if self.hooks[..i].contains(h) {
+                return bad("hooks", format!("{h:?} listed twice"));
+            }
         }
         if self.ingress_mark == 0 {
             return bad("ingress_mark", "must have at least one bit".into());
@@ -402,7 +425,15 @@ pub struct Compiler {
     policies: BTreeMap<ObjectKey, PolicyState>,
 }
 
-const FORWARD: &str = "FORWARD";
+/// The built-in `filter` chain of a hook, for the hooks netfence can use.
+fn hook_chain(h: Hook) -> Option<&'static str> {
+    match h {
+        Hook::Input => Some("INPUT"),
+        Hook::Forward => Some("FORWARD"),
+        Hook::Output => Some("OUTPUT"),
+        Hook::Prerouting | Hook::Postrouting => None,
+    }
+}
 
 impl Compiler {
     /// A compiler for an empty cluster: its ruleset is the skeleton (the
@@ -488,7 +519,9 @@ impl Compiler {
             scope.chain(t, c);
         }
         for (_, t) in fresh.tables() {
-            scope.chain(&t, FORWARD);
+            for chain in fresh.hook_chains() {
+                scope.chain(&t, chain);
+            }
         }
         for s in old_sets.iter().chain(fresh.rs.sets().keys()) {
             scope.set(s);
@@ -558,6 +591,10 @@ impl Compiler {
             .map(|&f| (f, TableId::filter(nf_family(f))))
     }
 
+    fn hook_chains(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.config.hooks.iter().filter_map(|h| hook_chain(*h))
+    }
+
     fn fw(&self) -> String {
         self.rs.chain_name("fw")
     }
@@ -580,15 +617,20 @@ impl Compiler {
         let fw = self.fw();
         let tables: Vec<_> = self.tables().collect();
         let both = self.config.ingress_mark | self.config.egress_mark;
+        let hooks = self.config.hooks.clone();
         for (f, t) in tables {
-            let fwd = BaseChain {
-                hook: Hook::Forward,
-                priority: 0,
-                policy: ruleset::Policy::Accept,
-            };
-            self.rs.add_chain(&t, FORWARD, Some(fwd))?;
-            self.rs
-                .push_rule(&t, FORWARD, NftRule::new(Target::Jump(fw.clone())))?;
+            for hook in &hooks {
+                let chain = hook_chain(*hook).expect("validated hook");
+                let base = BaseChain {
+                    hook: *hook,
+                    priority: 0,
+                    policy: ruleset::Policy::Accept,
+                };
+                self.rs.add_chain(&t, chain, Some(base))?;
+                self.rs
+                    .push_rule(&t, chain, NftRule::new(Target::Jump(fw.clone())))?;
+                self.scope.chain(&t, chain);
+            }
             self.rs.add_chain(&t, &fw, None)?;
             let mut spoofed = NftRule::new(Target::Drop);
             for key in [SetKey::PodIfaces(f), SetKey::PodSources(f)] {
@@ -663,7 +705,6 @@ impl Compiler {
                 });
                 self.rs.push_rule(&t, &fw, r)?;
             }
-            self.scope.chain(&t, FORWARD);
             self.scope.chain(&t, &fw);
         }
         self.rewrite_dispatch(None)

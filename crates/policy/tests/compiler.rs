@@ -169,6 +169,27 @@ fn config_is_validated_field_by_field() {
         },
         "egress_mark",
     );
+    bad(
+        CompilerConfig {
+            hooks: vec![],
+            ..d()
+        },
+        "hooks",
+    );
+    bad(
+        CompilerConfig {
+            hooks: vec![Hook::Prerouting],
+            ..d()
+        },
+        "hooks",
+    );
+    bad(
+        CompilerConfig {
+            hooks: vec![Hook::Forward, Hook::Input, Hook::Forward],
+            ..d()
+        },
+        "hooks",
+    );
     // Multi-bit marks that share nothing are fine, and so is one family.
     Compiler::new(CompilerConfig {
         ingress_mark: 0x3,
@@ -176,8 +197,37 @@ fn config_is_validated_field_by_field() {
         families: vec![Family::Ipv6],
         prefix: "nfx-".into(),
         node: Some("n1".into()),
+        hooks: vec![Hook::Output],
     })
     .unwrap();
+}
+
+#[test]
+fn every_hook_point_jumps_to_the_same_chain() {
+    let mut c = Compiler::new(CompilerConfig {
+        hooks: vec![Hook::Forward, Hook::Input, Hook::Output],
+        ..CompilerConfig::default()
+    })
+    .unwrap();
+    c.upsert_namespace(ns("a", &[]));
+    c.upsert_pod(pod("a", "p", &[], 1));
+    c.upsert_policy(deny_ingress("a", "deny", "")).unwrap();
+    let text = ruleset::render::iptables_save(c.ruleset(), ruleset::Family::Ipv4);
+    for chain in ["INPUT", "FORWARD", "OUTPUT"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("-A {chain} ")) && l.ends_with("-j nf-fw")),
+            "{chain}:\n{text}"
+        );
+    }
+    // The node talking to an isolated pod (OUTPUT) meets its ingress policy.
+    let p = Packet::tcp(
+        "192.0.2.1".parse().unwrap(),
+        "10.244.0.1".parse().unwrap(),
+        80,
+    );
+    assert_eq!(verdict(c.ruleset(), Hook::Output, &p), Verdict::Drop);
+    assert_eq!(verdict(c.ruleset(), Hook::Forward, &p), Verdict::Drop);
 }
 
 #[test]

@@ -841,6 +841,19 @@ impl Ipset {
             .ok_or_else(|| Error::malformed(format!("listing set {name}: no header in the dump")))
     }
 
+    /// Every set's header without its members (`ipset list -t`), in kernel index order:
+    /// the cheap way to read all set sizes at once.
+    ///
+    /// # Errors
+    /// [`Error::Kernel`] "listing sets ..."; [`Error::Malformed`].
+    pub fn headers(&mut self) -> Result<Vec<SetHeader>, Error> {
+        Ok(self
+            .dump(None, ListWhat::Headers)?
+            .into_iter()
+            .filter_map(|c| c.header)
+            .collect())
+    }
+
     /// Set `name` with its members.
     ///
     /// # Errors
