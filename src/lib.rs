@@ -8,3 +8,4 @@
 pub use netfilter;
 pub use policy;
 pub use ruleset;
+pub use sync;

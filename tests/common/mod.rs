@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod ipset_oracle;
+pub mod k8s;
 pub mod net;
 
 use std::process::{Command, Output};

@@ -1,0 +1,411 @@
+//! The sync thread: the only owner of the netlink sockets, the compiler and the view of
+//! the kernel.
+//!
+//! Each turn of its loop takes one burst: every command waiting (up to
+//! [`MAX_BURST`]), applied to the compiler in order; then, if the engine is ready, one
+//! plan over the chains and sets the burst touched and one application of it (so one
+//! nf_tables batch, with ipset messages ordered around it by the planner's fail-closed
+//! rule); then a reconcile if one is due. Commands that arrive meanwhile wait in the
+//! channel for the next turn.
+//!
+//! A failed commit leaves the kernel fail-closed (the plan's ordering), is reported, and
+//! is retried after a fresh observation with exponential backoff; the deltas it carried
+//! stay pending and complete with the commit that finally lands them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use policy::Compiler;
+use ruleset::{plan, plan_scoped, Kernel, Ruleset, Scope, TableId};
+
+use crate::completion::Ticket;
+use crate::config::EngineConfig;
+use crate::engine::{Command, ReconcileReport, Shared};
+use crate::error::Error;
+
+/// Most commands taken into one burst: a storm that never pauses still gets a commit at
+/// least every this many deltas, which bounds the latency of the first of them.
+pub(crate) const MAX_BURST: usize = 10_000;
+
+/// How soon a set destroy the kernel deferred (still referenced) is tried again.
+const DEFERRED_RETRY: Duration = Duration::from_millis(50);
+
+/// A call waiting for the next successful commit.
+struct Waiting {
+    ticket: Ticket,
+    /// A delta (counted in the latency histogram), not a `ready` or `sync`.
+    delta: bool,
+}
+
+pub(crate) struct Worker {
+    config: EngineConfig,
+    shared: Arc<Shared>,
+    kernel: Kernel,
+    compiler: Compiler,
+    tables: Vec<TableId>,
+    /// What the kernel holds, as far as netfence knows: observed at start and after every
+    /// failure or detected drift, kept up to date by every applied plan.
+    current: Ruleset,
+    /// Whether `current` may be out of date (an observation failed).
+    stale: bool,
+    ready: bool,
+    /// Whether a commit has succeeded since `ready`.
+    converged: bool,
+    waiting: Vec<Waiting>,
+    /// Chains and sets changed since the last successful commit.
+    scope: Scope,
+    /// Plan everything, not just the scope: after `ready` and after every observation.
+    full: bool,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    reconcile_at: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// What a burst asked beyond deltas.
+#[derive(Default)]
+struct Burst {
+    reconciles: Vec<Ticket<ReconcileReport>>,
+    flush: Option<Ticket>,
+    shutdown: bool,
+}
+
+impl Worker {
+    /// Opens the sockets in the configured namespace and observes it.
+    pub(crate) fn start(config: EngineConfig, shared: Arc<Shared>) -> Result<Self, Error> {
+        let mut kernel = Kernel::open(&config.netns).map_err(Error::Start)?;
+        let compiler = Compiler::new(config.compiler.clone()).map_err(|e| Error::Config {
+            field: "compiler",
+            reason: e.to_string(),
+        })?;
+        let tables: Vec<TableId> = config
+            .compiler
+            .families
+            .iter()
+            .map(|f| {
+                TableId::filter(match f {
+                    policy::Family::Ipv4 => ruleset::Family::Ipv4,
+                    policy::Family::Ipv6 => ruleset::Family::Ipv6,
+                })
+            })
+            .collect();
+        let current = kernel
+            .observe(&config.compiler.prefix, &tables)
+            .map_err(Error::Start)?;
+        tracing::info!(
+            netns = %config.netns,
+            sets = current.sets().len(),
+            chains = current.owned_chains().len(),
+            "adopted the kernel's netfence state"
+        );
+        let backoff = config.retry_min;
+        Ok(Self {
+            config,
+            shared,
+            kernel,
+            compiler,
+            tables,
+            current,
+            stale: false,
+            ready: false,
+            converged: false,
+            waiting: Vec::new(),
+            scope: Scope::default(),
+            full: true,
+            backoff,
+            retry_at: None,
+            reconcile_at: None,
+            last_error: None,
+        })
+    }
+
+    /// Runs until shutdown, flush, or every handle is gone.
+    pub(crate) fn run(mut self, rx: &Receiver<Command>) {
+        loop {
+            let first = match self.deadline() {
+                Some(d) => match rx.recv_deadline(d) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+                None => match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return,
+                },
+            };
+            let mut burst = Burst::default();
+            let mut taken = 0;
+            for cmd in first.into_iter().chain(rx.try_iter()) {
+                self.take(cmd, &mut burst);
+                taken += 1;
+                if burst.shutdown || burst.flush.is_some() || taken >= MAX_BURST {
+                    break;
+                }
+            }
+            if burst.shutdown {
+                tracing::info!("engine shut down; the kernel keeps its state");
+                return;
+            }
+            if let Some(t) = burst.flush {
+                t.complete(self.flush());
+                return;
+            }
+            if self.ready && self.has_work() && self.retry_due() {
+                self.commit();
+            }
+            let due = self.reconcile_at.is_some_and(|t| Instant::now() >= t);
+            if !burst.reconciles.is_empty() || due {
+                let report = self.reconcile();
+                for t in burst.reconciles {
+                    t.complete(match &report {
+                        Ok(r) => Ok(*r),
+                        Err(Error::NotReady) => Err(Error::NotReady),
+                        Err(e) => Err(Error::Kernel(e.to_string())),
+                    });
+                }
+            }
+            self.publish();
+        }
+    }
+
+    /// Applies one command to the model (or notes what it asks for).
+    fn take(&mut self, cmd: Command, burst: &mut Burst) {
+        let delta = |ticket| Waiting {
+            ticket,
+            delta: true,
+        };
+        match cmd {
+            Command::Pod(key, pod, t) => {
+                match pod {
+                    Some(p) => self.compiler.upsert_pod(p),
+                    None => self.compiler.delete_pod(&key),
+                }
+                self.waiting.push(delta(t));
+            }
+            Command::Namespace(name, ns, t) => {
+                match ns {
+                    Some(n) => self.compiler.upsert_namespace(n),
+                    None => self.compiler.delete_namespace(&name),
+                }
+                self.waiting.push(delta(t));
+            }
+            Command::Policy(key, p, t) => {
+                let r = match p {
+                    Some(p) => self.compiler.upsert_policy(p),
+                    None => self.compiler.delete_policy(&key),
+                };
+                match r {
+                    Ok(()) => self.waiting.push(delta(t)),
+                    Err(e) => {
+                        // A compiler refusal: a bug, reported on the delta that met it.
+                        tracing::error!(policy = %key, error = %e, "policy not compiled");
+                        self.shared.metrics.record_rejected();
+                        t.complete(Err(Error::Rejected(e)));
+                    }
+                }
+            }
+            Command::Ready(t) => {
+                if !self.ready {
+                    self.ready = true;
+                    self.full = true;
+                    self.reconcile_at = self.config.reconcile_interval.map(|i| Instant::now() + i);
+                }
+                self.waiting.push(Waiting {
+                    ticket: t,
+                    delta: false,
+                });
+            }
+            Command::Sync(t) => self.waiting.push(Waiting {
+                ticket: t,
+                delta: false,
+            }),
+            Command::Reconcile(t) => burst.reconciles.push(t),
+            Command::Flush(t) => burst.flush = Some(t),
+            Command::Shutdown => burst.shutdown = true,
+        }
+    }
+
+    /// When the loop must wake without a command: a retry, a deferred destroy, a
+    /// reconcile.
+    fn deadline(&self) -> Option<Instant> {
+        if !self.ready {
+            return None;
+        }
+        let retry = self.retry_at.filter(|_| self.has_work());
+        match (retry, self.reconcile_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        self.full || self.stale || !self.waiting.is_empty() || !self.scope.is_empty()
+    }
+
+    fn retry_due(&self) -> bool {
+        self.retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Plans the burst's change and applies it.
+    fn commit(&mut self) {
+        if self.retry_at.is_some() {
+            self.shared.metrics.record_retry();
+        }
+        if self.stale {
+            if let Err(e) = self.observe() {
+                tracing::warn!(error = %e, "observing the kernel");
+                return self.failed(&e, false);
+            }
+        }
+        let changed = self.compiler.take_scope();
+        self.scope.chains.extend(changed.chains);
+        self.scope.sets.extend(changed.sets);
+        let desired = self.compiler.ruleset();
+        let planned = if self.full {
+            plan(&self.current, desired)
+        } else {
+            plan_scoped(&self.current, desired, &self.scope)
+        };
+        let p = match planned {
+            Ok(p) => p,
+            Err(e) => return self.failed(&e, false),
+        };
+        let mut leftover = Scope::default();
+        if !p.is_empty() {
+            let t0 = Instant::now();
+            match self.kernel.apply(&p, &mut self.current) {
+                Ok(applied) => {
+                    self.shared.metrics.record_commit(t0.elapsed(), p.cost());
+                    for name in applied.deferred {
+                        leftover.set(&name);
+                    }
+                }
+                Err(e) => return self.failed(&e, true),
+            }
+        }
+        self.scope = leftover;
+        self.full = false;
+        self.backoff = self.config.retry_min;
+        self.retry_at = (!self.scope.is_empty()).then(|| Instant::now() + DEFERRED_RETRY);
+        self.last_error = None;
+        self.converged = true;
+        for w in self.waiting.drain(..) {
+            if w.delta {
+                self.shared.metrics.record_delta(w.ticket.at.elapsed());
+            }
+            w.ticket.complete(Ok(()));
+        }
+    }
+
+    /// Reports a failed commit and schedules a retry. The kernel is read again right
+    /// before the retry, not now: it may hold part of the plan or another writer's
+    /// change, and reading it late keeps the window between that reading and the retried
+    /// commit short, which is what lets netfence through between a busy writer's commits.
+    fn failed(&mut self, e: &ruleset::Error, applied_some: bool) {
+        self.shared.metrics.record_error();
+        if e.is_retryable() {
+            self.shared.metrics.record_conflict();
+        }
+        tracing::warn!(error = %e, retry_in = ?self.backoff, "commit failed; the kernel is fail-closed");
+        self.last_error = Some(e.to_string());
+        if applied_some || e.is_retryable() {
+            self.stale = true;
+        }
+        self.full = true;
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.config.retry_max);
+    }
+
+    fn observe(&mut self) -> Result<(), ruleset::Error> {
+        match self
+            .kernel
+            .observe(&self.config.compiler.prefix, &self.tables)
+        {
+            Ok(rs) => {
+                self.current = rs;
+                self.stale = false;
+                self.full = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.stale = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// The cheap check, then (on a change) a full observation and a convergent commit.
+    fn reconcile(&mut self) -> Result<ReconcileReport, Error> {
+        if !self.ready {
+            return Err(Error::NotReady);
+        }
+        self.reconcile_at = self.config.reconcile_interval.map(|i| Instant::now() + i);
+        let drifted = self.stale || self.cheap_check().map_err(kernel_error)?;
+        if !drifted {
+            self.shared.metrics.record_reconcile(0);
+            return Ok(ReconcileReport::default());
+        }
+        let believed = std::mem::take(&mut self.current);
+        if let Err(e) = self.observe() {
+            self.current = believed;
+            return Err(kernel_error(e));
+        }
+        // The drift is what turns the kernel back into what netfence believed it held.
+        let repairs = plan(&self.current, &believed).map_or(0, |p| p.cost());
+        tracing::info!(repairs, "reconcile found drift");
+        self.shared.metrics.record_reconcile(repairs);
+        self.retry_at = None;
+        self.commit();
+        Ok(ReconcileReport {
+            dumped: true,
+            repairs,
+        })
+    }
+
+    /// Whether the kernel may differ from `current`: the nf_tables generation moved since
+    /// netfence last saw it, or an owned set's size (or the set itself) changed.
+    fn cheap_check(&mut self) -> Result<bool, ruleset::Error> {
+        let g = self.kernel.read_generation()?;
+        if Some(g) != self.kernel.generation() {
+            return Ok(true);
+        }
+        let mut owned = 0;
+        for h in self.kernel.ipset().headers()? {
+            if !self.current.owns(&h.name) {
+                continue;
+            }
+            owned += 1;
+            match self.current.set(&h.name) {
+                Some(s) if s.len() == h.entries as usize => {}
+                _ => return Ok(true),
+            }
+        }
+        Ok(owned != self.current.sets().len())
+    }
+
+    /// Removes everything netfence owns, from a fresh observation.
+    fn flush(&mut self) -> Result<(), Error> {
+        self.observe().map_err(kernel_error)?;
+        let empty = Ruleset::new(&self.config.compiler.prefix).map_err(Error::Plan)?;
+        let p = plan(&self.current, &empty).map_err(Error::Plan)?;
+        let t0 = Instant::now();
+        self.kernel
+            .apply(&p, &mut self.current)
+            .map_err(kernel_error)?;
+        self.shared.metrics.record_commit(t0.elapsed(), p.cost());
+        tracing::info!(operations = p.cost(), "flushed everything netfence owned");
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let mut s = self.shared.status.lock();
+        s.ready = self.ready && self.converged;
+        s.pending = self.waiting.len();
+        s.last_error.clone_from(&self.last_error);
+    }
+}
+
+fn kernel_error(e: ruleset::Error) -> Error {
+    Error::Kernel(e.to_string())
+}

@@ -1,0 +1,517 @@
+//! The engine against the real kernel, through its public API: bursts coalesce into few
+//! commits, a restart adopts and never opens a window, drift is repaired by one reconcile,
+//! a concurrent iptables-nft writer loses nothing and neither does netfence, invalid
+//! deltas are rejected alone, and flush removes exactly what netfence owns.
+//!
+//! Each test makes its own network namespace and works only there. Needs root.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use common::k8s::{namespace, pod, policy, sel};
+use common::Sandbox;
+use policy::k8s_openapi::api::core::v1 as core;
+use policy::k8s_openapi::api::networking::v1 as net;
+use policy::{Cluster, Compiler, CompilerConfig};
+use ruleset::sim::{verdict, Packet, Verdict};
+use ruleset::{Hook, Kernel, Ruleset, TableId};
+use sync::{Engine, EngineConfig, Error};
+
+fn tables() -> [TableId; 2] {
+    [
+        TableId::filter(ruleset::Family::Ipv4),
+        TableId::filter(ruleset::Family::Ipv6),
+    ]
+}
+
+fn config(sb: &Sandbox) -> EngineConfig {
+    EngineConfig {
+        netns: sb.netns(),
+        reconcile_interval: None,
+        ..EngineConfig::default()
+    }
+}
+
+/// The objects an agent has listed so far, keyed as the API server keys them.
+#[derive(Default, Clone)]
+struct World {
+    namespaces: BTreeMap<String, core::Namespace>,
+    pods: BTreeMap<(String, String), core::Pod>,
+    policies: BTreeMap<(String, String), net::NetworkPolicy>,
+}
+
+impl World {
+    fn ns(&mut self, n: core::Namespace) -> core::Namespace {
+        self.namespaces
+            .insert(n.metadata.name.clone().unwrap(), n.clone());
+        n
+    }
+
+    fn pod(&mut self, p: core::Pod) -> core::Pod {
+        let key = (
+            p.metadata.namespace.clone().unwrap(),
+            p.metadata.name.clone().unwrap(),
+        );
+        self.pods.insert(key, p.clone());
+        p
+    }
+
+    fn policy(&mut self, p: net::NetworkPolicy) -> net::NetworkPolicy {
+        let key = (
+            p.metadata.namespace.clone().unwrap(),
+            p.metadata.name.clone().unwrap(),
+        );
+        self.policies.insert(key, p.clone());
+        p
+    }
+
+    /// Submits everything (a full list).
+    fn feed(&self, e: &Engine) -> Vec<sync::Completion> {
+        let mut out = Vec::new();
+        out.extend(self.namespaces.values().map(|n| e.upsert_namespace(n)));
+        out.extend(self.pods.values().map(|p| e.upsert_pod(p)));
+        out.extend(self.policies.values().map(|p| e.upsert_policy(p)));
+        out
+    }
+
+    /// What a compiler makes of it from scratch.
+    fn compiled(&self) -> Ruleset {
+        let ns: Vec<_> = self.namespaces.values().cloned().collect();
+        let pods: Vec<_> = self.pods.values().cloned().collect();
+        let pols: Vec<_> = self.policies.values().cloned().collect();
+        let (cluster, errors) = Cluster::from_k8s(&ns, &pods, &pols);
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut c = Compiler::new(CompilerConfig::default()).unwrap();
+        c.compile(&cluster).unwrap().clone()
+    }
+}
+
+fn observe(sb: &Sandbox) -> Ruleset {
+    Kernel::open(&sb.netns())
+        .unwrap()
+        .observe("nf-", &tables())
+        .unwrap()
+}
+
+fn assert_converged(sb: &Sandbox, w: &World) {
+    assert_eq!(observe(sb).owned_view(), w.compiled().owned_view());
+}
+
+fn wait_all(cs: Vec<sync::Completion>) {
+    for c in cs {
+        c.wait().unwrap();
+    }
+}
+
+fn ip4(i: u32) -> String {
+    format!("10.244.{}.{}", i / 250, i % 250 + 1)
+}
+
+fn ip6(i: u32) -> String {
+    format!("fd00::{:x}", i + 1)
+}
+
+/// Namespaces a and b, pods db (isolated: only app=api on 5432) and api in a, a deny-all
+/// in b.
+fn base_world() -> World {
+    let mut w = World::default();
+    w.ns(namespace("a", &[("team", "x")]));
+    w.ns(namespace("b", &[]));
+    w.pod(pod("a", "db", &[("app", "db")], &[&ip4(0), &ip6(0)]));
+    w.pod(pod("a", "api", &[("app", "api")], &[&ip4(1), &ip6(1)]));
+    w.policy(policy(
+        "a",
+        "db",
+        sel(&[("app", "db")]),
+        Some(sel(&[("app", "api")])),
+        5432,
+    ));
+    w.policy(policy("b", "deny", sel(&[]), None, 0));
+    w
+}
+
+#[test]
+fn a_thousand_deltas_land_in_few_commits_and_equal_a_full_compile() {
+    let sb = Sandbox::new("sync-burst");
+    let e = Engine::start(config(&sb)).unwrap();
+    let mut w = base_world();
+    let cs = w.feed(&e);
+    // Nothing before ready: the kernel still has no netfence object.
+    thread::sleep(Duration::from_millis(20));
+    assert!(observe(&sb).owned_view().sets().is_empty());
+    e.ready().wait().unwrap();
+    wait_all(cs);
+    assert_converged(&sb, &w);
+    assert!(e.status().ready);
+
+    let before = e.metrics();
+    let mut cs = Vec::new();
+    let mut syncs = 0;
+    for i in 0..1000u32 {
+        let c = match i % 10 {
+            // Adds, relabels and deletes of pods; namespace relabels; policy changes.
+            0..=5 => {
+                let app = ["web", "api", "db"][(i % 3) as usize];
+                let ns = if i % 2 == 0 { "a" } else { "b" };
+                e.upsert_pod(&w.pod(pod(
+                    ns,
+                    &format!("p{}", i % 400),
+                    &[("app", app)],
+                    &[&ip4(10 + i % 400), &ip6(10 + i % 400)],
+                )))
+            }
+            6 | 7 => {
+                let key = w.pods.keys().nth((i as usize * 7) % w.pods.len()).cloned();
+                match key {
+                    Some((ns, name)) if name != "db" && name != "api" => {
+                        w.pods.remove(&(ns.clone(), name.clone()));
+                        e.delete_pod(&ns, &name)
+                    }
+                    _ => {
+                        syncs += 1;
+                        e.sync()
+                    }
+                }
+            }
+            8 => e.upsert_namespace(&w.ns(namespace(
+                if i % 20 == 8 { "a" } else { "b" },
+                &[
+                    ("team", ["x", "y"][(i % 2) as usize]),
+                    ("v", &i.to_string()),
+                ],
+            ))),
+            _ => e.upsert_policy(&w.policy(policy(
+                "a",
+                &format!("np{}", i % 7),
+                sel(&[("app", "web")]),
+                Some(sel(&[("app", ["api", "db"][(i % 2) as usize])])),
+                8000 + (i % 5) as i32,
+            ))),
+        };
+        cs.push(c);
+    }
+    wait_all(cs);
+    let after = e.metrics();
+    let commits = after.commits - before.commits;
+    eprintln!(
+        "1000 deltas: {commits} commits, p50 latency {:?} s, p99 {:?} s",
+        after.delta_latency.quantile(0.5),
+        after.delta_latency.quantile(0.99)
+    );
+    assert!((1..=100).contains(&commits), "{commits} commits");
+    assert_eq!(after.deltas - before.deltas, 1000 - syncs);
+    assert_converged(&sb, &w);
+    let text = e.metrics_text();
+    assert!(text.contains("netfence_commits_total"), "{text}");
+    assert!(
+        text.contains("netfence_delta_latency_seconds_bucket"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_restart_adopts_without_flushing_and_never_opens_the_isolated_pod() {
+    let sb = Sandbox::new("sync-restart");
+    let mut w = base_world();
+    let e1 = Engine::start(config(&sb)).unwrap();
+    let cs = w.feed(&e1);
+    e1.ready().wait().unwrap();
+    wait_all(cs);
+
+    // Sample the kernel all through the restart: api may reach db on 5432, nobody else
+    // may reach db at all.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (stop, netns) = (stop.clone(), sb.netns());
+        thread::spawn(move || {
+            let mut k = Kernel::open(&netns).unwrap();
+            let mut samples = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let rs = k.observe("nf-", &tables()).unwrap();
+                let v = |src: &str, port| {
+                    let pkt = Packet::tcp(src.parse().unwrap(), ip4(0).parse().unwrap(), port);
+                    verdict(&rs, Hook::Forward, &pkt)
+                };
+                assert_eq!(v(&ip4(1), 5432), Verdict::Accept, "sample {samples}");
+                assert_eq!(v("192.0.2.1", 5432), Verdict::Drop, "sample {samples}");
+                assert_eq!(v(&ip4(1), 22), Verdict::Drop, "sample {samples}");
+                samples += 1;
+            }
+            samples
+        })
+    };
+
+    // Mid-stream: deltas in flight when the engine goes.
+    for i in 0..200u32 {
+        let _ = e1.upsert_pod(&w.pod(pod(
+            "b",
+            &format!("q{i}"),
+            &[("app", "web")],
+            &[&ip4(500 + i), &ip6(500 + i)],
+        )));
+    }
+    drop(e1);
+    let k = &mut Kernel::open(&sb.netns()).unwrap();
+    let g0 = k.read_generation().unwrap();
+    let sets0 = observe(&sb).owned_view();
+
+    let e2 = Engine::start(config(&sb)).unwrap();
+    wait_all_but_ready(&w, &e2);
+    // Before ready: not one write, though the model may differ from the kernel.
+    assert_eq!(k.read_generation().unwrap(), g0);
+    assert_eq!(observe(&sb).owned_view(), sets0);
+    e2.ready().wait().unwrap();
+    e2.sync().wait().unwrap();
+    assert_converged(&sb, &w);
+
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    assert!(samples > 3, "only {samples} samples");
+    eprintln!("{samples} kernel samples during the restart, all isolated");
+}
+
+/// Feeds the world and checks that nothing completes before `ready`.
+fn wait_all_but_ready(w: &World, e: &Engine) {
+    let cs = w.feed(e);
+    thread::sleep(Duration::from_millis(50));
+    for c in &cs {
+        assert!(c.try_result().is_none(), "a delta completed before ready");
+    }
+    assert_eq!(e.status().pending, cs.len());
+}
+
+#[test]
+fn tampering_is_repaired_by_one_reconcile_each() {
+    let sb = Sandbox::new("sync-tamper");
+    let w = base_world();
+    let e = Engine::start(config(&sb)).unwrap();
+    let cs = w.feed(&e);
+    e.ready().wait().unwrap();
+    wait_all(cs);
+    assert_converged(&sb, &w);
+    // Nothing changed: the cheap check says so and nothing is dumped.
+    let r = e.reconcile().wait().unwrap();
+    assert_eq!((r.dumped, r.repairs), (false, 0));
+
+    let tamper: [(&str, &[&str]); 5] = [
+        ("iptables-nft", &["-D", "nf-fw", "3"]),
+        ("ipset", &["flush", "nf-iso-in4"]),
+        ("ipset", &["add", "nf-iso-in4", "10.9.9.9"]),
+        ("iptables-nft", &["-F", "nf-ingress"]),
+        ("ip6tables-nft", &["-D", "FORWARD", "1"]),
+    ];
+    for (tool, args) in tamper {
+        sb.sh(tool, args);
+        assert_ne!(observe(&sb).owned_view(), w.compiled().owned_view());
+        let r = e.reconcile().wait().unwrap();
+        assert!(r.dumped && r.repairs > 0, "{tool} {args:?}: {r:?}");
+        assert_converged(&sb, &w);
+    }
+    // A foreign set and rule are left alone.
+    sb.sh("ipset", &["create", "kube-x", "hash:ip"]);
+    sb.sh(
+        "iptables-nft",
+        &["-A", "FORWARD", "-s", "198.51.100.1", "-j", "DROP"],
+    );
+    let r = e.reconcile().wait().unwrap();
+    assert_eq!(r.repairs, 0, "{r:?}");
+    assert!(sb
+        .sh("iptables-nft-save", &[])
+        .contains("-A FORWARD -s 198.51.100.1/32 -j DROP"));
+    assert!(sb.sh("ipset", &["list", "-n"]).contains("kube-x"));
+    let m = e.metrics();
+    assert!(m.repairs >= 5 && m.reconciles == 7, "{m:?}");
+}
+
+#[test]
+fn a_concurrent_iptables_writer_loses_nothing_and_neither_does_netfence() {
+    let sb = Sandbox::new("sync-writer");
+    let mut w = base_world();
+    let e = Engine::start(config(&sb)).unwrap();
+    let cs = w.feed(&e);
+    e.ready().wait().unwrap();
+    wait_all(cs);
+    sb.sh(
+        "iptables-nft",
+        &["-A", "FORWARD", "-s", "198.51.100.1", "-j", "DROP"],
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, name) = (stop.clone(), sb.name.clone());
+        thread::spawn(move || {
+            let mut rounds = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let src = format!("203.0.113.{}", rounds % 250 + 1);
+                for op in ["-A", "-D"] {
+                    let out = std::process::Command::new("ip")
+                        .args(["netns", "exec", &name, "iptables-nft", op, "FORWARD"])
+                        .args(["-s", &src, "-j", "ACCEPT"])
+                        .output()
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "iptables-nft {op}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    // Pod deltas touch sets only; every fifth delta is a policy change, which needs an
+    // nf_tables batch and so meets the writer's commits. Waiting on every fifth spreads
+    // the 500 over many commits while the writer runs.
+    for i in 0..500u32 {
+        let c = if i % 5 == 4 {
+            e.upsert_policy(&w.policy(policy(
+                "a",
+                &format!("wp{}", i % 3),
+                sel(&[("app", "web")]),
+                Some(sel(&[("app", "db")])),
+                9000 + (i % 11) as i32,
+            )))
+        } else {
+            e.upsert_pod(&w.pod(pod(
+                "a",
+                &format!("w{}", i % 150),
+                &[("app", ["web", "db"][(i % 2) as usize])],
+                &[&ip4(700 + i % 150), &ip6(700 + i % 150)],
+            )))
+        };
+        if i % 5 == 4 {
+            c.wait().unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = writer.join().unwrap();
+    e.sync().wait().unwrap();
+    assert_converged(&sb, &w);
+    let save = sb.sh("iptables-nft-save", &[]);
+    assert!(
+        save.contains("-A FORWARD -s 198.51.100.1/32 -j DROP"),
+        "{save}"
+    );
+    assert!(!save.contains("203.0.113."), "{save}");
+    let m = e.metrics();
+    eprintln!(
+        "{rounds} writer rounds; {} commits, {} conflicts, {} retries",
+        m.commits, m.conflicts, m.retries
+    );
+    assert!(rounds >= 5, "the writer hardly ran: {rounds} rounds");
+}
+
+#[test]
+fn invalid_deltas_are_rejected_alone_with_messages() {
+    let sb = Sandbox::new("sync-invalid");
+    let mut w = base_world();
+    let e = Engine::start(config(&sb)).unwrap();
+    let cs = w.feed(&e);
+    e.ready().wait().unwrap();
+    wait_all(cs);
+
+    let mut bad_cidr = policy("a", "bad-cidr", sel(&[]), Some(sel(&[])), 80);
+    bad_cidr.spec.as_mut().unwrap().ingress.as_mut().unwrap()[0].from =
+        Some(vec![net::NetworkPolicyPeer {
+            ip_block: Some(net::IPBlock {
+                cidr: "10.0.0.0/33".into(),
+                except: None,
+            }),
+            ..Default::default()
+        }]);
+    let bad_port = policy("a", "bad-port", sel(&[]), Some(sel(&[])), 70000);
+    let bad_ip = pod("a", "bad-ip", &[], &["10.0.0.300"]);
+    let bad_label = namespace("c", &[("bad key!", "v")]);
+
+    let good1 = e.upsert_pod(&w.pod(pod("a", "ok1", &[("app", "web")], &[&ip4(40)])));
+    let r1 = e.upsert_policy(&bad_cidr);
+    let good2 = e.upsert_policy(&w.policy(policy(
+        "a",
+        "ok2",
+        sel(&[("app", "web")]),
+        Some(sel(&[])),
+        80,
+    )));
+    let r2 = e.upsert_policy(&bad_port);
+    let r3 = e.upsert_pod(&bad_ip);
+    let r4 = e.upsert_namespace(&bad_label);
+    let good3 = e.upsert_namespace(&w.ns(namespace("c", &[("ok", "yes")])));
+    for (c, field) in [
+        (r1, "cidr"),
+        (r2, "port"),
+        (r3, "podIPs"),
+        (r4, "metadata.labels"),
+    ] {
+        match c.wait() {
+            Err(Error::Rejected(err)) => {
+                let msg = err.to_string();
+                assert!(msg.contains(field), "{field}: {msg}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    for c in [good1, good2, good3] {
+        c.wait().unwrap();
+    }
+    assert_converged(&sb, &w);
+    assert_eq!(e.metrics().rejected, 4);
+}
+
+#[test]
+fn flush_removes_what_netfence_owns_and_nothing_else() {
+    let sb = Sandbox::new("sync-flush");
+    let w = base_world();
+    sb.sh("ipset", &["create", "kube-x", "hash:ip"]);
+    sb.sh(
+        "iptables-nft",
+        &["-A", "FORWARD", "-s", "198.51.100.1", "-j", "DROP"],
+    );
+    let e = Engine::start(config(&sb)).unwrap();
+    let cs = w.feed(&e);
+    e.ready().wait().unwrap();
+    wait_all(cs);
+    assert!(sb.sh("iptables-nft-save", &[]).contains("nf-fw"));
+
+    e.flush().wait().unwrap();
+    let save = sb.sh("iptables-nft-save", &[]);
+    assert!(!save.contains("nf-"), "{save}");
+    assert!(
+        save.contains("-A FORWARD -s 198.51.100.1/32 -j DROP"),
+        "{save}"
+    );
+    let sets = sb.sh("ipset", &["list", "-n"]);
+    assert_eq!(sets.trim(), "kube-x");
+    // The engine has stopped.
+    assert!(matches!(e.sync().wait(), Err(Error::Stopped)));
+    assert!(matches!(
+        e.upsert_namespace(&namespace("z", &[])).wait(),
+        Err(Error::Stopped)
+    ));
+}
+
+#[test]
+fn start_errors_are_clear() {
+    let bad = EngineConfig {
+        netns: ruleset::Netns::Named("netfence-no-such-namespace".into()),
+        ..EngineConfig::default()
+    };
+    let err = Engine::start(bad).unwrap_err().to_string();
+    assert!(err.contains("netfence-no-such-namespace"), "{err}");
+    let bad = EngineConfig {
+        retry_min: Duration::ZERO,
+        ..EngineConfig::default()
+    };
+    assert!(matches!(
+        Engine::start(bad),
+        Err(Error::Config {
+            field: "retry_min",
+            ..
+        })
+    ));
+}
