@@ -634,41 +634,19 @@ impl Compiler {
             self.rs.add_chain(&t, &fw, None)?;
             let mut spoofed = NftRule::new(Target::Drop);
             for key in [SetKey::PodIfaces(f), SetKey::PodSources(f)] {
-                let name = key.name(&self.rs);
-                self.rs
-                    .add_set(&name, IpSet::new(nf_family(f), key.kind(), key.polarity()))?;
-                self.scope.set(&name);
+                let negate = key == SetKey::PodSources(f);
+                let name = self.skeleton_set(key)?;
                 spoofed.matches.push(Match::Set {
-                    negate: key == SetKey::PodSources(f),
-                    name: name.clone(),
+                    negate,
+                    name,
                     dirs: vec![SetDir::Src, SetDir::Src],
                 });
-                self.sets.insert(
-                    key,
-                    SetState {
-                        name,
-                        uses: 0,
-                        counts: HashMap::new(),
-                    },
-                );
             }
             self.rs.push_rule(&t, &fw, spoofed)?;
             let mut iso = BTreeMap::new();
             for d in [Direction::Egress, Direction::Ingress] {
-                let key = SetKey::Isolated(d, f);
-                let name = key.name(&self.rs);
-                self.rs
-                    .add_set(&name, IpSet::new(nf_family(f), key.kind(), key.polarity()))?;
-                self.scope.set(&name);
-                iso.insert(d, name.clone());
-                self.sets.insert(
-                    key,
-                    SetState {
-                        name,
-                        uses: 0,
-                        counts: HashMap::new(),
-                    },
-                );
+                let name = self.skeleton_set(SetKey::Isolated(d, f))?;
+                iso.insert(d, name);
                 let chain = self.dispatch_chain(d);
                 self.rs.add_chain(&t, &chain, None)?;
                 self.scope.chain(&t, &chain);
@@ -708,6 +686,24 @@ impl Compiler {
             self.scope.chain(&t, &fw);
         }
         self.rewrite_dispatch(None)
+    }
+
+    /// Creates one of the sets every ruleset has (isolation, anti-spoofing),
+    /// kept whatever the policies; returns its name.
+    fn skeleton_set(&mut self, key: SetKey) -> Result<String, ruleset::Error> {
+        let name = key.name(&self.rs);
+        let set = IpSet::new(nf_family(key.family()), key.kind(), key.polarity());
+        self.rs.add_set(&name, set)?;
+        self.scope.set(&name);
+        self.sets.insert(
+            key,
+            SetState {
+                name: name.clone(),
+                uses: 0,
+                counts: HashMap::new(),
+            },
+        );
+        Ok(name)
     }
 
     /// Rewrites dispatch chains from the policy list: all of them (`None`),

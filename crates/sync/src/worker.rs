@@ -249,7 +249,7 @@ impl Worker {
 
     /// Plans the burst's change and applies it.
     fn commit(&mut self) {
-        if self.retry_at.is_some() {
+        if self.last_error.is_some() {
             self.shared.metrics.record_retry();
         }
         if self.stale {
