@@ -18,6 +18,7 @@ pub mod family;
 pub mod ipset;
 pub mod nft;
 pub mod nl;
+pub mod rtnl;
 pub mod socket;
 
 pub use error::Error;
