@@ -266,10 +266,12 @@ fn run(command: Command, out: &mut dyn Write) -> Result<u8, CliError> {
         Command::Render(a) => render::run(&a, out),
         Command::Status(a) => status::run(&a, out),
         Command::Flush(a) => flush::run(&a, out),
-        Command::Demo => {
-            netfence::demo::run(out).map_err(|e| CliError::Demo(e.to_string()))?;
-            Ok(EXIT_OK)
-        }
+        Command::Demo => match netfence::demo::run(out) {
+            Ok(()) => Ok(EXIT_OK),
+            // The demo has cleaned up; a reader that went away is not its failure.
+            Err(netfence::demo::DemoError::Output(e)) => Err(CliError::Output(e)),
+            Err(e) => Err(CliError::Demo(e.to_string())),
+        },
     }
 }
 

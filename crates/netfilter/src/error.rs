@@ -151,6 +151,10 @@ impl fmt::Display for Errno {
             libc::ENOBUFS => "ENOBUFS",
             libc::ERESTART => "ERESTART",
             libc::EPROTO => "EPROTO",
+            libc::ENETDOWN => "ENETDOWN",
+            libc::ENETUNREACH => "ENETUNREACH",
+            libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+            libc::EADDRINUSE => "EADDRINUSE",
             _ => "errno",
         };
         write!(

@@ -8,6 +8,8 @@
 //! - [`nft`]: tables, chains and rules: the iptables-nft rule vocabulary, its encoder and
 //!   decoder (through libnftnl), dumps, and atomic transactions with generation checks;
 //! - [`ipset`]: the ipset protocol (7, falling back to 6), encoded and decoded here;
+//! - [`rtnl`]: a small `NETLINK_ROUTE` client (veth pairs, addresses, routes) for the
+//!   demo's sandbox, so that it starts no `ip` process;
 //! - [`family`]: the address family both layers share;
 //! - [`error`]: the crate's one error type.
 
