@@ -9,5 +9,5 @@ pub use netfilter;
 pub use policy;
 pub use ruleset;
 pub use sync;
-pub mod manifest;
 pub mod demo;
+pub mod manifest;

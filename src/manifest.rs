@@ -104,15 +104,21 @@ impl Manifest {
                         if !k.is_empty() {
                             obj.entry("kind").or_insert_with(|| k.into());
                             obj.entry("apiVersion").or_insert_with(|| {
-                                if k == "NetworkPolicy" { "networking.k8s.io/v1" } else { "v1" }
-                                    .into()
+                                if k == "NetworkPolicy" {
+                                    "networking.k8s.io/v1"
+                                } else {
+                                    "v1"
+                                }
+                                .into()
                             });
                         }
                     }
                     self.object(file, &format!("{place} item {}", j + 1), item)?;
                 }
             }
-            "Namespace" => self.namespaces.push(typed(value, &kind, &name).map_err(bad)?),
+            "Namespace" => self
+                .namespaces
+                .push(typed(value, &kind, &name).map_err(bad)?),
             "Pod" => {
                 let pod: core::Pod = typed(value, &kind, &name).map_err(bad)?;
                 let has_ip = pod
@@ -123,8 +129,9 @@ impl Manifest {
                 if has_ip {
                     self.pods.push(pod);
                 } else {
-                    self.warnings
-                        .push(format!("{file}: {place}: Pod {name} has no IP yet; skipped"));
+                    self.warnings.push(format!(
+                        "{file}: {place}: Pod {name} has no IP yet; skipped"
+                    ));
                 }
             }
             "NetworkPolicy" => self.policies.push(typed(value, &kind, &name).map_err(bad)?),
@@ -199,8 +206,11 @@ items:
 
     #[test]
     fn errors_name_file_document_and_line() {
-        let e = Manifest::parse("bad.yaml", "kind: Namespace\nmetadata: {name: a}\n---\nkind: [\n")
-            .unwrap_err();
+        let e = Manifest::parse(
+            "bad.yaml",
+            "kind: Namespace\nmetadata: {name: a}\n---\nkind: [\n",
+        )
+        .unwrap_err();
         assert_eq!(e.file, "bad.yaml");
         assert!(e.place.starts_with("document 2"), "{e}");
         let e = Manifest::parse("f.yaml", "metadata: {name: a}\n").unwrap_err();
@@ -213,10 +223,16 @@ items:
         assert!(e.to_string().contains("Pod d/p"), "{e}");
         // An error in a later document leaves the manifest as it was.
         let mut m = Manifest::default();
-        m.add("ok.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n")
-            .unwrap();
+        m.add(
+            "ok.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+        )
+        .unwrap();
         assert!(m
-            .add("f.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n---\nx: [")
+            .add(
+                "f.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n---\nx: ["
+            )
             .is_err());
         assert_eq!(m.namespaces.len(), 1);
     }
