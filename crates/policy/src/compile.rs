@@ -93,7 +93,8 @@
 //! that namespace's pods. Member counts make shared contributions (two pods
 //! with one IP, a pod isolated by two policies) come and go correctly, and a
 //! set no policy uses any more is removed. Every chain and set a delta may
-//! have touched is recorded in a [`Scope`], so that
+//! have touched is recorded in a [`Scope`] (sets by the members that
+//! changed), so that
 //! `ruleset::plan_scoped(current, compiler.ruleset(), &scope)` is the plan.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -1231,7 +1232,8 @@ impl Compiler {
                         set.remove(m);
                     }
                 }
-                self.scope.set(&s.name);
+                // Only this member: the plan then costs the change, not the set.
+                self.scope.member(&s.name, *m);
             }
         }
     }

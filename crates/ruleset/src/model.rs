@@ -417,6 +417,11 @@ impl IpSet {
         self.members.is_empty()
     }
 
+    /// The kernel key a member has in this set, if it fits the set.
+    pub(crate) fn key(&self, m: Member) -> Option<MemberKey> {
+        self.key_of(m).ok().map(|(k, _)| k)
+    }
+
     pub(crate) fn entries(&self) -> &BTreeMap<MemberKey, bool> {
         &self.members
     }

@@ -50,7 +50,7 @@ use netfilter::nft::{ChainSpec, Op, Position, RuleRef};
 use netfilter::Family;
 
 use crate::error::Error;
-use crate::model::{Chain, Entry, IpSet, OwnedRule, Polarity, Ruleset, TableId};
+use crate::model::{Chain, Entry, IpSet, MemberKey, OwnedRule, Polarity, Ruleset, TableId};
 
 /// One change to an ipset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,8 +247,13 @@ impl fmt::Display for Plan {
 pub struct Scope {
     /// Chains to compare.
     pub chains: BTreeSet<(TableId, String)>,
-    /// Sets to compare.
+    /// Sets to compare whole.
     pub sets: BTreeSet<String>,
+    /// Sets of which only these members may differ (their `nomatch` flags aside): a
+    /// caller that knows which members it changed lets the planner compare just those,
+    /// so a one-pod change costs the same in a set of 10 as in one of 10,000. A set also
+    /// in [`Self::sets`], or new, or redefined, is compared whole.
+    pub members: BTreeMap<String, BTreeSet<Member>>,
 }
 
 impl Scope {
@@ -264,9 +269,29 @@ impl Scope {
         self
     }
 
+    /// Adds one member of a set.
+    pub fn member(&mut self, set: &str, member: Member) -> &mut Self {
+        if let Some(m) = self.members.get_mut(set) {
+            m.insert(member);
+        } else {
+            self.members
+                .insert(set.to_owned(), BTreeSet::from([member]));
+        }
+        self
+    }
+
+    /// Adds everything in `other`.
+    pub fn merge(&mut self, other: Scope) {
+        self.chains.extend(other.chains);
+        self.sets.extend(other.sets);
+        for (set, members) in other.members {
+            self.members.entry(set).or_default().extend(members);
+        }
+    }
+
     /// Whether nothing is in scope.
     pub fn is_empty(&self) -> bool {
-        self.chains.is_empty() && self.sets.is_empty()
+        self.chains.is_empty() && self.sets.is_empty() && self.members.is_empty()
     }
 }
 
@@ -336,7 +361,11 @@ fn plan_sets(
 ) -> Result<(), Error> {
     let names: Vec<&String> = match scope {
         None => desired.sets().keys().collect(),
-        Some(s) => s.sets.iter().filter(|n| desired.set(n).is_some()).collect(),
+        Some(s) => {
+            let mut n: BTreeSet<&String> = s.sets.iter().collect();
+            n.extend(s.members.keys());
+            n.into_iter().filter(|n| desired.set(n).is_some()).collect()
+        }
     };
     let fill = |name: &str, d: &IpSet, p: &mut Plan| {
         p.before.push(SetOp::Create {
@@ -379,21 +408,49 @@ fn plan_sets(
         }
         let mut changes: [[Vec<Member>; 2]; 2] = Default::default(); // [dir][add=0/del=1]
         let slot = |dir: Dir| usize::from(dir == Dir::Shrink);
-        for (k, &dflag) in d.entries() {
-            match c.entries().get(k) {
-                Some(&cflag) if cflag == dflag => {}
-                // A new element, or a flag flip (an add with the new flag): a matching
-                // element grows the set, a nomatch one shrinks it.
-                _ => {
-                    let dir = if dflag { Dir::Shrink } else { Dir::Grow };
-                    changes[slot(dir)][0].push(k.member(dflag));
+        // A new element, or a flag flip (an add with the new flag): a matching element
+        // grows the set, a nomatch one shrinks it. A removed one the reverse.
+        let added = |k: &MemberKey, dflag: bool| match c.entries().get(k) {
+            Some(&cflag) if cflag == dflag => None,
+            _ => Some((if dflag { Dir::Shrink } else { Dir::Grow }, k.member(dflag))),
+        };
+        let removed = |k: &MemberKey, cflag: bool| {
+            (if cflag { Dir::Grow } else { Dir::Shrink }, k.member(cflag))
+        };
+        let hinted = scope
+            .filter(|s| !s.sets.contains(name.as_str()))
+            .and_then(|s| s.members.get(name.as_str()));
+        match hinted {
+            // Only the hinted keys, in key order as the whole comparison would give them.
+            Some(members) => {
+                let keys: BTreeSet<MemberKey> = members
+                    .iter()
+                    .filter_map(|m| d.key(*m).or_else(|| c.key(*m)))
+                    .collect();
+                for k in &keys {
+                    if let Some((dir, m)) = d.entries().get(k).and_then(|&f| added(k, f)) {
+                        changes[slot(dir)][0].push(m);
+                    }
+                }
+                for k in &keys {
+                    if let (None, Some(&cflag)) = (d.entries().get(k), c.entries().get(k)) {
+                        let (dir, m) = removed(k, cflag);
+                        changes[slot(dir)][1].push(m);
+                    }
                 }
             }
-        }
-        for (k, &cflag) in c.entries() {
-            if !d.entries().contains_key(k) {
-                let dir = if cflag { Dir::Grow } else { Dir::Shrink };
-                changes[slot(dir)][1].push(k.member(cflag));
+            None => {
+                for (k, &dflag) in d.entries() {
+                    if let Some((dir, m)) = added(k, dflag) {
+                        changes[slot(dir)][0].push(m);
+                    }
+                }
+                for (k, &cflag) in c.entries() {
+                    if !d.entries().contains_key(k) {
+                        let (dir, m) = removed(k, cflag);
+                        changes[slot(dir)][1].push(m);
+                    }
+                }
             }
         }
         // The closing direction goes first.

@@ -258,9 +258,7 @@ impl Worker {
                 return self.failed(&e, false);
             }
         }
-        let changed = self.compiler.take_scope();
-        self.scope.chains.extend(changed.chains);
-        self.scope.sets.extend(changed.sets);
+        self.scope.merge(self.compiler.take_scope());
         let desired = self.compiler.ruleset();
         let planned = if self.full {
             plan(&self.current, desired)
