@@ -739,3 +739,55 @@ fn ipv6_sets_in_bulk() {
     ips.del("nf-v6", &members[..2500], Exist::Fail).unwrap();
     assert_eq!(entries(&sb, "nf-v6"), 2500);
 }
+
+#[test]
+fn pipelined_commands_take_one_round_trip_and_report_the_failing_one() {
+    use netfilter::ipset::wire::Adt;
+    let sb = Sandbox::new("ipset-pipe");
+    let mut ips = open(&sb);
+    let opts = CreateOptions::default();
+    ips.create("nf-a", SetType::HashIp, Family::Ipv4, &opts)
+        .unwrap();
+    ips.create("nf-b", SetType::HashNet, Family::Ipv4, &opts)
+        .unwrap();
+    let (a1, a2, a3) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+    let net: Member = Member::net("10.1.0.0/16".parse().unwrap());
+    // Several sets, adds and deletes, one big enough to need two messages.
+    let many: Vec<Member> = (0..3000u32)
+        .map(|i| Member::Ip(IpAddr::V4(Ipv4Addr::from(0x0a02_0000 + i))))
+        .collect();
+    ips.adt_pipelined(
+        &[
+            (Adt::Add, "nf-a", &[a1, a2][..]),
+            (Adt::Add, "nf-b", &[net][..]),
+            (Adt::Add, "nf-a", &many[..]),
+            (Adt::Del, "nf-a", &[a2][..]),
+        ],
+        Exist::Fail,
+    )
+    .unwrap();
+    assert_eq!(entries(&sb, "nf-a"), 3001);
+    assert_eq!(members_by_tool(&sb, "nf-b"), display_set(&[net]));
+
+    // A command on a missing set fails; the kernel still ran the ones after it, and the
+    // error names the command and its index.
+    let (k, e) = ips
+        .adt_pipelined(
+            &[
+                (Adt::Del, "nf-a", &many[..]),
+                (Adt::Add, "nf-missing", &[a3][..]),
+                (Adt::Add, "nf-a", &[a3][..]),
+            ],
+            Exist::Fail,
+        )
+        .unwrap_err();
+    assert_eq!(k, 1);
+    assert!(e.to_string().contains("nf-missing"), "{e}");
+    assert_eq!(members_by_tool(&sb, "nf-a"), display_set(&[a1, a3]));
+    // A member the set's type refuses fails its command, and only that.
+    let (k, _) = ips
+        .adt_pipelined(&[(Adt::Add, "nf-a", &[net][..])], Exist::Fail)
+        .unwrap_err();
+    assert_eq!(k, 0);
+    assert_eq!(entries(&sb, "nf-a"), 2);
+}

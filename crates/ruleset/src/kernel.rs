@@ -190,10 +190,14 @@ impl Kernel {
     /// Runs `plan` and updates `state` (the state the plan was made from) to what the
     /// kernel now holds, with the handles it gave the new rules.
     ///
-    /// On error, the steps before the failing one were applied and `state` reflects them;
-    /// by the plan's ordering the kernel is fail-closed (see [`crate::plan`]). Observe
-    /// again before planning anew: an ipset step that failed midway may have applied part
-    /// of its elements.
+    /// Consecutive member changes (ADD/DEL on any sets, all of one phase) go to the kernel
+    /// in one round trip.
+    ///
+    /// On error, the steps before the failing one were applied, and `state` reflects them
+    /// up to the start of the failing run of member changes; by the plan's ordering the
+    /// kernel is fail-closed (see [`crate::plan`]). Observe again before planning anew: an
+    /// ipset step that failed midway may have applied part of its elements, and the member
+    /// changes after it in its run may have been applied.
     ///
     /// # Errors
     /// [`Error::Step`] naming the step and the kernel's error;
@@ -216,10 +220,25 @@ impl Kernel {
     ) -> Result<Applied, Error> {
         let total = plan.step_count();
         let mut done = Applied::default();
-        for (i, step) in plan.steps().enumerate() {
+        let steps: Vec<Step<'_>> = plan.steps().collect();
+        let mut i = 0;
+        while i < steps.len() {
             if i >= limit {
                 return Err(Error::Stopped { done: i, total });
             }
+            // A run of member changes (one phase of the plan, on any number of sets) goes
+            // in one round trip: any subset of a phase keeps the fail-closed invariant, so
+            // the kernel going on after a failing message breaks nothing.
+            let run = steps[i..steps.len().min(limit)]
+                .iter()
+                .take_while(|s| matches!(s, Step::Set(SetOp::Add { .. } | SetOp::Del { .. })))
+                .count();
+            if run > 1 {
+                self.member_run(&steps[i..i + run], i, total, state, &mut done)?;
+                i += run;
+                continue;
+            }
+            let step = steps[i];
             let fail = |source| Error::Step {
                 step: i + 1,
                 total,
@@ -239,8 +258,48 @@ impl Kernel {
                 }
             }
             done.steps += 1;
+            i += 1;
         }
         Ok(done)
+    }
+
+    /// Applies consecutive ADD/DEL steps (from step `first`) in one pipelined round trip.
+    fn member_run(
+        &mut self,
+        run: &[Step<'_>],
+        first: usize,
+        total: usize,
+        state: &mut Ruleset,
+        done: &mut Applied,
+    ) -> Result<(), Error> {
+        let ops: Vec<(ipset::wire::Adt, &str, &[ipset::Member])> = run
+            .iter()
+            .filter_map(|s| match s {
+                Step::Set(SetOp::Add { name, members }) => {
+                    Some((ipset::wire::Adt::Add, name.as_str(), members.as_slice()))
+                }
+                Step::Set(SetOp::Del { name, members }) => {
+                    Some((ipset::wire::Adt::Del, name.as_str(), members.as_slice()))
+                }
+                _ => None,
+            })
+            .collect();
+        // Idempotent, as for single steps: a retried plan may find its work done.
+        if let Err((k, source)) = self.ipset.adt_pipelined(&ops, Exist::Ignore) {
+            return Err(Error::Step {
+                step: first + k + 1,
+                total,
+                source,
+            });
+        }
+        for s in run {
+            if let Step::Set(op) = s {
+                apply_set_committed(state, op)?;
+                done.elements += op.cost();
+            }
+            done.steps += 1;
+        }
+        Ok(())
     }
 
     /// Runs one set operation; `Ok(false)` when a destroy was deferred.
