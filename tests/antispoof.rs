@@ -105,7 +105,11 @@ fn forged_sources_from_pod_interfaces_are_dropped() {
     // The sandbox lets forged sources through: what follows is netfence's doing.
     probes(true);
 
-    let mut c = Compiler::new(CompilerConfig::default()).unwrap();
+    let mut c = Compiler::new(CompilerConfig {
+        pod_interface_prefix: Some("vpod-".into()),
+        ..CompilerConfig::default()
+    })
+    .unwrap();
     c.upsert_pod(model("a", a4, a6, &a.host_if));
     c.upsert_pod(model("b", b4, b6, &b.host_if));
     c.upsert_pod(model("c", c4, c6, "vpod-c"));
@@ -119,9 +123,8 @@ fn forged_sources_from_pod_interfaces_are_dropped() {
         .unwrap();
     let save = node.sh("iptables-nft-save", &[]);
     assert!(
-        save.contains(
-            "-m set --match-set nf-podif4 src,src -m set ! --match-set nf-podsrc4 src,src -j DROP"
-        ),
+        save.contains("-A nf-fw -i vpod-+ -m comment")
+            && save.contains("-m set ! --match-set nf-podsrc4 src,src -j DROP"),
         "{save}"
     );
     probes(false);

@@ -1,8 +1,10 @@
 //! `hash:net,iface` sets (anti-spoofing) against the real kernel: netfence creates, fills,
 //! tests and lists them, and the `ipset` tool is the oracle for what the kernel holds and
 //! for what an element means. The ruleset model's lookup agrees with the kernel's on every
-//! probe, including the quirk that shaped the compiler's anti-spoofing layout: an entry for
-//! the same network on *another* interface ends the search at that prefix length.
+//! probe, including the two kernel facts that shaped the compiler's anti-spoofing layout:
+//! an entry for the same network on *another* interface ends the search at that prefix
+//! length, and the interface is not part of the hash key, so one network on many
+//! interfaces fills one bucket.
 //!
 //! Every test makes its own network namespace and works only there. Needs root.
 
@@ -145,4 +147,48 @@ fn tool_restored_net_iface_sets_decode() {
             [ni("fd00::/64", "eth0", true)].into_iter().collect(),
         ]
     );
+}
+
+#[test]
+fn one_network_on_many_interfaces_fills_one_bucket() {
+    let sb = Sandbox::new("nif-full");
+    let mut ips = open(&sb);
+    ips.create(
+        "nf-halves",
+        SetType::HashNetIface,
+        Family::Ipv4,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    // The same /1 on interface after interface: "every address on X" for many pods.
+    let mut added = 0;
+    let err = loop {
+        let m = ni("0.0.0.0/1", &format!("cali{added}"), false);
+        match ips.add("nf-halves", &[m], Exist::Fail) {
+            Ok(()) => added += 1,
+            Err(e) => break e,
+        }
+        assert!(added < 1000, "no limit found");
+    };
+    assert_eq!(added, 64, "{err}");
+    assert!(err.to_string().contains("full"), "{err}");
+    // Distinct networks, one per interface (the pod-sources set), don't collide.
+    let sources: Vec<Member> = (0..1000u32)
+        .map(|i| {
+            ni(
+                &format!("10.{}.{}.1/32", i / 250, i % 250),
+                &format!("cali{i}"),
+                false,
+            )
+        })
+        .collect();
+    ips.create(
+        "nf-sources",
+        SetType::HashNetIface,
+        Family::Ipv4,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    ips.add("nf-sources", &sources, Exist::Fail).unwrap();
+    assert_eq!(entries(&sb, "nf-sources"), 1000);
 }

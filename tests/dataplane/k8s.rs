@@ -190,12 +190,16 @@ impl std::fmt::Display for Delta {
 /// # Panics
 /// When the engine can't start.
 pub fn start_engine(world: &World) -> Engine {
-    Engine::start(EngineConfig {
+    let mut config = EngineConfig {
         netns: world.node.netns(),
         reconcile_interval: None,
         ..EngineConfig::default()
-    })
-    .unwrap_or_else(|e| panic!("starting the engine on {}: {e}", world.node.name))
+    };
+    // Pods' host interfaces are named p<index>-..., externals' x<index>-...: anti-spoofing
+    // on for every pod, as a CNI agent would configure it.
+    config.compiler.pod_interface_prefix = Some("p".into());
+    Engine::start(config)
+        .unwrap_or_else(|e| panic!("starting the engine on {}: {e}", world.node.name))
 }
 
 /// Submits `deltas` and waits until the kernel holds all of them.

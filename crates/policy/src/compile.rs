@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! FORWARD      -j nf-fw                                  (the only rule netfence adds there)
-//! nf-fw        -m set --match-set <pod interfaces> src,src -m set ! --match-set <pod sources> src,src -j DROP
+//! nf-fw        -i <pod interface prefix>+ -m set ! --match-set <pod sources> src,src -j DROP   (with a prefix)
 //!              -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN
 //!              -m conntrack --ctstate INVALID -j DROP
 //!              -j MARK --set-xmark 0/IA|EA
@@ -33,23 +33,24 @@
 //!
 //! No rule names a pod. Pods appear only as set members:
 //!
-//! * anti-spoofing sets (`hash:net,iface`, two per family), for every local
-//!   pod with a host-side interface (annotation `netfence.io/host-interface`):
-//!   *pod interfaces* holds both /1 halves of the address space on that
-//!   interface ([`Polarity::Restricts`]), *pod sources* the pod's own address
-//!   on it ([`Polarity::Grants`]). Matched `src,src` (source address, incoming
-//!   interface), "in the first and not in the second" is exactly "came from a
-//!   pod interface with a source that pod doesn't own", so one rule drops it
-//!   for every pod. It comes first, before the conntrack shortcut: a forged
-//!   source must not ride on another pod's established connection. A pod
-//!   without an address of a family sends nothing of that family.
+//! * anti-spoofing sets (`hash:net,iface`, one per family), when
+//!   [`CompilerConfig::pod_interface_prefix`] names the host-side interfaces
+//!   of pods (Calico's `cali`): (pod address, host interface) of every local
+//!   pod whose `netfence.io/host-interface` annotation names its interface
+//!   ([`Polarity::Grants`]). Matched `src,src` (source address, incoming
+//!   interface), "in on a pod interface and not in the set" is exactly "came
+//!   from a pod with a source that pod doesn't own", so one rule drops it for
+//!   every pod. It comes first, before the conntrack shortcut: a forged source
+//!   must not ride on another pod's established connection. A pod without an
+//!   address of a family sends nothing of that family, and a pod interface
+//!   without the annotation sends nothing at all.
 //!
-//!   One set with the pod's address as a `nomatch` inside the halves would
-//!   be wrong on this kernel: a lookup that finds its network under another
-//!   interface stops at that prefix length (the `multi` count of
-//!   `mtype_test_cidrs()` in `ip_set_hash_gen.h`), so a packet from pod A
-//!   forging pod B's address would match neither B's `nomatch` nor A's
-//!   halves, and pass. `tests/ipset_net_iface.rs` shows it.
+//!   The interface test is an `-i prefix+` match rather than a set because
+//!   `hash:net,iface` can't hold "every address on interface X" for many X:
+//!   the kernel leaves the interface out of the hash key, so (0.0.0.0/1, X)
+//!   for every pod fills one bucket ("Hash is full" at 64 pods), and a
+//!   `nomatch` of one interface ends the search for every other (the `multi`
+//!   count of `mtype_test_cidrs()`); `tests/ipset_net_iface.rs` shows both.
 //! * isolation sets (one per direction and family): the local pods some
 //!   policy isolates in that direction. [`Polarity::Restricts`].
 //! * selected sets: the local pods a policy's `podSelector` picks in its
@@ -69,9 +70,8 @@
 //! selectors share one set, and reordering a policy's rules renames nothing.
 //!
 //! # Per-packet cost of a new connection
-//! Two anti-spoofing lookups (`hash:net,iface`, each probing one prefix
-//! length: /1 and the host length, whatever the number of pods; the second
-//! only for packets from pod interfaces), two
+//! An interface-name comparison and, for packets from pod interfaces, one
+//! `hash:net,iface` lookup (anti-spoofing, one prefix length), two
 //! conntrack state checks, one mark write, two isolation-set lookups (hash
 //! lookups: independent of the number of pods). Packets of established
 //! connections pay the anti-spoofing lookups and one conntrack check. A pod isolated in a
@@ -101,8 +101,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use ruleset::{
-    BaseChain, CtState, Hook, IpSet, Match, Member, Neg, Polarity, PortRange, Rule as NftRule,
-    Ruleset, Scope, SetDir, SetType, TableId, Target,
+    BaseChain, CtState, Hook, Iface, IpSet, Match, Member, Neg, Polarity, PortRange,
+    Rule as NftRule, Ruleset, Scope, SetDir, SetType, TableId, Target,
 };
 
 use crate::error::Error;
@@ -131,6 +131,11 @@ pub struct CompilerConfig {
     /// The built-in `filter` chains that jump to `nf-fw`: `Forward` (the
     /// default, pod-to-pod and pod-to-world traffic), `Input`, `Output`.
     pub hooks: Vec<Hook>,
+    /// The prefix every pod's host-side interface starts with (`cali` for
+    /// Calico's naming): turns anti-spoofing on. Packets in on such an
+    /// interface must come from an address the pod on it owns, as its
+    /// `netfence.io/host-interface` annotation says. `None`: no anti-spoofing.
+    pub pod_interface_prefix: Option<String>,
 }
 
 impl Default for CompilerConfig {
@@ -142,6 +147,7 @@ impl Default for CompilerConfig {
             ingress_mark: 0x10000,
             egress_mark: 0x20000,
             hooks: vec![Hook::Forward],
+            pod_interface_prefix: None,
         }
     }
 }
@@ -170,6 +176,17 @@ impl CompilerConfig {
         }
         if self.node.as_deref() == Some("") {
             return bad("node", "empty node name (use None for every pod)".into());
+        }
+        if let Some(p) = &self.pod_interface_prefix {
+            if let Err(why) = ruleset::IfName::check(p) {
+                return bad("pod_interface_prefix", why.to_owned());
+            }
+            if p.len() >= ruleset::IfName::MAX {
+                return bad(
+                    "pod_interface_prefix",
+                    "must leave room for at least one more character of a 15-byte name".into(),
+                );
+            }
         }
         if self.hooks.is_empty() {
             return bad("hooks", "no hook point: nothing would be enforced".into());
@@ -244,8 +261,6 @@ enum SetKey {
     /// Local pods isolated in a direction: fed by every group a policy
     /// isolates with, for as long as one does.
     Isolated(Direction, Family),
-    /// The /1 halves on the host interface of every local pod that has one.
-    PodIfaces(Family),
     /// (address, host interface) of every local pod with a host interface.
     PodSources(Family),
     /// The addresses of a group's pods.
@@ -268,7 +283,6 @@ impl SetKey {
     fn family(&self) -> Family {
         match self {
             SetKey::Isolated(_, f)
-            | SetKey::PodIfaces(f)
             | SetKey::PodSources(f)
             | SetKey::Ips(_, f)
             | SetKey::Ports(.., f) => *f,
@@ -281,15 +295,14 @@ impl SetKey {
             SetKey::Isolated(..) | SetKey::Ips(..) => SetType::HashIp,
             SetKey::Block(_) => SetType::HashNet,
             SetKey::Ports(..) => SetType::HashIpPort,
-            SetKey::PodIfaces(_) | SetKey::PodSources(_) => SetType::HashNetIface,
+            SetKey::PodSources(_) => SetType::HashNetIface,
         }
     }
 
     fn polarity(&self) -> Polarity {
         match self {
-            // More isolated pods, or more pod interfaces, only means more
-            // drops.
-            SetKey::Isolated(..) | SetKey::PodIfaces(_) => Polarity::Restricts,
+            // More isolated pods only means more drops.
+            SetKey::Isolated(..) => Polarity::Restricts,
             // Every other set feeds a line that marks "allowed".
             _ => Polarity::Grants,
         }
@@ -309,7 +322,6 @@ impl SetKey {
                 };
                 return rs.set_name(&format!("iso-{d}{fam}"));
             }
-            SetKey::PodIfaces(_) => return rs.set_name(&format!("podif{fam}")),
             SetKey::PodSources(_) => return rs.set_name(&format!("podsrc{fam}")),
             SetKey::Ips(g, _) => (if g.local { 's' } else { 'p' }, g.text()),
             SetKey::Block(b) => {
@@ -633,17 +645,16 @@ impl Compiler {
                 self.scope.chain(&t, chain);
             }
             self.rs.add_chain(&t, &fw, None)?;
-            let mut spoofed = NftRule::new(Target::Drop);
-            for key in [SetKey::PodIfaces(f), SetKey::PodSources(f)] {
-                let negate = key == SetKey::PodSources(f);
-                let name = self.skeleton_set(key)?;
+            if let Some(prefix) = self.config.pod_interface_prefix.clone() {
+                let mut spoofed = NftRule::new(Target::Drop);
+                spoofed.in_iface = Some(Neg::is(Iface::Prefix(prefix)));
                 spoofed.matches.push(Match::Set {
-                    negate,
-                    name,
+                    negate: true,
+                    name: self.skeleton_set(SetKey::PodSources(f))?,
                     dirs: vec![SetDir::Src, SetDir::Src],
                 });
+                self.rs.push_rule(&t, &fw, spoofed)?;
             }
-            self.rs.push_rule(&t, &fw, spoofed)?;
             let mut iso = BTreeMap::new();
             for d in [Direction::Egress, Direction::Ingress] {
                 let name = self.skeleton_set(SetKey::Isolated(d, f))?;
@@ -1183,7 +1194,6 @@ impl Compiler {
                 pod.ip(*f).map(Member::Ip).into_iter().collect()
             }
             SetKey::Block(_) => Vec::new(),
-            SetKey::PodIfaces(f) => pod_iface_members(pod, *f),
             SetKey::PodSources(f) => pod
                 .ip(*f)
                 .zip(host_interface(pod))
@@ -1299,6 +1309,9 @@ impl Compiler {
     /// Updates the anti-spoofing sets for a pod delta: only local pods count,
     /// since only their interfaces are on this node.
     fn spoof_changed(&mut self, old: Option<&Pod>, new: Option<&Pod>) {
+        if self.config.pod_interface_prefix.is_none() {
+            return;
+        }
         let old = old.filter(|p| p.host_interface.is_some() && self.is_local(p));
         let new = new.filter(|p| p.host_interface.is_some() && self.is_local(p));
         if old.is_none() && new.is_none() {
@@ -1306,7 +1319,6 @@ impl Compiler {
         }
         let families = self.config.families.clone();
         for f in families {
-            self.shift(&SetKey::PodIfaces(f), old, new);
             self.shift(&SetKey::PodSources(f), old, new);
         }
     }
@@ -1354,23 +1366,6 @@ fn host_interface(pod: &Pod) -> Option<ruleset::IfName> {
     pod.host_interface
         .as_deref()
         .and_then(|i| ruleset::IfName::new(i).ok())
-}
-
-/// Both /1 halves of family `f`'s address space on the pod's host interface:
-/// every source, since the kernel refuses a /0.
-fn pod_iface_members(pod: &Pod, f: Family) -> Vec<Member> {
-    let Some(iface) = host_interface(pod) else {
-        return Vec::new();
-    };
-    let all: ipnet::IpNet = match f {
-        Family::Ipv4 => ipnet::Ipv4Net::default().into(),
-        Family::Ipv6 => ipnet::Ipv6Net::default().into(),
-    };
-    all.subnets(1)
-        .into_iter()
-        .flatten()
-        .map(|net| Member::net_iface(net, iface))
-        .collect()
 }
 
 /// A block's `hash:net` members: the cidr, each except as `nomatch`. The

@@ -176,6 +176,15 @@ fn config_is_validated_field_by_field() {
         },
         "hooks",
     );
+    for prefix in ["", "a/b", "cali0123456789a"] {
+        bad(
+            CompilerConfig {
+                pod_interface_prefix: Some(prefix.into()),
+                ..d()
+            },
+            "pod_interface_prefix",
+        );
+    }
     bad(
         CompilerConfig {
             hooks: vec![Hook::Prerouting],
@@ -198,6 +207,7 @@ fn config_is_validated_field_by_field() {
         prefix: "nfx-".into(),
         node: Some("n1".into()),
         hooks: vec![Hook::Output],
+        pod_interface_prefix: Some("cali".into()),
     })
     .unwrap();
 }
@@ -243,11 +253,6 @@ fn an_empty_cluster_compiles_to_the_skeleton() {
         for line in [
             "-A FORWARD ".to_string(),
             "-j nf-fw".into(),
-            "-A nf-fw -m comment --comment \"nf:".into(),
-            format!(
-                "-m set --match-set nf-podif{v} src,src -m set ! --match-set nf-podsrc{v} src,src \
-                 -j DROP"
-            ),
             "--ctstate RELATED,ESTABLISHED -j RETURN".into(),
             "--ctstate INVALID -j DROP".into(),
             "-j MARK --set-xmark 0x0/0x30000".into(),
@@ -259,7 +264,7 @@ fn an_empty_cluster_compiles_to_the_skeleton() {
         ] {
             assert!(text.contains(&line), "no {line:?} in\n{text}");
         }
-        assert_eq!(rs.chain(&t, "nf-fw").unwrap().owned().count(), 6);
+        assert_eq!(rs.chain(&t, "nf-fw").unwrap().owned().count(), 5);
         assert_eq!(rs.chain(&t, "nf-ingress").unwrap().owned().count(), 1);
         assert_eq!(rs.chain(&t, "nf-egress").unwrap().owned().count(), 1);
         assert_eq!(rs.chain(&t, "FORWARD").unwrap().owned().count(), 1);
@@ -267,22 +272,13 @@ fn an_empty_cluster_compiles_to_the_skeleton() {
     let sets: Vec<&String> = rs.sets().keys().collect();
     assert_eq!(
         sets,
-        [
-            "nf-iso-eg4",
-            "nf-iso-eg6",
-            "nf-iso-in4",
-            "nf-iso-in6",
-            "nf-podif4",
-            "nf-podif6",
-            "nf-podsrc4",
-            "nf-podsrc6"
-        ]
+        ["nf-iso-eg4", "nf-iso-eg6", "nf-iso-in4", "nf-iso-in6"]
     );
     assert!(rs.sets().values().all(|s| s.is_empty()));
-    for (name, set) in rs.sets() {
-        let grants = name.starts_with("nf-podsrc");
-        assert_eq!(set.polarity == ruleset::Polarity::Grants, grants, "{name}");
-    }
+    assert!(rs
+        .sets()
+        .values()
+        .all(|s| s.polarity == ruleset::Polarity::Restricts));
     rs.validate().unwrap();
     // `new` gives the same skeleton, and a scope that plans all of it.
     let mut fresh = compiler(None);
@@ -612,7 +608,18 @@ fn a_shared_address_stays_while_one_pod_still_has_it() {
 
 #[test]
 fn anti_spoofing_follows_local_pods_with_a_host_interface() {
-    let mut c = compiler(Some("n1"));
+    let mut c = Compiler::new(CompilerConfig {
+        node: Some("n1".into()),
+        pod_interface_prefix: Some("vp".into()),
+        ..CompilerConfig::default()
+    })
+    .unwrap();
+    let text = ruleset::render::iptables_save(c.ruleset(), ruleset::Family::Ipv4);
+    assert!(
+        text.contains("-A nf-fw -i vp+ -m comment")
+            && text.contains("-m set ! --match-set nf-podsrc4 src,src -j DROP"),
+        "{text}"
+    );
     c.upsert_namespace(ns("a", &[]));
     let with_iface = |name: &str, host: u8, iface: &str| {
         let mut p = pod("a", name, &[], host);
@@ -639,20 +646,7 @@ fn anti_spoofing_follows_local_pods_with_a_host_interface() {
         m.sort();
         m
     };
-    assert_eq!(
-        members("nf-podif4"),
-        [
-            "0.0.0.0/1,vp1",
-            "0.0.0.0/1,vp3",
-            "128.0.0.0/1,vp1",
-            "128.0.0.0/1,vp3"
-        ]
-    );
     assert_eq!(members("nf-podsrc4"), ["10.244.0.1,vp1", "10.244.0.3,vp3"]);
-    assert_eq!(
-        members("nf-podif6"),
-        ["8000::/1,vp1", "8000::/1,vp3", "::/1,vp1", "::/1,vp3"]
-    );
     // p3 has no IPv6 address: every IPv6 source on its interface is forged.
     assert_eq!(members("nf-podsrc6"), ["fd00::1,vp1"]);
 
@@ -672,8 +666,9 @@ fn anti_spoofing_follows_local_pods_with_a_host_interface() {
         Verdict::Drop
     );
     assert_eq!(v(&c, "fd00::3", "vp3", CtState::NEW), Verdict::Drop);
-    // Interfaces of no local pod are not netfence's to police.
-    assert_eq!(v(&c, "10.244.0.3", "vp2", CtState::NEW), Verdict::Accept);
+    // A pod interface no local pod claims (yet) sends nothing; other interfaces
+    // are not netfence's to police.
+    assert_eq!(v(&c, "10.244.0.2", "vp2", CtState::NEW), Verdict::Drop);
     assert_eq!(v(&c, "198.51.100.7", "eth0", CtState::NEW), Verdict::Accept);
 
     // Pod churn touches members only: a new address, a new interface, a
@@ -696,7 +691,7 @@ fn anti_spoofing_follows_local_pods_with_a_host_interface() {
     assert_eq!(v(&c, "10.244.0.1", "vp1", CtState::NEW), Verdict::Drop);
     c.delete_pod(&ObjectKey::new("a", "p1b"));
     c.delete_pod(&ObjectKey::new("a", "p3"));
-    for set in ["nf-podif4", "nf-podif6", "nf-podsrc4", "nf-podsrc6"] {
+    for set in ["nf-podsrc4", "nf-podsrc6"] {
         assert!(c.ruleset().set(set).unwrap().is_empty(), "{set}");
     }
 }
