@@ -414,6 +414,60 @@ impl fmt::Display for Member {
     }
 }
 
+/// What a refused ADD/DEL message means, from its errno and the line number the kernel
+/// blamed: an element of `members[range]` failed and those before it were applied
+/// ([`Error::IpsetPartial`]), or the message failed whole ([`Error::Kernel`] when nothing
+/// of the command was applied before it, `first`; otherwise partial at its first element).
+/// A reply that blames a line outside the message, which the kernel never sends, is
+/// [`Error::Malformed`].
+fn adt_failure(
+    adt: Adt,
+    set: &str,
+    members: &[Member],
+    range: std::ops::Range<usize>,
+    errno: i32,
+    lineno: Option<u32>,
+    first: bool,
+) -> Error {
+    let (opname, cmd) = match adt {
+        Adt::Add => ("adding to", wire::Cmd::Add),
+        Adt::Del => ("deleting from", wire::Cmd::Del),
+    };
+    let failed = match lineno {
+        Some(l) if (range.start as u64 + 1..=range.end as u64).contains(&u64::from(l)) => {
+            l as usize - 1
+        }
+        Some(l) => {
+            return Error::malformed(format!(
+                "{opname} set {set}: the kernel blamed element line {l}, outside the {}..={} \
+                 sent",
+                range.start + 1,
+                range.end
+            ))
+        }
+        // The message failed as a whole (set gone, protocol error): nothing of it was
+        // applied. Before the first message, nothing at all was.
+        None if first => {
+            return with_ipset_text(
+                Error::Kernel {
+                    op: format!("{opname} set {set} ({} elements)", members.len()),
+                    errno,
+                },
+                cmd,
+            )
+        }
+        None => range.start,
+    };
+    Error::IpsetPartial {
+        op: opname,
+        set: set.to_string(),
+        failed,
+        element: members[failed].to_string(),
+        applied: failed,
+        errno,
+    }
+}
+
 /// A network as `ipset` prints it: truncated, and a host network without its prefix.
 fn write_net(f: &mut fmt::Formatter<'_>, net: &IpNet) -> fmt::Result {
     let net = net.trunc();
@@ -789,33 +843,7 @@ impl Ipset {
                 continue;
             }
             let (adt, set, members) = ops[i];
-            let opname = match adt {
-                Adt::Add => "adding to",
-                Adt::Del => "deleting from",
-            };
-            let err = match lineno {
-                Some(l) if (start as u64 + 1..=end as u64).contains(&u64::from(l)) => {
-                    let failed = l as usize - 1;
-                    Error::IpsetPartial {
-                        op: opname,
-                        set: set.to_string(),
-                        failed,
-                        element: members[failed].to_string(),
-                        applied: failed,
-                        errno,
-                    }
-                }
-                _ => with_ipset_text(
-                    Error::Kernel {
-                        op: format!("{opname} set {set} ({} elements)", members.len()),
-                        errno,
-                    },
-                    match adt {
-                        Adt::Add => wire::Cmd::Add,
-                        Adt::Del => wire::Cmd::Del,
-                    },
-                ),
-            };
+            let err = adt_failure(adt, set, members, start..end, errno, lineno, start == 0);
             return Err((i, err));
         }
         Ok(())
@@ -824,10 +852,6 @@ impl Ipset {
     fn adt(&mut self, adt: Adt, set: &str, members: &[Member], exist: Exist) -> Result<(), Error> {
         wire::validate_name(set)?;
         wire::validate_members(set, members)?;
-        let (opname, cmd) = match adt {
-            Adt::Add => ("adding to", wire::Cmd::Add),
-            Adt::Del => ("deleting from", wire::Cmd::Del),
-        };
         for (k, range) in wire::plan_adt(members).into_iter().enumerate() {
             let req = self.req();
             let chunk = &members[range.clone()];
@@ -837,39 +861,7 @@ impl Ipset {
             let Some((errno, lineno)) = self.adt_roundtrip(&msg, req.seq)? else {
                 continue;
             };
-            let failed = match lineno {
-                Some(l) if (range.start as u64 + 1..=range.end as u64).contains(&(l as u64)) => {
-                    l as usize - 1
-                }
-                Some(l) => {
-                    return Err(Error::malformed(format!(
-                        "{opname} set {set}: the kernel blamed element line {l}, outside \
-                         the {}..={} sent",
-                        range.start + 1,
-                        range.end
-                    )))
-                }
-                // The message failed as a whole (set gone, protocol error): nothing of it
-                // was applied. Before the first message, nothing at all was.
-                None if k == 0 => {
-                    return Err(with_ipset_text(
-                        Error::Kernel {
-                            op: format!("{opname} set {set} ({} elements)", members.len()),
-                            errno,
-                        },
-                        cmd,
-                    ))
-                }
-                None => range.start,
-            };
-            return Err(Error::IpsetPartial {
-                op: opname,
-                set: set.to_string(),
-                failed,
-                element: members[failed].to_string(),
-                applied: failed,
-                errno,
-            });
+            return Err(adt_failure(adt, set, members, range, errno, lineno, k == 0));
         }
         Ok(())
     }
