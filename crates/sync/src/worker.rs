@@ -288,7 +288,10 @@ impl Worker {
         self.retry_at = (!self.scope.is_empty()).then(|| Instant::now() + DEFERRED_RETRY);
         self.last_error = None;
         self.converged = true;
-        for w in self.waiting.drain(..) {
+        // Status first: a caller woken by its completion must see the state that fired it.
+        let done = std::mem::take(&mut self.waiting);
+        self.publish();
+        for w in done {
             if w.delta {
                 self.shared.metrics.record_delta(w.ticket.at.elapsed());
             }
