@@ -32,15 +32,14 @@
 
 use std::fs::File;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use mnl::mnl_sys;
 
 use crate::error::Error;
 use crate::nl::{self, Msg};
-use crate::socket::Netns;
+use crate::socket::{NetlinkSocket, Netns};
 
 /// Pure encoders of the route-netlink requests [`Rtnl`] sends, and the constants they use.
 ///
@@ -395,23 +394,11 @@ impl std::fmt::Display for Route {
     }
 }
 
-/// A `NETLINK_ROUTE` socket bound in one network namespace. Like every `mnl::Socket` it is
-/// `!Send`: open it on the thread that uses it.
+/// A `NETLINK_ROUTE` socket bound in one network namespace: a [`NetlinkSocket`] on the
+/// route bus. `!Send`: open it on the thread that uses it.
+#[derive(Debug)]
 pub struct Rtnl {
-    sock: mnl::Socket,
-    netns: Netns,
-    seq: u32,
-    /// `u64` storage keeps the receive buffer aligned for `nlmsghdr`.
-    buf: Vec<u64>,
-}
-
-impl std::fmt::Debug for Rtnl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rtnl")
-            .field("netns", &self.netns)
-            .field("portid", &self.sock.portid())
-            .finish()
-    }
+    sock: NetlinkSocket,
 }
 
 impl Rtnl {
@@ -420,60 +407,18 @@ impl Rtnl {
     /// # Errors
     /// [`Error::Io`] when the namespace can't be entered or the socket can't be opened.
     pub fn open(netns: &Netns) -> Result<Self, Error> {
-        let sock = netns
-            .enter(|| mnl::Socket::new(mnl::Bus::Route))?
-            .map_err(|e| Error::io(format!("opening a route netlink socket in {netns}"), e))?;
-        let s = Self {
-            sock,
-            netns: netns.clone(),
-            // From the clock, as libmnl users do: a stale reply to an earlier process's
-            // socket with the same port id won't look like ours.
-            seq: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as u32)
-                .unwrap_or(1),
-            buf: vec![0u64; 32 * 1024 / 8],
-        };
-        // Extended ACKs carry the kernel's reason ("Nexthop device is not up"), which
-        // the errors below quote; capping keeps errors from echoing whole requests.
-        s.setsockopt(libc::NETLINK_EXT_ACK, 1)?;
-        s.setsockopt(libc::NETLINK_CAP_ACK, 1)?;
-        Ok(s)
+        Ok(Self {
+            sock: NetlinkSocket::open_route(netns)?,
+        })
     }
 
     /// The namespace this socket talks to.
     pub fn netns(&self) -> &Netns {
-        &self.netns
-    }
-
-    fn fd(&self) -> RawFd {
-        // SAFETY: the pointer is valid for the life of `self.sock`.
-        unsafe { mnl_sys::mnl_socket_get_fd(self.sock.as_raw_socket()) }
-    }
-
-    fn setsockopt(&self, opt: i32, val: i32) -> Result<(), Error> {
-        // SAFETY: plain setsockopt with an int option.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd(),
-                libc::SOL_NETLINK,
-                opt,
-                (&val as *const i32).cast(),
-                std::mem::size_of::<i32>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(Error::io(
-                format!("setsockopt(SOL_NETLINK, {opt}) on the route netlink socket"),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        self.sock.netns()
     }
 
     fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1).max(1);
-        self.seq
+        self.sock.next_seq()
     }
 
     /// The index of link `name`.
@@ -481,7 +426,7 @@ impl Rtnl {
     /// # Errors
     /// [`Error::Kernel`] with `ENODEV` when there is no such link here.
     pub fn link_index(&mut self, name: &str) -> Result<u32, Error> {
-        let ns = self.netns.clone();
+        let ns = self.netns().clone();
         self.index_for(name, &|| format!("looking up link {name} in {ns}"))
     }
 
@@ -522,7 +467,7 @@ impl Rtnl {
         };
         let seq = self.next_seq();
         let msg = wire::new_veth(seq, name, peer, file.as_ref().map(|f| f.as_raw_fd()))?;
-        let ns = self.netns.clone();
+        let ns = self.netns().clone();
         let peer_ns = peer_netns.clone();
         self.talk(
             &msg,
@@ -537,7 +482,7 @@ impl Rtnl {
     /// # Errors
     /// [`Error::Kernel`]: `ENODEV` when there is no such link.
     pub fn set_up(&mut self, name: &str) -> Result<(), Error> {
-        let ns = self.netns.clone();
+        let ns = self.netns().clone();
         let op = || format!("setting link {name} up in {ns}");
         let index = self.index_for(name, &op)?;
         let seq = self.next_seq();
@@ -551,7 +496,7 @@ impl Rtnl {
     /// [`Error::Kernel`]: `ENODEV` when there is no such link, `EEXIST` when the address
     /// is there already.
     pub fn add_address(&mut self, link: &str, addr: IpNet, nodad: bool) -> Result<(), Error> {
-        let ns = self.netns.clone();
+        let ns = self.netns().clone();
         let op = || format!("adding address {addr} to link {link} in {ns}");
         let index = self.index_for(link, &op)?;
         let seq = self.next_seq();
@@ -566,7 +511,7 @@ impl Rtnl {
     /// there already, `ENETDOWN` for an onlink gateway on a link without carrier (set both
     /// ends of a veth up first).
     pub fn add_route(&mut self, route: &Route) -> Result<(), Error> {
-        let ns = self.netns.clone();
+        let ns = self.netns().clone();
         let op = || format!("adding route {route} in {ns}");
         let index = self.index_for(&route.link, &op)?;
         let seq = self.next_seq();
@@ -583,66 +528,31 @@ impl Rtnl {
         op: &dyn Fn() -> String,
         reply: &mut dyn FnMut(&Msg<'_>) -> Result<bool, Error>,
     ) -> Result<(), Error> {
-        let n = self
-            .sock
-            .send(msg)
-            .map_err(|e| Error::io(format!("{}: sending", op()), e))?;
-        if n != msg.len() {
-            return Err(Error::io(
-                op(),
-                std::io::Error::other(format!("sent {n} of {} bytes", msg.len())),
-            ));
-        }
-        loop {
-            let len = self.recv(op)?;
-            let bytes: &[u8] = {
-                let b = self.buf.as_slice();
-                // SAFETY: u64 storage viewed as bytes; the length is what recv filled.
-                unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u8>(), len) }
-            };
-            for m in nl::messages(bytes) {
-                let m = m?;
-                if m.seq != seq {
+        self.sock.send(msg)?;
+        let mut outcome: Option<Result<(), Error>> = None;
+        while outcome.is_none() {
+            let got = self.sock.recv(REPLY_TIMEOUT, |m| {
+                if m.seq != seq || outcome.is_some() {
                     // Left over from an earlier request that gave up; not ours.
-                    continue;
+                    return Ok(());
                 }
                 if m.ty == nl::NLMSG_ERROR {
                     let (errno, _) = m.error()?;
-                    if errno == 0 {
-                        return Ok(());
-                    }
-                    let op = match ext_ack_message(&m) {
-                        Some(text) => format!("{} (kernel: {text})", op()),
-                        None => op(),
-                    };
-                    return Err(Error::Kernel { op, errno });
+                    outcome = Some(if errno == 0 {
+                        Ok(())
+                    } else {
+                        let op = match ext_ack_message(&m) {
+                            Some(text) => format!("{} (kernel: {text})", op()),
+                            None => op(),
+                        };
+                        Err(Error::Kernel { op, errno })
+                    });
+                } else if reply(&m)? {
+                    outcome = Some(Ok(()));
                 }
-                if reply(&m)? {
-                    return Ok(());
-                }
-            }
-        }
-    }
-
-    /// Waits for a datagram and receives it into `self.buf`; returns its length.
-    fn recv(&mut self, op: &dyn Fn() -> String) -> Result<usize, Error> {
-        let fd = self.fd();
-        loop {
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let rc = unsafe { libc::poll(&mut pfd, 1, REPLY_TIMEOUT.as_millis() as i32) };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::io(format!("{}: polling", op()), e));
-            }
-            if rc == 0 {
+                Ok(())
+            })?;
+            if !got {
                 return Err(Error::io(
                     op(),
                     std::io::Error::new(
@@ -651,19 +561,8 @@ impl Rtnl {
                     ),
                 ));
             }
-            let b = self.buf.as_mut_slice();
-            // SAFETY: recv into our own buffer, of its byte length.
-            let n =
-                unsafe { libc::recv(fd, b.as_mut_ptr().cast(), b.len() * 8, libc::MSG_DONTWAIT) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR | libc::EAGAIN) => continue,
-                _ => return Err(Error::io(format!("{}: receiving", op()), e)),
-            }
         }
+        outcome.unwrap_or(Ok(()))
     }
 }
 

@@ -120,8 +120,21 @@ impl NetlinkSocket {
     /// # Errors
     /// [`Error::Io`] when the namespace can't be entered or the socket can't be opened.
     pub fn open(netns: &Netns) -> Result<Self, Error> {
-        let sock = in_netns(netns, || mnl::Socket::new(mnl::Bus::Netfilter))?
-            .map_err(|e| Error::io(format!("opening a netfilter netlink socket in {netns}"), e))?;
+        Self::open_bus(netns, mnl::Bus::Netfilter, "netfilter")
+    }
+
+    /// Opens and binds a `NETLINK_ROUTE` socket in `netns` (links, addresses, routes),
+    /// with the same framing, sequence numbers and ACK handling.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_route(netns: &Netns) -> Result<Self, Error> {
+        Self::open_bus(netns, mnl::Bus::Route, "route")
+    }
+
+    fn open_bus(netns: &Netns, bus: mnl::Bus, what: &str) -> Result<Self, Error> {
+        let sock = in_netns(netns, || mnl::Socket::new(bus))?
+            .map_err(|e| Error::io(format!("opening a {what} netlink socket in {netns}"), e))?;
         let mut s = Self {
             sock,
             netns: netns.clone(),
