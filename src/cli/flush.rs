@@ -1,26 +1,20 @@
 //! `netfence flush`: everything netfence owns goes, nothing else does.
 //!
-//! It plans from the observed state to an empty ruleset with the same prefix, as the
-//! engine's own flush does, so the planner's ownership rules decide what is removed:
-//! netfence's jump rules (recognised by their comments) first with its chains in one
-//! atomic batch, then its sets once no rule references them. Run directly on a kernel
-//! handle rather than through the engine so that a failure keeps its errno (and so its
-//! hint: run as root, no such namespace).
+//! `ruleset::Kernel::flush`, which the engine's flush also runs, plans from the observed
+//! state to an empty ruleset with the same prefix, so the planner's ownership rules decide
+//! what is removed, and retries after a concurrent writer or a deferred set destroy. Run
+//! on a kernel handle rather than through the engine so that a failure keeps its errno
+//! (and so its hint: run as root, no such namespace).
 
 use std::io::Write;
 
 use clap::Args;
-use netfence::ruleset::{plan, Entry, Kernel, Netns, Ruleset, TableId};
+use netfence::ruleset::{Entry, Kernel, Netns, Ruleset, TableId};
 use serde::Serialize;
 
 use super::error::{CliError, EXIT_OK};
 use super::input::plural;
 use super::{write_json, Format, NetnsArg, OutputArg, PrefixArg};
-
-/// How many times a flush observes and plans again after a concurrent writer got in
-/// first, or after a set destroy the kernel deferred (it releases a set's last reference
-/// asynchronously).
-const TRIES: usize = 5;
 
 /// Arguments of `netfence flush`.
 #[derive(Debug, Args)]
@@ -55,7 +49,7 @@ struct Report {
 /// read or changed.
 pub fn run(args: &FlushArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let prefix = &args.prefix.prefix;
-    let empty = Ruleset::new(prefix).map_err(|e| CliError::Flag {
+    Ruleset::new(prefix).map_err(|e| CliError::Flag {
         flag: "--prefix",
         reason: e.to_string(),
     })?;
@@ -67,34 +61,16 @@ pub fn run(args: &FlushArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let fail =
         |e: &netfence::ruleset::Error| CliError::ruleset(format!("flushing {netns}"), &netns, e);
     let mut kernel = Kernel::open(&netns).map_err(|e| fail(&e))?;
+    let flushed = kernel.flush(prefix, &tables).map_err(|e| fail(&e))?;
+    if !flushed.left.is_empty() {
+        return Err(left_over(&netns));
+    }
     let mut report = Report {
         netns: super::netns_id(&netns),
+        operations: flushed.operations,
         ..Report::default()
     };
-    for attempt in 1..=TRIES {
-        let mut current = kernel.observe(prefix, &tables).map_err(|e| fail(&e))?;
-        if attempt == 1 {
-            count(&current, &mut report);
-        }
-        let p = plan(&current, &empty).map_err(|e| fail(&e))?;
-        if p.is_empty() {
-            break;
-        }
-        match kernel.apply(&p, &mut current) {
-            Ok(applied) => {
-                report.operations += p.cost();
-                if applied.deferred.is_empty() {
-                    break;
-                }
-                // A set still referenced for an instant: the next round destroys it.
-            }
-            Err(e) if e.is_retryable() && attempt < TRIES => continue,
-            Err(e) => return Err(fail(&e)),
-        }
-        if attempt == TRIES {
-            return Err(left_over(&netns));
-        }
-    }
+    count(&flushed.before, &mut report);
     match args.output.output {
         Format::Json => write_json(out, &report)?,
         Format::Text if report.operations == 0 => {

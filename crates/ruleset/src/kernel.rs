@@ -41,6 +41,21 @@ pub struct Applied {
     pub deferred: Vec<String>,
 }
 
+/// What [`Kernel::flush`] removed.
+#[derive(Debug, Clone)]
+pub struct Flushed {
+    /// The state found before the first attempt: what netfence owned.
+    pub before: Ruleset,
+    /// Operations applied over every attempt.
+    pub operations: usize,
+    /// Sets still referenced (so still there) after every attempt.
+    pub left: Vec<String>,
+}
+
+/// How many times [`Kernel::flush`] observes and plans again: after another writer's
+/// commit, or for set destroys the kernel deferred.
+const FLUSH_TRIES: usize = 5;
+
 /// netfence's handle on one network namespace's nf_tables and ipset.
 ///
 /// It remembers the nf_tables generation its last observation (or its own last commit)
@@ -185,6 +200,43 @@ impl Kernel {
             }
         }
         Ok(rs)
+    }
+
+    /// Removes everything `prefix` owns in `tables` (its rules in built-in chains, its
+    /// chains, its sets) and nothing else: observe, plan to an empty ruleset, apply, and
+    /// again after a concurrent writer's commit or a deferred set destroy.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad prefix; the kernel's error when an attempt fails for a
+    /// reason a retry can't cure, or the last attempt fails.
+    pub fn flush(&mut self, prefix: &str, tables: &[TableId]) -> Result<Flushed, Error> {
+        let empty = Ruleset::new(prefix)?;
+        let mut flushed: Option<Flushed> = None;
+        for attempt in 1..=FLUSH_TRIES {
+            let mut current = self.observe(prefix, tables)?;
+            let f = flushed.get_or_insert_with(|| Flushed {
+                before: current.clone(),
+                operations: 0,
+                left: Vec::new(),
+            });
+            let p = crate::plan::plan(&current, &empty)?;
+            if p.is_empty() {
+                f.left.clear();
+                break;
+            }
+            match self.apply(&p, &mut current) {
+                Ok(applied) => {
+                    f.operations += p.cost();
+                    f.left = applied.deferred;
+                    if f.left.is_empty() {
+                        break;
+                    }
+                }
+                Err(e) if e.is_retryable() && attempt < FLUSH_TRIES => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(flushed.expect("at least one attempt"))
     }
 
     /// Runs `plan` and updates `state` (the state the plan was made from) to what the

@@ -22,7 +22,7 @@ pub mod render;
 pub mod sim;
 
 pub use error::Error;
-pub use kernel::{Applied, Kernel};
+pub use kernel::{Applied, Flushed, Kernel};
 
 pub use model::{
     Chain, Entry, ForeignSet, IpSet, OpaqueRule, OwnedRule, Polarity, RuleId, Ruleset, Table,

@@ -387,15 +387,24 @@ impl Worker {
 
     /// Removes everything netfence owns, from a fresh observation.
     fn flush(&mut self) -> Result<(), Error> {
-        self.observe().map_err(kernel_error)?;
-        let empty = Ruleset::new(&self.config.compiler.prefix).map_err(Error::Plan)?;
-        let p = plan(&self.current, &empty).map_err(Error::Plan)?;
         let t0 = Instant::now();
-        self.kernel
-            .apply(&p, &mut self.current)
+        let f = self
+            .kernel
+            .flush(&self.config.compiler.prefix, &self.tables)
             .map_err(kernel_error)?;
-        self.shared.metrics.record_commit(t0.elapsed(), p.cost());
-        tracing::info!(operations = p.cost(), "flushed everything netfence owned");
+        self.shared
+            .metrics
+            .record_commit(t0.elapsed(), f.operations);
+        if !f.left.is_empty() {
+            return Err(Error::Kernel(format!(
+                "flushing: sets still referenced after every retry: {}",
+                f.left.join(", ")
+            )));
+        }
+        tracing::info!(
+            operations = f.operations,
+            "flushed everything netfence owned"
+        );
         Ok(())
     }
 
