@@ -24,3 +24,4 @@
 
 pub mod calico;
 pub mod cluster;
+pub mod record;
