@@ -329,6 +329,51 @@ fn tampering_is_repaired_by_one_reconcile_each() {
 }
 
 #[test]
+fn a_failure_no_retry_cures_is_reported_as_such_and_clears_on_success() {
+    let sb = Sandbox::new("sync-hopeless");
+    let w = base_world();
+    let e = Engine::start(config(&sb)).unwrap();
+    let cs = w.feed(&e);
+    e.ready().wait().unwrap();
+    wait_all(cs);
+    assert_eq!(e.status().last_error, None);
+
+    // `ipset swap` gives netfence's referenced set another capacity under the same name:
+    // the kernel can't change that in place while rules use it, so no retry can cure it.
+    sb.sh(
+        "ipset",
+        &[
+            "create",
+            "kube-swap",
+            "hash:ip",
+            "family",
+            "inet",
+            "maxelem",
+            "1024",
+        ],
+    );
+    sb.sh("ipset", &["swap", "nf-iso-in4", "kube-swap"]);
+    e.reconcile().wait().unwrap();
+    let first = e.status().last_error.expect("the commit failed");
+    assert!(!first.retryable, "{first:?}");
+    assert_eq!(first.errno, None, "{first:?}");
+    assert!(first.message.contains("nf-iso-in4"), "{first:?}");
+    // The engine goes on trying, with backoff, and counts the failures.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while e.status().last_error.is_some_and(|l| l.failures < 3) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", e.status());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // Undone by hand: the next commit succeeds and the error is gone.
+    sb.sh("ipset", &["swap", "nf-iso-in4", "kube-swap"]);
+    e.reconcile().wait().unwrap();
+    e.sync().wait().unwrap();
+    assert_eq!(e.status().last_error, None);
+    assert_converged(&sb, &w);
+}
+
+#[test]
 fn a_concurrent_iptables_writer_loses_nothing_and_neither_does_netfence() {
     let sb = Sandbox::new("sync-writer");
     let mut w = base_world();

@@ -146,16 +146,14 @@ fn wait_converged(engine: &Engine, netns: &Netns, timeout: Duration) -> Result<(
             }
             Err(again) => pending = again,
         }
-        let m = engine.metrics();
-        let failed = m.errors > m.conflicts;
+        let last = engine.status().last_error;
+        // A refusal no retry cures ends the wait now; a race with another writer is
+        // waited out until the deadline.
+        let failed = last.as_ref().is_some_and(|e| !e.retryable);
         if failed || Instant::now() >= deadline {
-            let last = engine
-                .status()
-                .last_error
-                .unwrap_or_else(|| "no commit succeeded".into());
             return Err(CliError::Kernel {
                 what: format!("converging {netns}"),
-                detail: last,
+                detail: last.map_or_else(|| "no commit succeeded".into(), |e| e.message),
                 hint: Some(if failed {
                     "netfence could not converge; whatever it applied leaves the kernel \
                      fail-closed. `netfence status` shows what it holds"

@@ -74,6 +74,50 @@ pub enum Error {
     },
 }
 
+/// A copy for every party that waits on one failure (an engine's completions). An
+/// `io::Error` is not `Clone`; the copy keeps its errno, or else its kind and message.
+impl Clone for Error {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Kernel { op, errno } => Self::Kernel {
+                op: op.clone(),
+                errno: *errno,
+            },
+            Self::GenerationChanged { expected } => Self::GenerationChanged {
+                expected: *expected,
+            },
+            Self::IpsetPartial {
+                op,
+                set,
+                failed,
+                element,
+                applied,
+                errno,
+            } => Self::IpsetPartial {
+                op,
+                set: set.clone(),
+                failed: *failed,
+                element: element.clone(),
+                applied: *applied,
+                errno: *errno,
+            },
+            Self::Io { what, source } => Self::Io {
+                what: what.clone(),
+                source: match source.raw_os_error() {
+                    Some(errno) => std::io::Error::from_raw_os_error(errno),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            Self::Malformed(m) => Self::Malformed(m.clone()),
+            Self::Encode { what } => Self::Encode { what: what.clone() },
+            Self::Invalid { object, reason } => Self::Invalid {
+                object: object.clone(),
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
 impl Error {
     pub(crate) fn malformed(what: impl Into<String>) -> Self {
         Self::Malformed(what.into())

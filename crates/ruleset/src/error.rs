@@ -1,7 +1,7 @@
 //! The one error type of this crate.
 
 /// What can go wrong building a ruleset, planning, or executing a plan.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The model is inconsistent or a value is out of the kernel's limits; nothing was sent.
     #[error("invalid {object}: {reason}")]
@@ -78,6 +78,14 @@ impl Error {
         Self::Invalid {
             object: object.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// The kernel's errno behind the error, when the kernel refused something.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Step { source, .. } | Self::Netfilter(source) => source.errno(),
+            _ => None,
         }
     }
 

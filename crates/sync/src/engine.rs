@@ -34,8 +34,27 @@ pub struct Status {
     pub ready: bool,
     /// Deltas and waits not yet in the kernel.
     pub pending: usize,
-    /// The last commit or reconcile error, until a commit succeeds.
-    pub last_error: Option<String>,
+    /// The last failed commit, until a commit succeeds.
+    pub last_error: Option<CommitError>,
+}
+
+/// Why the engine's last commit failed, and whether waiting is expected to help.
+///
+/// The engine retries every failure with backoff (up to
+/// [`crate::EngineConfig::retry_max`] apart), since a later delta may cure even a refusal;
+/// an agent that must not wait on a failure no retry cures (an `EPERM`, a missing kernel
+/// module) tells the two apart here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitError {
+    /// The error, naming the operation and the object.
+    pub message: String,
+    /// The kernel's errno, when the kernel refused something.
+    pub errno: Option<i32>,
+    /// Whether a retry alone is expected to succeed: another writer raced the commit, or
+    /// the kernel was momentarily busy or short of buffers.
+    pub retryable: bool,
+    /// Commits failed in a row, this one included.
+    pub failures: u32,
 }
 
 /// One message to the sync thread.

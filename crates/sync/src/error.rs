@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// What a call on the engine, or the completion of one, can report.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The engine's config is invalid; no engine was started.
     #[error("invalid engine config field {field}: {reason}")]
@@ -31,9 +31,23 @@ pub enum Error {
     Plan(#[source] ruleset::Error),
 
     /// The kernel refused or failed an operation that is not retried on its own (a
-    /// flush, an on-demand reconcile); the message names the operation and the object.
-    #[error("kernel: {0}")]
-    Kernel(String),
+    /// flush, an on-demand reconcile). The source names the object and keeps the errno.
+    #[error("{op}: {source}")]
+    Kernel {
+        /// What the engine was doing: "reconciling", "flushing".
+        op: &'static str,
+        /// The kernel's refusal.
+        #[source]
+        source: ruleset::Error,
+    },
+
+    /// A flush removed what it could, but other rules still reference these sets, so the
+    /// kernel kept them.
+    #[error("flushing: sets still referenced after every retry: {}", .left.join(", "))]
+    FlushIncomplete {
+        /// The sets left behind.
+        left: Vec<String>,
+    },
 
     /// The call needs the engine to be ready (see [`crate::Engine::ready`]).
     #[error("the engine is not ready: the agent has not called ready() after its first full list")]
@@ -47,4 +61,24 @@ pub enum Error {
     /// The wait ended before the completion did; the call itself goes on.
     #[error("no completion within {0:?}")]
     Timeout(Duration),
+}
+
+impl Error {
+    /// The kernel's errno behind the error, when the kernel refused something.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Start(e) | Self::Plan(e) | Self::Kernel { source: e, .. } => e.errno(),
+            _ => None,
+        }
+    }
+
+    /// Whether the same call may succeed later without any change by the caller: another
+    /// writer raced the engine, or the kernel was momentarily short of memory or busy.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Start(e) | Self::Plan(e) | Self::Kernel { source: e, .. } => e.is_retryable(),
+            Self::FlushIncomplete { .. } | Self::Timeout(_) => true,
+            _ => false,
+        }
+    }
 }

@@ -47,6 +47,6 @@ mod worker;
 
 pub use completion::Completion;
 pub use config::EngineConfig;
-pub use engine::{Engine, ReconcileReport, Status};
+pub use engine::{CommitError, Engine, ReconcileReport, Status};
 pub use error::Error;
 pub use metrics::{HistogramSnapshot, Metrics, MetricsSnapshot};

@@ -21,7 +21,7 @@ use ruleset::{plan, plan_scoped, Kernel, Ruleset, Scope, TableId};
 
 use crate::completion::Ticket;
 use crate::config::EngineConfig;
-use crate::engine::{Command, ReconcileReport, Shared};
+use crate::engine::{Command, CommitError, ReconcileReport, Shared};
 use crate::error::Error;
 
 /// Most commands taken into one burst: a storm that never pauses still gets a commit at
@@ -60,7 +60,7 @@ pub(crate) struct Worker {
     backoff: Duration,
     retry_at: Option<Instant>,
     reconcile_at: Option<Instant>,
-    last_error: Option<String>,
+    last_error: Option<CommitError>,
 }
 
 /// What a burst asked beyond deltas.
@@ -160,8 +160,7 @@ impl Worker {
                 for t in burst.reconciles {
                     t.complete(match &report {
                         Ok(r) => Ok(*r),
-                        Err(Error::NotReady) => Err(Error::NotReady),
-                        Err(e) => Err(Error::Kernel(e.to_string())),
+                        Err(e) => Err(e.clone()),
                     });
                 }
             }
@@ -309,7 +308,13 @@ impl Worker {
             self.shared.metrics.record_conflict();
         }
         tracing::warn!(error = %e, retry_in = ?self.backoff, "commit failed; the kernel is fail-closed");
-        self.last_error = Some(e.to_string());
+        let failures = self.last_error.as_ref().map_or(0, |l| l.failures) + 1;
+        self.last_error = Some(CommitError {
+            message: e.to_string(),
+            errno: e.errno(),
+            retryable: e.is_retryable(),
+            failures,
+        });
         if applied_some || e.is_retryable() {
             self.stale = true;
         }
@@ -342,7 +347,7 @@ impl Worker {
             return Err(Error::NotReady);
         }
         self.reconcile_at = self.config.reconcile_interval.map(|i| Instant::now() + i);
-        let drifted = self.stale || self.cheap_check().map_err(kernel_error)?;
+        let drifted = self.stale || self.cheap_check().map_err(reconcile_error)?;
         if !drifted {
             self.shared.metrics.record_reconcile(0);
             return Ok(ReconcileReport::default());
@@ -350,7 +355,7 @@ impl Worker {
         let believed = std::mem::take(&mut self.current);
         if let Err(e) = self.observe() {
             self.current = believed;
-            return Err(kernel_error(e));
+            return Err(reconcile_error(e));
         }
         // The drift is what turns the kernel back into what netfence believed it held.
         let repairs = plan(&self.current, &believed).map_or(0, |p| p.cost());
@@ -391,15 +396,15 @@ impl Worker {
         let f = self
             .kernel
             .flush(&self.config.compiler.prefix, &self.tables)
-            .map_err(kernel_error)?;
+            .map_err(|source| Error::Kernel {
+                op: "flushing",
+                source,
+            })?;
         self.shared
             .metrics
             .record_commit(t0.elapsed(), f.operations);
         if !f.left.is_empty() {
-            return Err(Error::Kernel(format!(
-                "flushing: sets still referenced after every retry: {}",
-                f.left.join(", ")
-            )));
+            return Err(Error::FlushIncomplete { left: f.left });
         }
         tracing::info!(
             operations = f.operations,
@@ -416,6 +421,9 @@ impl Worker {
     }
 }
 
-fn kernel_error(e: ruleset::Error) -> Error {
-    Error::Kernel(e.to_string())
+fn reconcile_error(source: ruleset::Error) -> Error {
+    Error::Kernel {
+        op: "reconciling",
+        source,
+    }
 }
