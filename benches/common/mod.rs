@@ -24,4 +24,5 @@
 
 pub mod calico;
 pub mod cluster;
+pub mod nft_native;
 pub mod record;
