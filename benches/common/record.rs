@@ -9,7 +9,7 @@
 
 use std::fs::{self, File};
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -84,8 +84,14 @@ impl Record {
     }
 }
 
-/// Where the records of one bench go.
+/// Where the records of one bench go: `$NETFENCE_BENCH_DIR` if set, else
+/// `netfence-bench` in the target directory.
 pub fn dir() -> PathBuf {
+    // An explicit directory wins, so that a run (or the report's tests) can keep its
+    // records apart from the usual ones.
+    if let Some(d) = std::env::var_os("NETFENCE_BENCH_DIR") {
+        return PathBuf::from(d);
+    }
     // Benches run with the package root as the working directory; CARGO_TARGET_DIR
     // moves the target directory, as it moves criterion's.
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -129,8 +135,14 @@ impl Recorder {
 
 /// Reads every record in the directory's `*.jsonl` files (for the report).
 pub fn read_all() -> std::io::Result<Vec<Record>> {
+    read_all_in(&dir())
+}
+
+/// Reads every record in `dir`'s `*.jsonl` files: the report is built outside the
+/// root package, where [`dir`]'s default would point elsewhere.
+pub fn read_all_in(dir: &Path) -> std::io::Result<Vec<Record>> {
     let mut out = Vec::new();
-    let mut paths: Vec<PathBuf> = fs::read_dir(dir())?
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
         .collect();
