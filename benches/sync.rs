@@ -21,6 +21,10 @@
 //!   own namespace), so no `ip netns exec` is charged to them. The opposite delta follows,
 //!   untimed. Every delta is computed before any timing (one at 10k pods takes about half
 //!   a second to render).
+//! * **nft** (`sync/pod_add/nft/...`): the same Calico-like state written in native nft
+//!   syntax ([`common::nft_native::render`]) loaded into a third namespace; one iteration
+//!   is one `nft -f -` of the pod's delta ([`common::nft_native::diff`], one
+//!   transaction), run as the baseline's tools are, after the same pause.
 //!
 //! Every pod lives on the node netfence and the baseline enforce for (all pods local, the
 //! worst case for set and chain counts). Single stack IPv4 by default (netfence programs
@@ -34,31 +38,33 @@
 //!
 //! nf_tables frees a deleted rule after an RCU grace period and the next commit waits
 //! for it, so the baseline sleeps [`SETTLE`] untimed before each of its deltas (without
-//! the pause its deltas measured about 10% slower at 5k pods); netfence's pod deltas
-//! change only set members, and get no pause.
+//! the pause its deltas measured about 10% slower at 5k pods), and so does nft; netfence's
+//! pod deltas change only set members, and get no pause.
 //!
-//! `cargo bench --bench sync` (root; about 5 minutes; each size's namespaces are built on
+//! `cargo bench --bench sync` (root; about 7 minutes; each size's namespaces are built on
 //! first use, so a filter such as `-- 5000p` skips the others). With `--quick`, in
 //! `cargo test` mode, or with `NETFENCE_BENCH_SMOKE=1`, only 1,000 pods / 100 policies
 //! run (CI: `-- --quick --warm-up-time 0.2 --measurement-time 0.5`, under 10 s). A table
-//! of medians and ratios goes to stderr at the end; criterion's output is the record.
+//! of medians and ratios goes to stderr at the end. Every timed delta (warm-up included)
+//! also goes to `target/netfence-bench/sync.jsonl` ([`record`]; scenarios `pod_add` and
+//! `pod_delete`, systems `netfence`, `calico-iptables` and `nft`) for the report, which
+//! reads the other scenarios from the `scenarios` bench.
 
 #[path = "common/mod.rs"]
 mod common;
 
-use std::fs::File;
-use std::io::Write as _;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{calico, cluster};
+use common::harness::{
+    bench_wanted, holds, remove_stale_namespaces, Baseline, BaselineNs, DeltaPair, FullLoad, Mode,
+    NetfenceSide, Size, PODS, SETTLE,
+};
+use common::record::{Record, Recorder};
+use common::{calico, cluster, record};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
-use policy::k8s_openapi::api::core::v1::Pod;
-use policy::{CompilerConfig, Family};
-use sync::{Engine, EngineConfig};
+
+/// The bench's name: its namespaces' prefix and its records' file.
+const BENCH: &str = "sync";
 
 /// (pods, policies); namespaces are pods / 100.
 const SIZES: [(usize, usize); 6] = [
@@ -70,453 +76,128 @@ const SIZES: [(usize, usize); 6] = [
     (10_000, 1_000),
 ];
 
-/// How many different pods the iterations take turns over.
-const PODS: usize = 8;
-
-/// Untimed pause before each baseline delta (see the module doc).
-const SETTLE: Duration = Duration::from_millis(50);
-
 /// Timed baseline deltas per measurement, about: criterion takes 10 samples of a few.
 const BASELINE_DELTAS: u32 = 30;
 
-/// Prefix of this bench's namespaces: `<prefix><pid>-<n>`.
-const NETNS_PREFIX: &str = "nfb-sync-";
-
 // ---------------------------------------------------------------------------------------
-// Sandboxes
+// The baselines
 
-/// A network namespace made for this run, deleted on drop (also when a panic unwinds).
-struct Netns {
-    name: String,
-    /// `/run/netns/<name>`, open for setns in the baseline's children.
-    file: File,
+/// What both baselines need of one size, computed once before either is timed: the
+/// cluster's rendered state and each extra pod's (add, delete) deltas.
+struct PodDeltas {
+    /// The whole state, as each baseline loads it.
+    full: FullLoad,
+    stats: calico::Stats,
+    /// Extra pod `k`'s (add, delete).
+    pairs: Vec<DeltaPair>,
+    rendered: Duration,
 }
 
-impl Netns {
-    fn new(tag: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{NETNS_PREFIX}{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("running ip");
-        assert!(
-            out.status.success(),
-            "ip netns add {name} failed (the bench needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // From here on the guard owns the namespace, even if opening it fails.
-        let file = match File::open(format!("/run/netns/{name}")) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = Command::new("ip").args(["netns", "del", &name]).output();
-                panic!("opening /run/netns/{name}: {e}");
-            }
-        };
-        Self { name, file }
-    }
-
-    fn netns(&self) -> ruleset::Netns {
-        ruleset::Netns::Named(self.name.clone())
-    }
-
-    /// `program args...` inside the namespace, with `input` on stdin; its stdout, or its
-    /// stderr as the error.
-    fn run(&self, program: &str, args: &[&str], input: &str) -> Result<String, String> {
-        let fd = self.file.as_raw_fd();
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: only the async-signal-safe setns(2) runs between fork and exec; `fd`
-        // stays open in the parent for as long as `self` lives.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("starting {program}: {e}"))?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        let fed = stdin.write_all(input.as_bytes());
-        drop(stdin);
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("waiting for {program}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{program} {args:?} in {}: {}: {}",
-                self.name,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        fed.map_err(|e| format!("feeding {program}: {e}"))?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// As [`Self::run`], panicking on failure.
-    fn sh(&self, program: &str, args: &[&str], input: &str) -> String {
-        self.run(program, args, input)
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // ipsets and nf_tables tables live in the namespace and go with it.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// Whether some set in `ns` has a member with address `ip` (`ipset save` spells members
-/// `ip`, `ip/len`, `ip,proto:port` or `net,iface`).
-fn holds(ns: &Netns, ip: &str) -> bool {
-    ns.sh("ipset", &["save"], "")
-        .lines()
-        .filter(|l| l.starts_with("add "))
-        .filter_map(|l| l.split(' ').nth(2))
-        .any(|m| m.split([',', '/']).next() == Some(ip))
-}
-
-/// Deletes the namespaces an earlier run of this bench left behind when it was killed
-/// (no unwinding on SIGINT/SIGKILL): those whose process is gone.
-fn remove_stale_namespaces() {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|comm| comm.starts_with("sync-"));
-        if !alive {
-            eprintln!("removing namespace {name} left by an earlier run");
-            let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The two sides
-
-/// One cluster size, generated.
-struct Size {
-    pods: usize,
-    policies: usize,
-    dual_stack: bool,
-    gen: cluster::Generated,
-    /// The pods added and deleted, as the baseline sees them.
-    extra: Vec<Pod>,
-    /// The same pods as netfence is given them (see [`for_netfence`]).
-    nf_extra: Vec<Pod>,
-    /// Whether netfence's pods keep their host-interface annotation.
-    host_interfaces: bool,
-}
-
-impl Size {
-    fn new(pods: usize, policies: usize, mode: &Mode) -> Self {
-        let dual_stack = mode.dual_stack;
-        let gen = cluster::generate(&cluster::ClusterSpec {
-            dual_stack,
-            ..cluster::ClusterSpec::new(pods, pods / 100, policies)
-        });
-        let extra: Vec<Pod> = (0..PODS).map(|k| gen.extra_pod(k)).collect();
-        let nf_extra = extra
-            .iter()
-            .map(|p| for_netfence(p, mode.host_interfaces))
-            .collect();
-        Self {
-            pods,
-            policies,
-            dual_stack,
-            gen,
-            extra,
-            nf_extra,
-            host_interfaces: mode.host_interfaces,
-        }
-    }
-
-    fn label(&self) -> String {
-        format!("{}p_{}np", self.pods, self.policies)
-    }
-
-    fn extra_key(&self, k: usize) -> (String, String) {
-        let m = &self.extra[k].metadata;
-        (
-            m.namespace.clone().expect("namespace"),
-            m.name.clone().expect("name"),
-        )
-    }
-
-    /// Extra pod `k`'s IPv4 address, as set members spell it.
-    fn extra_ip(&self, k: usize) -> String {
-        self.extra[k]
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.clone())
-            .expect("pod IP")
-    }
-}
-
-/// `pod` as netfence is fed it: without the `netfence.io/host-interface` annotation
-/// unless `keep` (the default; `NETFENCE_BENCH_NO_ANTISPOOF=1` drops it).
-fn for_netfence(pod: &Pod, keep: bool) -> Pod {
-    let mut pod = pod.clone();
-    if !keep {
-        if let Some(a) = pod.metadata.annotations.as_mut() {
-            a.remove(policy::HOST_INTERFACE_ANNOTATION);
-        }
-    }
-    pod
-}
-
-/// netfence's namespace: the engine holding the whole cluster.
-struct NetfenceSide {
-    // Dropped first: the sync thread stops before its namespace goes.
-    engine: Engine,
-    ns: Netns,
-}
-
-impl NetfenceSide {
-    fn new(size: &Size) -> Self {
-        let ns = Netns::new("nf");
-        let t0 = Instant::now();
-        let families = if size.dual_stack {
-            Family::ALL.to_vec()
-        } else {
-            vec![Family::Ipv4]
-        };
-        let config = EngineConfig {
-            netns: ns.netns(),
-            reconcile_interval: None,
-            compiler: CompilerConfig {
-                families,
-                node: size.gen.spec.node.clone(),
-                // The generator names host interfaces as Calico does.
-                pod_interface_prefix: Some("cali".into()),
-                ..CompilerConfig::default()
-            },
-            ..EngineConfig::default()
-        };
-        let engine = Engine::start(config).expect("starting the engine");
-        let g = &size.gen;
-        let mut pending = Vec::with_capacity(g.namespaces.len() + g.pods.len() + g.policies.len());
-        pending.extend(g.namespaces.iter().map(|n| engine.upsert_namespace(n)));
-        pending.extend(
-            g.pods
-                .iter()
-                .map(|p| engine.upsert_pod(&for_netfence(p, size.host_interfaces))),
-        );
-        pending.extend(g.policies.iter().map(|p| engine.upsert_policy(p)));
-        await_engine(&engine, engine.ready(), "the first convergence");
-        for c in pending {
-            await_engine(&engine, c, "a cluster object");
-        }
-        let side = Self { engine, ns };
-        let sets = side.ns.sh("ipset", &["list", "-n"], "").lines().count();
-        let rules = side
-            .ns
-            .sh("iptables-nft-save", &["-t", "filter"], "")
-            .lines()
-            .filter(|l| l.starts_with("-A "))
-            .count();
-        eprintln!(
-            "netfence {}: {} sets, {} ip filter rules, loaded in {:.2} s",
-            size.label(),
-            sets,
-            rules,
-            t0.elapsed().as_secs_f64()
-        );
-        // Each delta reaches the kernel: the pod's address appears, then goes.
-        for k in 0..PODS {
-            let ip = size.extra_ip(k);
-            side.add(size, k);
-            assert!(
-                holds(&side.ns, &ip),
-                "the added pod {ip} is in no netfence set"
-            );
-            side.delete(size, k);
-            assert!(
-                !holds(&side.ns, &ip),
-                "the deleted pod {ip} is still in a netfence set"
-            );
-        }
-        side
-    }
-
-    /// Adds extra pod `k`; the time until the engine says it is in the kernel.
-    fn add(&self, size: &Size, k: usize) -> Duration {
-        let t0 = Instant::now();
-        self.engine
-            .upsert_pod(&size.nf_extra[k])
-            .wait()
-            .expect("pod add");
-        t0.elapsed()
-    }
-
-    /// Deletes extra pod `k`; the time until the engine says it is out of the kernel.
-    fn delete(&self, size: &Size, k: usize) -> Duration {
-        let (ns, name) = size.extra_key(k);
-        let t0 = Instant::now();
-        self.engine
-            .delete_pod(&ns, &name)
-            .wait()
-            .expect("pod delete");
-        t0.elapsed()
-    }
-}
-
-/// Waits for `c`. A commit that fails is retried forever, so this says what the engine
-/// is stuck on every 10 s, and panics once the engine has reported an error for 30 s, or
-/// after 5 minutes.
-fn await_engine(engine: &Engine, mut c: sync::Completion, what: &str) {
-    let t0 = Instant::now();
-    let mut failing = 0;
-    loop {
-        match c.wait_timeout(Duration::from_secs(10)) {
-            Ok(r) => return r.unwrap_or_else(|e| panic!("{what}: {e}")),
-            Err(again) => c = again,
-        }
-        let st = engine.status();
-        eprintln!(
-            "still waiting for {what} after {:.0} s: {st:?}",
-            t0.elapsed().as_secs_f64()
-        );
-        failing = if st.last_error.is_some() {
-            failing + 1
-        } else {
-            0
-        };
-        assert!(
-            failing < 3 && t0.elapsed() < Duration::from_secs(300),
-            "{what} never completed: {:?}",
-            st.last_error
-        );
-    }
-}
-
-/// The baseline's namespace: the Calico-like ruleset of the whole cluster, and each extra
-/// pod's two deltas.
-struct BaselineSide {
-    /// (add, delete) of each extra pod.
-    deltas: Vec<(calico::Delta, calico::Delta)>,
-    /// The wall time of one iteration (both deltas and both pauses), from a first untimed
-    /// add and delete: criterion sizes its warm-up and samples in wall time.
-    iteration: Duration,
-    ns: Netns,
-}
-
-impl BaselineSide {
+impl PodDeltas {
     fn new(size: &Size) -> Self {
         let t0 = Instant::now();
         let before = size.gen.cluster();
-        let cfg = calico::CalicoConfig::new(size.gen.spec.node.clone(), size.dual_stack);
+        let cfg = size.calico_config();
         let r_before = calico::render_state(&before, &cfg);
-        let deltas: Vec<_> = size
+        let pairs = size
             .extra
             .iter()
             .map(|pod| {
                 let mut after = before.clone();
                 after.upsert_pod(cluster::to_pod(pod));
-                let r_after = calico::render_state(&after, &cfg);
-                (
-                    calico::diff(&r_before, &r_after),
-                    calico::diff(&r_after, &r_before),
-                )
+                DeltaPair::new(&r_before, &calico::render_state(&after, &cfg))
             })
             .collect();
-        let stats = r_before.stats();
-        let rendered = t0.elapsed();
-
-        let ns = Netns::new("calico");
-        let t0 = Instant::now();
-        let baseline = r_before.baseline();
-        for s in baseline.steps() {
-            ns.sh(s.program, s.args, s.input);
+        Self {
+            full: FullLoad::new(&r_before),
+            stats: r_before.stats(),
+            pairs,
+            rendered: t0.elapsed(),
         }
-        let lines = |d: &calico::Delta| {
-            let (rules, sets) = d.line_counts();
-            rules + sets
+    }
+}
+
+/// A baseline's namespace, loaded with the whole cluster.
+struct BaselineSide {
+    base: BaselineNs,
+    /// The wall time of one iteration (both deltas and both pauses), from a first untimed
+    /// add and delete: criterion sizes its warm-up and samples in wall time.
+    iteration: Duration,
+}
+
+impl BaselineSide {
+    fn new(size: &Size, which: Baseline, deltas: &PodDeltas) -> Self {
+        let (base, loaded) = BaselineNs::new(BENCH, which, &deltas.full);
+        let mean = |f: &dyn Fn(&DeltaPair) -> usize| {
+            deltas.pairs.iter().map(f).sum::<usize>() / deltas.pairs.len()
         };
-        let mean = |f: &dyn Fn(&(calico::Delta, calico::Delta)) -> usize| {
-            deltas.iter().map(f).sum::<usize>() / deltas.len()
+        let inverse_lines = |d: &DeltaPair| match which {
+            Baseline::Calico => {
+                let (rules, sets) = d.calico.1.line_counts();
+                rules + sets
+            }
+            Baseline::Nft => d.nft.1.lines().count(),
         };
+        let s = deltas.stats;
         eprintln!(
-            "calico-iptables {}: {} chains, {} rules, {} sets, {} members; rendered with {} \
-             pod deltas in {:.2} s, loaded in {:.2} s; a pod add is {} lines of restore \
-             input, a delete {} (means)",
+            "{} {}: {} chains, {} rules, {} sets, {} members; rendered with {} pod deltas \
+             (both baselines) in {:.2} s, loaded in {:.2} s; a pod add is {} lines of input, \
+             a delete {} (means)",
+            which.system(),
             size.label(),
-            stats.chains,
-            stats.rules,
-            stats.sets,
-            stats.members,
-            deltas.len(),
-            rendered.as_secs_f64(),
-            t0.elapsed().as_secs_f64(),
-            mean(&|d| lines(&d.0)),
-            mean(&|d| lines(&d.1)),
+            s.chains,
+            s.rules,
+            s.sets,
+            s.members,
+            deltas.pairs.len(),
+            deltas.rendered.as_secs_f64(),
+            loaded.as_secs_f64(),
+            mean(&|d| d.lines(which)),
+            mean(&inverse_lines),
         );
         let mut side = Self {
-            deltas,
+            base,
             iteration: Duration::ZERO,
-            ns,
         };
         // The first pod's deltas apply, and do what they say.
         let ip = size.extra_ip(0);
         std::thread::sleep(SETTLE);
-        let a = side.apply(0, true);
+        let a = side.apply(deltas, 0, true);
         assert!(
-            holds(&side.ns, &ip),
-            "the added pod {ip} is in no baseline set"
+            side.holds(&ip),
+            "the added pod {ip} is in no {} set",
+            which.system()
         );
         std::thread::sleep(SETTLE);
-        let d = side.apply(0, false);
+        let d = side.apply(deltas, 0, false);
         assert!(
-            !holds(&side.ns, &ip),
-            "the deleted pod {ip} is still in a baseline set"
+            !side.holds(&ip),
+            "the deleted pod {ip} is still in a {} set",
+            which.system()
         );
         side.iteration = a + d + 2 * SETTLE;
         side
     }
 
-    /// Applies extra pod `k`'s add (or delete) delta, every step in order; the time from
-    /// the first process start to the last exit.
-    fn apply(&self, k: usize, add: bool) -> Duration {
-        let (a, d) = &self.deltas[k];
-        let delta = if add { a } else { d };
-        let t0 = Instant::now();
-        for s in delta.steps() {
-            let mut tries = 0;
-            // The kernel drops a set's last reference asynchronously: a destroy right
-            // after the rule change may find it still in use.
-            while let Err(e) = self.ns.run(s.program, s.args, s.input) {
-                tries += 1;
-                assert!(
-                    tries < 100 && s.program == "ipset" && e.contains("in use"),
-                    "{e}\ninput:\n{}",
-                    s.input
-                );
-                std::thread::sleep(Duration::from_millis(1));
-            }
+    /// Applies extra pod `k`'s add (or delete) delta; the time from the first process
+    /// start to the last exit.
+    fn apply(&self, deltas: &PodDeltas, k: usize, add: bool) -> Duration {
+        self.base.apply(&deltas.pairs[k], add)
+    }
+
+    /// Whether some set holds address `ip`.
+    fn holds(&self, ip: &str) -> bool {
+        match self.base.which {
+            Baseline::Calico => holds(&self.base.ns, ip),
+            // Elements print as `ip`, `ip . proto . port` or in ranges `a-b`: an exact
+            // address between separators (a pod address is never a range's end here).
+            Baseline::Nft => self
+                .base
+                .ns
+                .sh("nft", &["list", "ruleset"], "")
+                .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .any(|w| w == ip),
         }
-        t0.elapsed()
     }
 }
 
@@ -551,37 +232,61 @@ struct Row {
     nf_spaced_add: Samples,
     cal_add: Samples,
     cal_del: Samples,
+    nft_add: Samples,
+    nft_del: Samples,
     /// netfence's own view over the measured deltas: commits, mean commit time, mean
     /// operations per commit.
     nf_commits: Option<(u64, f64, f64)>,
 }
 
-/// What this run measures.
-struct Mode {
-    smoke: bool,
-    dual_stack: bool,
-    host_interfaces: bool,
-}
+impl Row {
+    fn baseline(&mut self, which: Baseline, add: bool) -> &mut Samples {
+        match (which, add) {
+            (Baseline::Calico, true) => &mut self.cal_add,
+            (Baseline::Calico, false) => &mut self.cal_del,
+            (Baseline::Nft, true) => &mut self.nft_add,
+            (Baseline::Nft, false) => &mut self.nft_del,
+        }
+    }
 
-impl Mode {
-    fn from_env() -> Self {
-        let args: Vec<String> = std::env::args().collect();
-        let quick = args.iter().any(|a| a == "--quick");
-        // Without --bench, criterion runs each routine once as a test.
-        let test = !args.iter().any(|a| a == "--bench");
-        let flag = |name| std::env::var(name).is_ok_and(|v| v == "1");
-        Self {
-            smoke: quick || test || flag("NETFENCE_BENCH_SMOKE"),
-            dual_stack: flag("NETFENCE_BENCH_DUAL_STACK"),
-            host_interfaces: !flag("NETFENCE_BENCH_NO_ANTISPOOF"),
+    /// The report's records of this size: one per (scenario, system) that ran.
+    fn write(&self, out: &mut Recorder, size: &Size, smoke: bool) {
+        let series = [
+            ("pod_add", "netfence", &self.nf_add),
+            ("pod_delete", "netfence", &self.nf_del),
+            ("pod_add", Baseline::Calico.system(), &self.cal_add),
+            ("pod_delete", Baseline::Calico.system(), &self.cal_del),
+            ("pod_add", Baseline::Nft.system(), &self.nft_add),
+            ("pod_delete", Baseline::Nft.system(), &self.nft_del),
+        ];
+        for (scenario, system, samples) in series {
+            if samples.0.is_empty() {
+                continue;
+            }
+            let mut r = Record::new(BENCH, scenario, system, size.pods, size.policies);
+            r.smoke = smoke;
+            for d in &samples.0 {
+                r.push(*d);
+            }
+            if system == "netfence" {
+                if let Some((commits, secs, ops)) = self.nf_commits {
+                    // Over both directions' measured deltas: the engine counts commits,
+                    // not which caller they served.
+                    r.set("commits", commits as f64);
+                    r.set("mean_commit_s", secs);
+                    r.set("ops_per_commit", ops);
+                }
+            }
+            out.write(&r);
         }
     }
 }
 
 fn bench(c: &mut Criterion) {
     let started = Instant::now();
-    let mode = Mode::from_env();
-    remove_stale_namespaces();
+    let mode = Mode::from_env(BENCH);
+    remove_stale_namespaces(BENCH);
+    let mut recorder = Recorder::new(BENCH);
     let sizes: &[(usize, usize)] = if mode.smoke { &SIZES[..1] } else { &SIZES };
     let mut rows = Vec::new();
     for &(pods, policies) in sizes {
@@ -597,11 +302,18 @@ fn bench(c: &mut Criterion) {
         let mut before: Option<sync::MetricsSnapshot> = None;
         let mut side = |nf: &mut Option<NetfenceSide>| {
             if nf.is_none() {
-                let s = NetfenceSide::new(&size);
+                let s = NetfenceSide::new(&size, BENCH);
                 before = Some(s.engine.metrics());
                 *nf = Some(s);
             }
         };
+        // Built before the first group when it will run, so that a quick pass, which
+        // stops on wall time, does not spend its first sample on the load.
+        if bench_wanted(&format!("sync/pod_add/netfence/{label}"))
+            || bench_wanted(&format!("sync/pod_delete/netfence/{label}"))
+        {
+            side(&mut nf);
+        }
         // Which extra pod the next iteration uses: every loop below takes turns.
         let mut turn = 0;
         for (op, add) in [("pod_add", true), ("pod_delete", false)] {
@@ -659,109 +371,64 @@ fn bench(c: &mut Criterion) {
         }
         drop(nf);
 
-        // The baseline, in its own namespace, after netfence's is gone. Built before its
-        // first group when it will run, so that the measurement can be sized from one
-        // iteration; otherwise on first use.
-        let mut cal: Option<BaselineSide> = None;
-        for (op, add) in [("pod_add", true), ("pod_delete", false)] {
-            let group = format!("sync/{op}");
-            if cal.is_none() && bench_wanted(&format!("{group}/calico-iptables/{label}")) {
-                cal = Some(BaselineSide::new(&size));
-            }
-            let mut g = c.benchmark_group(group);
-            g.sample_size(10).sampling_mode(SamplingMode::Flat);
-            if let (Some(s), false) = (&cal, mode.smoke) {
-                // Three warm-up iterations (1, then 2: criterion sizes its samples from
-                // their mean wall time), then about BASELINE_DELTAS timed deltas in 10
-                // samples. A quick pass keeps the command line's times.
-                g.warm_up_time(s.iteration * 2)
-                    .measurement_time(s.iteration * BASELINE_DELTAS);
-            }
-            let samples = if add {
-                &mut row.cal_add
-            } else {
-                &mut row.cal_del
-            };
-            g.bench_function(BenchmarkId::new("calico-iptables", &label), |b| {
-                let s = cal.get_or_insert_with(|| BaselineSide::new(&size));
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let k = turn % PODS;
-                        turn += 1;
-                        // Each iteration starts and ends without the pod; only `op` is
-                        // timed.
-                        if !add {
+        // The baselines, each in its own namespace, one after the other and after
+        // netfence's is gone. A side is built before its first group when it will run,
+        // so that the measurement can be sized from one iteration; otherwise on first
+        // use. Their deltas are computed once, for both.
+        let mut deltas: Option<PodDeltas> = None;
+        for which in Baseline::ALL {
+            let system = which.system();
+            let mut base: Option<BaselineSide> = None;
+            for (op, add) in [("pod_add", true), ("pod_delete", false)] {
+                let group = format!("sync/{op}");
+                if base.is_none() && bench_wanted(&format!("{group}/{system}/{label}")) {
+                    let d = deltas.get_or_insert_with(|| PodDeltas::new(&size));
+                    base = Some(BaselineSide::new(&size, which, d));
+                }
+                let mut g = c.benchmark_group(group);
+                g.sample_size(10).sampling_mode(SamplingMode::Flat);
+                if let (Some(s), false) = (&base, mode.smoke) {
+                    // Three warm-up iterations (1, then 2: criterion sizes its samples
+                    // from their mean wall time), then about BASELINE_DELTAS timed deltas
+                    // in 10 samples. A quick pass keeps the command line's times.
+                    g.warm_up_time(s.iteration * 2)
+                        .measurement_time(s.iteration * BASELINE_DELTAS);
+                }
+                let samples = row.baseline(which, add);
+                g.bench_function(BenchmarkId::new(system, &label), |b| {
+                    let d = deltas.get_or_insert_with(|| PodDeltas::new(&size));
+                    let s = base.get_or_insert_with(|| BaselineSide::new(&size, which, d));
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let k = turn % PODS;
+                            turn += 1;
+                            // Each iteration starts and ends without the pod; only `op`
+                            // is timed.
+                            if !add {
+                                std::thread::sleep(SETTLE);
+                                s.apply(d, k, true);
+                            }
                             std::thread::sleep(SETTLE);
-                            s.apply(k, true);
+                            let t = s.apply(d, k, add);
+                            samples.0.push(t);
+                            total += t;
+                            if add {
+                                std::thread::sleep(SETTLE);
+                                s.apply(d, k, false);
+                            }
                         }
-                        std::thread::sleep(SETTLE);
-                        let t = s.apply(k, add);
-                        samples.0.push(t);
-                        total += t;
-                        if add {
-                            std::thread::sleep(SETTLE);
-                            s.apply(k, false);
-                        }
-                    }
-                    total
+                        total
+                    });
                 });
-            });
-            g.finish();
+                g.finish();
+            }
         }
-        drop(cal);
+        drop(deltas);
+        row.write(&mut recorder, &size, mode.smoke);
         rows.push(row);
     }
     summary(&rows, &mode, started.elapsed());
-}
-
-/// Whether criterion's filter (the first free argument, a regex) may select `id`: a
-/// plain substring test, erring towards yes. Only used to size the baseline's
-/// measurement before criterion asks for it.
-fn bench_wanted(id: &str) -> bool {
-    if std::env::args().any(|a| a == "--list") {
-        return false;
-    }
-    let mut args = std::env::args().skip(1);
-    let mut filter = None;
-    while let Some(a) = args.next() {
-        if a.starts_with("--") {
-            // Options that take a value.
-            if matches!(
-                a.as_str(),
-                "--warm-up-time"
-                    | "--measurement-time"
-                    | "--sample-size"
-                    | "--save-baseline"
-                    | "--baseline"
-                    | "--load-baseline"
-                    | "--color"
-                    | "--output-format"
-                    | "--plotting-backend"
-                    | "--profile-time"
-                    | "--noise-threshold"
-                    | "--confidence-level"
-                    | "--significance-level"
-                    | "--nresamples"
-                    | "--format"
-                    | "--logfile"
-            ) {
-                args.next();
-            }
-            continue;
-        }
-        filter = Some(a);
-        break;
-    }
-    match filter {
-        None => true,
-        Some(f) => {
-            let plain = f
-                .chars()
-                .all(|ch| ch.is_alphanumeric() || "_-/".contains(ch));
-            !plain || id.contains(&f)
-        }
-    }
 }
 
 fn ms(d: Option<Duration>) -> String {
@@ -780,9 +447,11 @@ fn ratio(base: Option<Duration>, nf: Option<Duration>) -> String {
 
 fn summary(rows: &[Row], mode: &Mode, elapsed: Duration) {
     let ran = |r: &&Row| {
-        [&r.nf_add, &r.nf_del, &r.cal_add, &r.cal_del]
-            .iter()
-            .any(|s| !s.0.is_empty())
+        [
+            &r.nf_add, &r.nf_del, &r.cal_add, &r.cal_del, &r.nft_add, &r.nft_del,
+        ]
+        .iter()
+        .any(|s| !s.0.is_empty())
     };
     if !rows.iter().any(|r| ran(&r)) {
         return;
@@ -799,7 +468,8 @@ fn summary(rows: &[Row], mode: &Mode, elapsed: Duration) {
         elapsed.as_secs_f64()
     );
     eprintln!(
-        "{:<14} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8} {:>9}",
+        "{:<14} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} \
+         {:>9}",
         "size",
         "nf add",
         "nf del",
@@ -809,6 +479,10 @@ fn summary(rows: &[Row], mode: &Mode, elapsed: Duration) {
         "cal del",
         "add x",
         "del x",
+        "nft add",
+        "nft del",
+        "nft add x",
+        "nft del x",
         "commit"
     );
     for r in rows.iter().filter(ran) {
@@ -818,7 +492,8 @@ fn summary(rows: &[Row], mode: &Mode, elapsed: Duration) {
             |(_, s, ops)| format!("{:.3}/{ops:.0}", s * 1e3),
         );
         eprintln!(
-            "{:<14} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8} {:>9}",
+            "{:<14} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>8} {:>8} {:>9} {:>9} {:>9} \
+             {:>9} {:>9}",
             r.label,
             ms(r.nf_add.median()),
             ms(r.nf_del.median()),
@@ -828,12 +503,18 @@ fn summary(rows: &[Row], mode: &Mode, elapsed: Duration) {
             ms(r.cal_del.median()),
             ratio(r.cal_add.median(), r.nf_add.median()),
             ratio(r.cal_del.median(), r.nf_del.median()),
+            ms(r.nft_add.median()),
+            ms(r.nft_del.median()),
+            ratio(r.nft_add.median(), r.nf_add.median()),
+            ratio(r.nft_del.median(), r.nf_del.median()),
             commit,
         );
     }
     eprintln!(
-        "(nf p99: the worse of add and delete; nf idle: add after 5 ms idle; commit: mean \
-         kernel apply in ms / operations, from the engine's metrics)"
+        "(nf p99: the worse of add and delete; nf idle: add after 5 ms idle; x: baseline \
+         median / netfence median; commit: mean kernel apply in ms / operations, from the \
+         engine's metrics; records in {})",
+        record::dir().join(format!("{BENCH}.jsonl")).display()
     );
     let medians: Vec<Duration> = rows
         .iter()

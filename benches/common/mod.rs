@@ -24,5 +24,6 @@
 
 pub mod calico;
 pub mod cluster;
+pub mod harness;
 pub mod nft_native;
 pub mod record;

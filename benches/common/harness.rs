@@ -1,0 +1,683 @@
+//! What the kernel benches (`sync`, `scenarios`) share: network namespaces made for the
+//! run and the tools run inside them, the generated cluster at one size, netfence's
+//! engine loaded with it, and the two baselines (Calico-like `iptables-nft-restore` +
+//! `ipset restore`, and native `nft -f`) loaded with the same cluster.
+//!
+//! Everything here runs programs only inside namespaces it created; the host's ruleset
+//! is never touched.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::Write as _;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use policy::k8s_openapi::api::core::v1::Pod;
+use policy::{CompilerConfig, Family};
+use sync::{Engine, EngineConfig};
+
+use super::{calico, cluster, nft_native};
+
+/// How many different extra pods a size holds ready ([`Size::extra`]).
+pub const PODS: usize = 8;
+
+/// Untimed pause before each baseline delta: nf_tables frees a deleted rule after an RCU
+/// grace period and the next commit waits for it (without the pause, baseline deltas
+/// measured about 10% slower at 5k pods).
+pub const SETTLE: Duration = Duration::from_millis(50);
+
+// ---------------------------------------------------------------------------------------
+// Sandboxes
+
+/// A network namespace made for this run, deleted on drop (also when a panic unwinds).
+pub struct Netns {
+    name: String,
+    /// `/run/netns/<name>`, open for setns in the children.
+    file: File,
+}
+
+impl Netns {
+    /// A new namespace `nfb-<bench>-<pid>-<n>-<tag>`; `bench` is the bench binary's name,
+    /// which lets [`remove_stale_namespaces`] tell a live run's namespaces from a dead
+    /// one's.
+    pub fn new(bench: &str, tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{}{}-{}-{tag}",
+            prefix(bench),
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("running ip");
+        assert!(
+            out.status.success(),
+            "ip netns add {name} failed (the bench needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // From here on the guard owns the namespace, even if opening it fails.
+        let file = match File::open(format!("/run/netns/{name}")) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = Command::new("ip").args(["netns", "del", &name]).output();
+                panic!("opening /run/netns/{name}: {e}");
+            }
+        };
+        Self { name, file }
+    }
+
+    /// The namespace as an engine is configured with it.
+    pub fn netns(&self) -> ruleset::Netns {
+        ruleset::Netns::Named(self.name.clone())
+    }
+
+    /// `program args...` inside the namespace, with `input` on stdin; its stdout, or its
+    /// stderr as the error.
+    pub fn run(&self, program: &str, args: &[&str], input: &str) -> Result<String, String> {
+        let fd = self.file.as_raw_fd();
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: only the async-signal-safe setns(2) runs between fork and exec; `fd`
+        // stays open in the parent for as long as `self` lives.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("starting {program}: {e}"))?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let fed = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("waiting for {program}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{program} {args:?} in {}: {}: {}",
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        fed.map_err(|e| format!("feeding {program}: {e}"))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// As [`Self::run`], panicking on failure.
+    pub fn sh(&self, program: &str, args: &[&str], input: &str) -> String {
+        self.run(program, args, input)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // ipsets and nf_tables tables live in the namespace and go with it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+fn prefix(bench: &str) -> String {
+    format!("nfb-{bench}-")
+}
+
+/// Whether some set in `ns` has a member with address `ip` (`ipset save` spells members
+/// `ip`, `ip/len`, `ip,proto:port` or `net,iface`).
+pub fn holds(ns: &Netns, ip: &str) -> bool {
+    ns.sh("ipset", &["save"], "")
+        .lines()
+        .filter(|l| l.starts_with("add "))
+        .filter_map(|l| l.split(' ').nth(2))
+        .any(|m| m.split([',', '/']).next() == Some(ip))
+}
+
+/// Deletes the namespaces an earlier run of `bench` left behind when it was killed (no
+/// unwinding on SIGINT/SIGKILL): those whose process is gone, or is no longer this bench
+/// (a pid reused since).
+pub fn remove_stale_namespaces(bench: &str) {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    let prefix = prefix(bench);
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Cargo names a bench binary `<bench>-<hash>`, which is what comm holds.
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.starts_with(&format!("{bench}-")));
+        if !alive {
+            eprintln!("removing namespace {name} left by an earlier run");
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What a run measures
+
+/// What this run measures.
+pub struct Mode {
+    /// The bench binary's name (`sync`, `scenarios`): names its namespaces and records.
+    pub bench: &'static str,
+    /// The CI smoke pass: 1,000 pods / 100 policies only, few iterations.
+    pub smoke: bool,
+    /// Whether `--quick` was given (criterion then stops on wall time).
+    pub quick: bool,
+    /// `NETFENCE_BENCH_DUAL_STACK=1`: both sides dual stack.
+    pub dual_stack: bool,
+    /// netfence's pods keep their host-interface annotation (anti-spoofing on), unless
+    /// `NETFENCE_BENCH_NO_ANTISPOOF=1`.
+    pub host_interfaces: bool,
+}
+
+impl Mode {
+    /// From the command line and the environment.
+    pub fn from_env(bench: &'static str) -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let quick = args.iter().any(|a| a == "--quick");
+        // Without --bench, criterion runs each routine once as a test.
+        let test = !args.iter().any(|a| a == "--bench");
+        let flag = |name| std::env::var(name).is_ok_and(|v| v == "1");
+        Self {
+            bench,
+            smoke: quick || test || flag("NETFENCE_BENCH_SMOKE"),
+            quick,
+            dual_stack: flag("NETFENCE_BENCH_DUAL_STACK"),
+            host_interfaces: !flag("NETFENCE_BENCH_NO_ANTISPOOF"),
+        }
+    }
+}
+
+/// Whether criterion's filter (the first free argument, a regex) may select `id`: a
+/// plain substring test, erring towards yes. Used to leave out work criterion will not
+/// ask for, and to size a measurement before criterion asks for it.
+pub fn bench_wanted(id: &str) -> bool {
+    if std::env::args().any(|a| a == "--list") {
+        return false;
+    }
+    let mut args = std::env::args().skip(1);
+    let mut filter = None;
+    while let Some(a) = args.next() {
+        if a.starts_with("--") {
+            // Options that take a value.
+            if matches!(
+                a.as_str(),
+                "--warm-up-time"
+                    | "--measurement-time"
+                    | "--sample-size"
+                    | "--save-baseline"
+                    | "--baseline"
+                    | "--load-baseline"
+                    | "--color"
+                    | "--output-format"
+                    | "--plotting-backend"
+                    | "--profile-time"
+                    | "--noise-threshold"
+                    | "--confidence-level"
+                    | "--significance-level"
+                    | "--nresamples"
+                    | "--format"
+                    | "--logfile"
+            ) {
+                args.next();
+            }
+            continue;
+        }
+        filter = Some(a);
+        break;
+    }
+    match filter {
+        None => true,
+        Some(f) => {
+            let plain = f
+                .chars()
+                .all(|ch| ch.is_alphanumeric() || "_-/".contains(ch));
+            !plain || id.contains(&f)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster
+
+/// One cluster size, generated.
+pub struct Size {
+    /// Pods in the cluster.
+    pub pods: usize,
+    /// Policies in the cluster.
+    pub policies: usize,
+    /// Whether both sides are dual stack.
+    pub dual_stack: bool,
+    /// The cluster.
+    pub gen: cluster::Generated,
+    /// [`PODS`] pods not in the cluster, as the baseline sees them.
+    pub extra: Vec<Pod>,
+    /// The same pods as netfence is given them (see [`for_netfence`]).
+    pub nf_extra: Vec<Pod>,
+    /// Whether netfence's pods keep their host-interface annotation.
+    pub host_interfaces: bool,
+}
+
+impl Size {
+    /// Generates the cluster: `pods / 100` namespaces.
+    pub fn new(pods: usize, policies: usize, mode: &Mode) -> Self {
+        let dual_stack = mode.dual_stack;
+        let gen = cluster::generate(&cluster::ClusterSpec {
+            dual_stack,
+            ..cluster::ClusterSpec::new(pods, pods / 100, policies)
+        });
+        let extra: Vec<Pod> = (0..PODS).map(|k| gen.extra_pod(k)).collect();
+        let nf_extra = extra
+            .iter()
+            .map(|p| for_netfence(p, mode.host_interfaces))
+            .collect();
+        Self {
+            pods,
+            policies,
+            dual_stack,
+            gen,
+            extra,
+            nf_extra,
+            host_interfaces: mode.host_interfaces,
+        }
+    }
+
+    /// `<pods>p_<policies>np`, the second half of a bench ID.
+    pub fn label(&self) -> String {
+        format!("{}p_{}np", self.pods, self.policies)
+    }
+
+    /// Extra pod `k`'s (namespace, name).
+    pub fn extra_key(&self, k: usize) -> (String, String) {
+        let m = &self.extra[k].metadata;
+        (
+            m.namespace.clone().expect("namespace"),
+            m.name.clone().expect("name"),
+        )
+    }
+
+    /// Extra pod `k`'s IPv4 address, as set members spell it.
+    pub fn extra_ip(&self, k: usize) -> String {
+        self.extra[k]
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .expect("pod IP")
+    }
+
+    /// `pod` as netfence is fed it, without a copy when nothing is dropped.
+    pub fn nf_pod<'a>(&self, pod: &'a Pod) -> Cow<'a, Pod> {
+        if self.host_interfaces {
+            Cow::Borrowed(pod)
+        } else {
+            Cow::Owned(for_netfence(pod, false))
+        }
+    }
+
+    /// The Calico-like baseline's configuration for this cluster.
+    pub fn calico_config(&self) -> calico::CalicoConfig {
+        calico::CalicoConfig::new(self.gen.spec.node.clone(), self.dual_stack)
+    }
+
+    /// netfence's configuration for an engine on `ns`.
+    pub fn engine_config(&self, ns: &Netns) -> EngineConfig {
+        let families = if self.dual_stack {
+            Family::ALL.to_vec()
+        } else {
+            vec![Family::Ipv4]
+        };
+        EngineConfig {
+            netns: ns.netns(),
+            reconcile_interval: None,
+            compiler: CompilerConfig {
+                families,
+                node: self.gen.spec.node.clone(),
+                // The generator names host interfaces as Calico does.
+                pod_interface_prefix: Some("cali".into()),
+                ..CompilerConfig::default()
+            },
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// `pod` as netfence is fed it: without the `netfence.io/host-interface` annotation
+/// unless `keep` (the default; `NETFENCE_BENCH_NO_ANTISPOOF=1` drops it).
+pub fn for_netfence(pod: &Pod, keep: bool) -> Pod {
+    let mut pod = pod.clone();
+    if !keep {
+        if let Some(a) = pod.metadata.annotations.as_mut() {
+            a.remove(policy::HOST_INTERFACE_ANNOTATION);
+        }
+    }
+    pod
+}
+
+// ---------------------------------------------------------------------------------------
+// netfence
+
+/// Hands `engine` the whole cluster as an agent's first list does, opens the gate with
+/// `ready()`, and returns once every object is in the kernel.
+pub fn load_cluster(engine: &Engine, size: &Size) {
+    let g = &size.gen;
+    let mut pending = Vec::with_capacity(g.namespaces.len() + g.pods.len() + g.policies.len());
+    pending.extend(g.namespaces.iter().map(|n| engine.upsert_namespace(n)));
+    pending.extend(g.pods.iter().map(|p| engine.upsert_pod(&size.nf_pod(p))));
+    pending.extend(g.policies.iter().map(|p| engine.upsert_policy(p)));
+    await_engine(engine, engine.ready(), "the first convergence");
+    for c in pending {
+        await_engine(engine, c, "a cluster object");
+    }
+}
+
+/// netfence's namespace: the engine holding the whole cluster.
+pub struct NetfenceSide {
+    // Dropped first: the sync thread stops before its namespace goes.
+    /// The engine.
+    pub engine: Engine,
+    /// Its namespace.
+    pub ns: Netns,
+}
+
+impl NetfenceSide {
+    /// A namespace of `bench`'s with an engine loaded with the cluster; checks that each
+    /// extra pod's add and delete reach the kernel.
+    pub fn new(size: &Size, bench: &str) -> Self {
+        let ns = Netns::new(bench, "nf");
+        let t0 = Instant::now();
+        let engine = Engine::start(size.engine_config(&ns)).expect("starting the engine");
+        load_cluster(&engine, size);
+        let side = Self { engine, ns };
+        let sets = side.ns.sh("ipset", &["list", "-n"], "").lines().count();
+        let rules = side
+            .ns
+            .sh("iptables-nft-save", &["-t", "filter"], "")
+            .lines()
+            .filter(|l| l.starts_with("-A "))
+            .count();
+        eprintln!(
+            "netfence {}: {} sets, {} ip filter rules, loaded in {:.2} s",
+            size.label(),
+            sets,
+            rules,
+            t0.elapsed().as_secs_f64()
+        );
+        // Each delta reaches the kernel: the pod's address appears, then goes.
+        for k in 0..PODS {
+            let ip = size.extra_ip(k);
+            side.add(size, k);
+            assert!(
+                holds(&side.ns, &ip),
+                "the added pod {ip} is in no netfence set"
+            );
+            side.delete(size, k);
+            assert!(
+                !holds(&side.ns, &ip),
+                "the deleted pod {ip} is still in a netfence set"
+            );
+        }
+        side
+    }
+
+    /// Adds extra pod `k`; the time until the engine says it is in the kernel.
+    pub fn add(&self, size: &Size, k: usize) -> Duration {
+        let t0 = Instant::now();
+        self.engine
+            .upsert_pod(&size.nf_extra[k])
+            .wait()
+            .expect("pod add");
+        t0.elapsed()
+    }
+
+    /// Deletes extra pod `k`; the time until the engine says it is out of the kernel.
+    pub fn delete(&self, size: &Size, k: usize) -> Duration {
+        let (ns, name) = size.extra_key(k);
+        let t0 = Instant::now();
+        self.engine
+            .delete_pod(&ns, &name)
+            .wait()
+            .expect("pod delete");
+        t0.elapsed()
+    }
+}
+
+/// Waits for `c`. A commit that fails is retried forever, so this says what the engine
+/// is stuck on every 10 s, and panics once the engine has reported an error for 30 s, or
+/// after 5 minutes.
+pub fn await_engine(engine: &Engine, mut c: sync::Completion, what: &str) {
+    let t0 = Instant::now();
+    let mut failing = 0;
+    loop {
+        match c.wait_timeout(Duration::from_secs(10)) {
+            Ok(r) => return r.unwrap_or_else(|e| panic!("{what}: {e}")),
+            Err(again) => c = again,
+        }
+        let st = engine.status();
+        eprintln!(
+            "still waiting for {what} after {:.0} s: {st:?}",
+            t0.elapsed().as_secs_f64()
+        );
+        failing = if st.last_error.is_some() {
+            failing + 1
+        } else {
+            0
+        };
+        assert!(
+            failing < 3 && t0.elapsed() < Duration::from_secs(300),
+            "{what} never completed: {:?}",
+            st.last_error
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The baselines
+
+/// One of the baselines netfence is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// Calico-like: `ipset restore` + `iptables-nft-restore --noflush` of the delta.
+    Calico,
+    /// `nft -f` of the same delta in native nft syntax.
+    Nft,
+}
+
+impl Baseline {
+    /// Both, in the order they run.
+    pub const ALL: [Baseline; 2] = [Baseline::Calico, Baseline::Nft];
+
+    /// Its system name in bench IDs and records.
+    pub fn system(self) -> &'static str {
+        match self {
+            Baseline::Calico => "calico-iptables",
+            Baseline::Nft => "nft",
+        }
+    }
+
+    /// Its system name for a full load into an empty namespace.
+    pub fn full_system(self) -> &'static str {
+        match self {
+            Baseline::Calico => "calico-full",
+            Baseline::Nft => "nft-full",
+        }
+    }
+}
+
+/// One change as both baselines apply it, forward and back, computed from the rendered
+/// states before and after (about half a second per render at 10k pods, so always
+/// before any timing).
+pub struct DeltaPair {
+    /// Calico-like (forward, inverse).
+    pub calico: (calico::Delta, calico::Delta),
+    /// Native nft (forward, inverse), each one `nft -f` transaction.
+    pub nft: (String, String),
+}
+
+impl DeltaPair {
+    /// The deltas between two rendered states.
+    pub fn new(before: &calico::Rendered, after: &calico::Rendered) -> Self {
+        Self {
+            calico: (calico::diff(before, after), calico::diff(after, before)),
+            nft: (
+                nft_native::diff(before, after),
+                nft_native::diff(after, before),
+            ),
+        }
+    }
+
+    /// Lines of input `which` feeds its tools for the forward delta.
+    pub fn lines(&self, which: Baseline) -> usize {
+        match which {
+            Baseline::Calico => {
+                let (rules, sets) = self.calico.0.line_counts();
+                rules + sets
+            }
+            Baseline::Nft => self.nft.0.lines().count(),
+        }
+    }
+
+    /// Whether `which`'s forward delta changes nothing.
+    pub fn is_empty(&self, which: Baseline) -> bool {
+        match which {
+            Baseline::Calico => self.calico.0.is_empty(),
+            Baseline::Nft => self.nft.0.trim().is_empty(),
+        }
+    }
+}
+
+/// A whole rendered state as both baselines load it into an empty namespace.
+pub struct FullLoad {
+    /// `ipset restore` then `iptables-nft-restore` (and `ip6tables-nft-restore`).
+    pub calico: calico::Baseline,
+    /// One `nft -f` file.
+    pub nft: String,
+}
+
+impl FullLoad {
+    /// Renders both.
+    pub fn new(state: &calico::Rendered) -> Self {
+        Self {
+            calico: state.baseline(),
+            nft: nft_native::render(state),
+        }
+    }
+
+    /// Loads `which`'s full state into `ns` (empty); the time from the first process
+    /// start to the last exit.
+    pub fn load(&self, which: Baseline, ns: &Netns) -> Duration {
+        let t0 = Instant::now();
+        match which {
+            Baseline::Calico => {
+                for s in self.calico.steps() {
+                    ns.sh(s.program, s.args, s.input);
+                }
+            }
+            Baseline::Nft => {
+                ns.sh("nft", &["-f", "-"], &self.nft);
+            }
+        }
+        t0.elapsed()
+    }
+}
+
+/// A namespace holding one baseline's ruleset of the whole cluster.
+pub struct BaselineNs {
+    /// Which baseline.
+    pub which: Baseline,
+    /// Its namespace.
+    pub ns: Netns,
+}
+
+impl BaselineNs {
+    /// A namespace of `bench`'s with `full` loaded the way `which` loads it; also the
+    /// load time.
+    pub fn new(bench: &str, which: Baseline, full: &FullLoad) -> (Self, Duration) {
+        let tag = match which {
+            Baseline::Calico => "calico",
+            Baseline::Nft => "nft",
+        };
+        let ns = Netns::new(bench, tag);
+        let took = full.load(which, &ns);
+        (Self { which, ns }, took)
+    }
+
+    /// Applies `d` forward (or its inverse), every step in order; the time from the
+    /// first process start to the last exit.
+    pub fn apply(&self, d: &DeltaPair, forward: bool) -> Duration {
+        match self.which {
+            Baseline::Calico => self.apply_calico(if forward { &d.calico.0 } else { &d.calico.1 }),
+            Baseline::Nft => self.apply_nft(if forward { &d.nft.0 } else { &d.nft.1 }),
+        }
+    }
+
+    fn apply_calico(&self, delta: &calico::Delta) -> Duration {
+        let t0 = Instant::now();
+        for s in delta.steps() {
+            let mut tries = 0;
+            // The kernel drops a set's last reference asynchronously: a destroy right
+            // after the rule change may find it still in use.
+            while let Err(e) = self.ns.run(s.program, s.args, s.input) {
+                tries += 1;
+                assert!(
+                    tries < 100 && s.program == "ipset" && e.contains("in use"),
+                    "{e}\ninput:\n{}",
+                    s.input
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        t0.elapsed()
+    }
+
+    fn apply_nft(&self, text: &str) -> Duration {
+        let t0 = Instant::now();
+        if !text.trim().is_empty() {
+            if let Err(e) = self.ns.run("nft", &["-f", "-"], text) {
+                panic!("{e}\ninput:\n{text}");
+            }
+        }
+        t0.elapsed()
+    }
+
+    /// What the namespace holds, in a form that changes when any rule, set or member
+    /// does (for checking that a delta took effect).
+    pub fn dump(&self) -> String {
+        match self.which {
+            Baseline::Calico => {
+                let mut s = self.ns.sh("ipset", &["save"], "");
+                // Without the header comments, which carry the time of the dump.
+                for l in self
+                    .ns
+                    .sh("iptables-nft-save", &["-t", "filter"], "")
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                {
+                    s.push_str(l);
+                    s.push('\n');
+                }
+                s
+            }
+            Baseline::Nft => self.ns.sh("nft", &["list", "ruleset"], ""),
+        }
+    }
+}
