@@ -374,6 +374,33 @@ fn a_failure_no_retry_cures_is_reported_as_such_and_clears_on_success() {
 }
 
 #[test]
+fn a_policy_delete_completes_without_waiting_for_its_sets_to_be_released() {
+    let sb = Sandbox::new("sync-deferred");
+    let mut w = base_world();
+    let e = Engine::start(config(&sb)).unwrap();
+    let cs = w.feed(&e);
+    e.ready().wait().unwrap();
+    wait_all(cs);
+    let sets_before = observe(&sb).sets().len();
+
+    w.policies.remove(&("a".into(), "db".into())).unwrap();
+    let before = observe(&sb).owned_chains();
+    e.delete_policy("a", "db").wait().unwrap();
+    // Enforced when the completion fires: the chains are already the new ones.
+    let now = observe(&sb).owned_chains();
+    assert_ne!(now, before);
+    assert_eq!(now, w.compiled().owned_chains());
+    // Its sets go on the engine's own retries, once the kernel releases them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while e.status().deferred_destroys > 0 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", e.status());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(observe(&sb).sets().len() < sets_before);
+    assert_converged(&sb, &w);
+}
+
+#[test]
 fn a_concurrent_iptables_writer_loses_nothing_and_neither_does_netfence() {
     let sb = Sandbox::new("sync-writer");
     let mut w = base_world();

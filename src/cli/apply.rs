@@ -140,7 +140,14 @@ fn wait_converged(engine: &Engine, netns: &Netns, timeout: Duration) -> Result<(
     let mut pending = engine.ready();
     loop {
         match pending.wait_timeout(Duration::from_millis(20)) {
-            Ok(Ok(())) => return Ok(()),
+            Ok(Ok(())) => {
+                // Enforced; a set the kernel still held as referenced goes on the engine's
+                // next retry, which the process must live to see.
+                while engine.status().deferred_destroys > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return Ok(());
+            }
             Ok(Err(e)) => {
                 return Err(CliError::engine(format!("converging {netns}"), netns, &e));
             }

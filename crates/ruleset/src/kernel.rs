@@ -69,6 +69,8 @@ pub struct Kernel {
     nft: NetlinkSocket,
     ipset: Ipset,
     generation: Option<u32>,
+    /// Whether [`Self::apply`] waits out a destroy refused as still referenced.
+    patient_destroys: bool,
 }
 
 impl Kernel {
@@ -84,7 +86,18 @@ impl Kernel {
             nft,
             ipset,
             generation: None,
+            patient_destroys: true,
         })
+    }
+
+    /// Whether [`Self::apply`] waits (up to about a second, with backoff) for a set whose
+    /// last rule just went to be released, or reports it in [`Applied::deferred`] at the
+    /// first refusal. The default waits. A caller that retries on its own schedule (the
+    /// sync engine) turns waiting off, so that its commit, and every completion waiting on
+    /// it, doesn't sleep through the kernel's release of the reference: 8 to 60 ms
+    /// measured after a policy's rules go. [`Self::flush`] always waits.
+    pub fn set_patient_destroys(&mut self, patient: bool) {
+        self.patient_destroys = patient;
     }
 
     /// The namespace the handle works in.
@@ -224,7 +237,10 @@ impl Kernel {
                 f.left.clear();
                 break;
             }
-            match self.apply(&p, &mut current) {
+            let patient = std::mem::replace(&mut self.patient_destroys, true);
+            let applied = self.apply(&p, &mut current);
+            self.patient_destroys = patient;
+            match applied {
                 Ok(applied) => {
                     f.operations += p.cost();
                     f.left = applied.deferred;
@@ -381,10 +397,18 @@ impl Kernel {
             }
             SetOp::Destroy { name } => {
                 let mut wait = Duration::from_millis(1);
-                for attempt in 0..DESTROY_TRIES {
+                let tries = if self.patient_destroys {
+                    DESTROY_TRIES
+                } else {
+                    1
+                };
+                for attempt in 0..tries {
                     match self.ipset.destroy(name, Exist::Ignore) {
                         Ok(()) => return Ok(true),
                         Err(e) if e.errno() == Some(ipset::IPSET_ERR_BUSY) => {
+                            if attempt + 1 == tries {
+                                break;
+                            }
                             tracing::debug!(set = %name, attempt, "set still referenced; retrying");
                             std::thread::sleep(wait);
                             wait = (wait * 2).min(DESTROY_BACKOFF_MAX);
@@ -392,7 +416,11 @@ impl Kernel {
                         Err(e) => return Err(e),
                     }
                 }
-                tracing::warn!(set = %name, "set still referenced after every retry; left for the next plan");
+                if self.patient_destroys {
+                    tracing::warn!(set = %name, "set still referenced after every retry; left for the next plan");
+                } else {
+                    tracing::debug!(set = %name, "set still referenced; left for the next plan");
+                }
                 done.deferred.push(name.clone());
                 return Ok(false);
             }

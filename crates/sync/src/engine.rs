@@ -34,6 +34,11 @@ pub struct Status {
     pub ready: bool,
     /// Deltas and waits not yet in the kernel.
     pub pending: usize,
+    /// Sets that no rule uses any more but that the kernel still held as referenced when
+    /// the engine destroyed them (it releases a rule's references shortly after the
+    /// commit that deletes the rule); retried every 50 ms. Enforcement doesn't wait for
+    /// them, but a process about to exit should, to leave no garbage.
+    pub deferred_destroys: usize,
     /// The last failed commit, until a commit succeeds.
     pub last_error: Option<CommitError>,
 }

@@ -61,6 +61,8 @@ pub(crate) struct Worker {
     retry_at: Option<Instant>,
     reconcile_at: Option<Instant>,
     last_error: Option<CommitError>,
+    /// Set destroys the kernel deferred in the last commit (see [`crate::Status`]).
+    deferred: usize,
 }
 
 /// What a burst asked beyond deltas.
@@ -75,6 +77,9 @@ impl Worker {
     /// Opens the sockets in the configured namespace and observes it.
     pub(crate) fn start(config: EngineConfig, shared: Arc<Shared>) -> Result<Self, Error> {
         let mut kernel = Kernel::open(&config.netns).map_err(Error::Start)?;
+        // A destroy the kernel refuses for a moment is retried on the engine's own timer
+        // (DEFERRED_RETRY), not slept through inside the commit its deltas wait on.
+        kernel.set_patient_destroys(false);
         let compiler = Compiler::new(config.compiler.clone()).map_err(|e| Error::Config {
             field: "compiler",
             reason: e.to_string(),
@@ -117,6 +122,7 @@ impl Worker {
             retry_at: None,
             reconcile_at: None,
             last_error: None,
+            deferred: 0,
         })
     }
 
@@ -281,6 +287,7 @@ impl Worker {
                 Err(e) => return self.failed(&e, true),
             }
         }
+        self.deferred = leftover.sets.len();
         self.scope = leftover;
         self.full = false;
         self.backoff = self.config.retry_min;
@@ -417,6 +424,7 @@ impl Worker {
         let mut s = self.shared.status.lock();
         s.ready = self.ready && self.converged;
         s.pending = self.waiting.len();
+        s.deferred_destroys = self.deferred;
         s.last_error.clone_from(&self.last_error);
     }
 }
