@@ -12,4 +12,4 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 # Smoke run of the benchmarks: each runs briefly, baselines included.
-cargo bench --locked --bench ipset --bench nft --bench plan --bench compile --bench sync --bench scenarios -- --quick --warm-up-time 0.2 --measurement-time 0.5
+cargo bench --locked --bench ipset --bench nft --bench plan --bench compile --bench sync --bench scenarios --bench datapath -- --quick --warm-up-time 0.2 --measurement-time 0.5
