@@ -462,6 +462,37 @@ fn kernel_failures_midway_are_fail_closed() {
     check(&k.observe("nf-", &tables()).unwrap(), &vb, "converged");
 }
 
+/// A plan of member changes only (no batch between its phases) still keeps its phases
+/// apart: when a closing change fails, no opening change after it reaches the kernel, even
+/// though the kernel goes on with the later messages of one `sendmsg`.
+#[test]
+fn a_failed_closing_member_change_stops_the_openings() {
+    // Closing: pod 3 isolated, into a set the kernel can't grow ("Hash is full").
+    // Opening: pod 2 selected by the policy.
+    let shape = |isolated: Vec<u8>, sel: Vec<u8>| {
+        let mut rs = build(&Shape {
+            isolated,
+            policies: vec![(sel, vec![0], 80)],
+            block_except: false,
+        });
+        rs.set_mut("nf-iso4").unwrap().maxelem = 2;
+        rs
+    };
+    let old = shape(vec![1, 2], vec![1]);
+    let new = shape(vec![1, 2, 3], vec![1, 2]);
+    let sb = Sandbox::new("rs-phases");
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    let mut cur = converge(&mut k, &old);
+    let p = plan(&cur, &new).unwrap();
+    assert!(p.batch.is_empty(), "{p:?}");
+    let e = k.apply(&p, &mut cur).unwrap_err();
+    assert!(e.to_string().contains("nf-iso4"), "{e}");
+    let seen = k.observe("nf-", &tables()).unwrap();
+    let sel = seen.set("nf-sel0-4").unwrap();
+    assert!(sel.contains(&Member::Ip(v4(1))));
+    assert!(!sel.contains(&Member::Ip(v4(2))), "an opening landed");
+}
+
 /// One changed rule in a chain of 1,000 costs one replace in the kernel too, and the
 /// replaced rule keeps its place.
 #[test]

@@ -296,8 +296,15 @@ impl Kernel {
             }
             // A run of member changes (one phase of the plan, on any number of sets) goes
             // in one round trip: any subset of a phase keeps the fail-closed invariant, so
-            // the kernel going on after a failing message breaks nothing.
-            let run = steps[i..steps.len().min(limit)]
+            // the kernel going on after a failing message breaks nothing. A run never
+            // crosses into the after phase, even with no batch between: its openings may
+            // only land once every closing before them has.
+            let phase_end = if i < plan.before.len() {
+                plan.before.len()
+            } else {
+                steps.len()
+            };
+            let run = steps[i..phase_end.min(limit)]
                 .iter()
                 .take_while(|s| matches!(s, Step::Set(SetOp::Add { .. } | SetOp::Del { .. })))
                 .count();
