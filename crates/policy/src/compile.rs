@@ -87,15 +87,18 @@
 //! A *group* is a pod-set definition: a namespace scope, a pod selector, and
 //! whether only local pods count. Groups are indexed by their pod selector
 //! ([`SelectorIndex`]) per namespace scope, and namespace-scoped groups also
-//! by their namespace selector. A pod delta evaluates only the candidate
-//! groups for its old and new labels; a namespace relabel re-evaluates only
-//! the groups whose namespace selector may match its old or new labels, over
-//! that namespace's pods. Member counts make shared contributions (two pods
-//! with one IP, a pod isolated by two policies) come and go correctly, and a
-//! set no policy uses any more is removed. Every chain and set a delta may
-//! have touched is recorded in a [`Scope`] (sets by the members that
-//! changed), so that
+//! by their namespace selector. A pod delta evaluates only the groups the pod
+//! was in and the candidate groups for its new labels; a namespace relabel
+//! re-evaluates only the groups whose namespace selector may match its old or
+//! new labels, over that namespace's pods. Member counts make shared
+//! contributions (two pods with one IP, a pod isolated by two policies) come
+//! and go correctly, and a set no policy uses any more is removed. Every
+//! chain and set a delta may have touched is recorded in a [`Scope`] (sets by
+//! the members that changed), so that
 //! `ruleset::plan_scoped(current, compiler.ruleset(), &scope)` is the plan.
+//!
+//! Groups and sets are handled by small integer ids on the pod path; their
+//! definitions (selectors, strings) are hashed only when policies change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -379,17 +382,109 @@ impl Use {
 // ---------------------------------------------------------------------------
 // State.
 
-#[derive(Debug, Default)]
+/// A live group's slot in [`Compiler`]'s group slab. The pod path handles
+/// groups by id only: a [`Group`] hashes and compares its whole selector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct GroupId(u32);
+
+/// A live set's slot in [`Compiler`]'s set slab; see [`GroupId`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SetId(u32);
+
+/// An id into a [`Slab`].
+trait SlabId: Copy {
+    fn from_slot(slot: u32) -> Self;
+    fn slot(self) -> usize;
+}
+
+impl SlabId for GroupId {
+    fn from_slot(slot: u32) -> Self {
+        GroupId(slot)
+    }
+    fn slot(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl SlabId for SetId {
+    fn from_slot(slot: u32) -> Self {
+        SetId(slot)
+    }
+    fn slot(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Values by small integer id. Freed ids are reused, so ids stay dense and
+/// the slab as large as the most values alive at once. Indexing a freed id
+/// panics: nothing may hold one (a set goes only once no group feeds it, a
+/// group only once no policy uses it).
+#[derive(Debug)]
+struct Slab<I, T> {
+    slots: Vec<Option<T>>,
+    free: Vec<I>,
+}
+
+impl<I: SlabId, T> Slab<I, T> {
+    fn new() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn insert(&mut self, value: T) -> I {
+        match self.free.pop() {
+            Some(id) => {
+                self.slots[id.slot()] = Some(value);
+                id
+            }
+            None => {
+                let slot = u32::try_from(self.slots.len()).expect("fewer than 2^32 ids");
+                self.slots.push(Some(value));
+                I::from_slot(slot)
+            }
+        }
+    }
+
+    fn remove(&mut self, id: I) -> Option<T> {
+        let value = self.slots.get_mut(id.slot())?.take();
+        if value.is_some() {
+            self.free.push(id);
+        }
+        value
+    }
+}
+
+impl<I: SlabId, T> std::ops::Index<I> for Slab<I, T> {
+    type Output = T;
+    fn index(&self, id: I) -> &T {
+        self.slots[id.slot()].as_ref().expect("live slab id")
+    }
+}
+
+impl<I: SlabId, T> std::ops::IndexMut<I> for Slab<I, T> {
+    fn index_mut(&mut self, id: I) -> &mut T {
+        self.slots[id.slot()].as_mut().expect("live slab id")
+    }
+}
+
+#[derive(Debug)]
 struct GroupState {
+    /// What the group is; the key of [`Compiler::group_ids`].
+    def: Group,
     /// Pods in the group now (by key: a pod without an address still counts,
     /// and contributes once it has one).
     members: BTreeSet<ObjectKey>,
-    /// The sets this group feeds, with how many uses ask for it.
-    feeds: BTreeMap<SetKey, usize>,
+    /// The sets this group feeds, with how many uses ask for each. Few (one
+    /// per family and kind of use), so a scan beats a map.
+    feeds: Vec<(SetId, usize)>,
 }
 
 #[derive(Debug)]
 struct SetState {
+    /// What defines the content; the key of [`Compiler::set_ids`].
+    key: SetKey,
     name: String,
     /// Policy uses; the set goes when it drops to zero (isolation sets stay).
     uses: usize,
@@ -425,17 +520,33 @@ pub struct Compiler {
     cluster: Cluster,
     rs: Ruleset,
     scope: Scope,
-    groups: HashMap<Group, GroupState>,
-    sets: HashMap<SetKey, SetState>,
+    groups: Slab<GroupId, GroupState>,
+    /// The id of every live group: looked up when policies change, never
+    /// on the pod path.
+    group_ids: HashMap<Group, GroupId>,
+    sets: Slab<SetId, SetState>,
+    /// The id of every live set, like [`Self::group_ids`].
+    set_ids: HashMap<SetKey, SetId>,
+    /// The anti-spoofing sets, in family order (none without a pod
+    /// interface prefix).
+    spoof: Vec<SetId>,
     /// Groups of scope `Only(ns)`, by namespace, indexed by pod selector.
-    only: HashMap<String, SelectorIndex<Group>>,
+    only: HashMap<String, SelectorIndex<GroupId>>,
     /// Groups of scope `Selected`, indexed by pod selector.
-    selected: SelectorIndex<Group>,
+    selected: SelectorIndex<GroupId>,
     /// Groups of scope `Any`, indexed by pod selector.
-    any: SelectorIndex<Group>,
+    any: SelectorIndex<GroupId>,
     /// Groups of scope `Selected`, indexed by namespace selector.
-    by_namespace: SelectorIndex<Group>,
+    by_namespace: SelectorIndex<GroupId>,
     policies: BTreeMap<ObjectKey, PolicyState>,
+    /// The groups each pod is in, sorted, by pod key (pods in none are
+    /// absent): one lookup tells a pod delta every group the pod leaves or
+    /// stays in, where asking each candidate group would cost a search of
+    /// its members per candidate.
+    memberships: HashMap<ObjectKey, Vec<GroupId>>,
+    /// Scratch of [`Self::pod_changed`], kept for its allocation:
+    /// (group, was in, is in).
+    moves: Vec<(GroupId, bool, bool)>,
 }
 
 /// The built-in `filter` chain of a hook, for the hooks netfence can use.
@@ -466,13 +577,18 @@ impl Compiler {
             cluster: Cluster::new(),
             rs,
             scope: Scope::default(),
-            groups: HashMap::new(),
-            sets: HashMap::new(),
+            groups: Slab::new(),
+            group_ids: HashMap::new(),
+            sets: Slab::new(),
+            set_ids: HashMap::new(),
+            spoof: Vec::new(),
             only: HashMap::new(),
             selected: SelectorIndex::new(),
             any: SelectorIndex::new(),
             by_namespace: SelectorIndex::new(),
             policies: BTreeMap::new(),
+            memberships: HashMap::new(),
+            moves: Vec::new(),
         };
         c.skeleton().map_err(|source| Error::Compile {
             what: "the skeleton".into(),
@@ -707,14 +823,17 @@ impl Compiler {
         let set = IpSet::new(nf_family(key.family()), key.kind(), key.polarity());
         self.rs.add_set(&name, set)?;
         self.scope.set(&name);
-        self.sets.insert(
-            key,
-            SetState {
-                name: name.clone(),
-                uses: 0,
-                counts: HashMap::new(),
-            },
-        );
+        let spoof = matches!(key, SetKey::PodSources(_));
+        let id = self.sets.insert(SetState {
+            key: key.clone(),
+            name: name.clone(),
+            uses: 0,
+            counts: HashMap::new(),
+        });
+        self.set_ids.insert(key, id);
+        if spoof {
+            self.spoof.push(id);
+        }
         Ok(name)
     }
 
@@ -1026,84 +1145,100 @@ impl Compiler {
     // -- sets and groups ----------------------------------------------------
 
     fn acquire(&mut self, u: &Use) -> Result<(), ruleset::Error> {
-        if !self.sets.contains_key(&u.set) {
-            let name = u.set.name(&self.rs);
-            let f = u.set.family();
-            let mut set = IpSet::new(nf_family(f), u.set.kind(), u.set.polarity());
-            if let SetKey::Block(b) = &u.set {
-                for m in block_members(b) {
-                    set.insert(m)?;
+        let set = match self.set_ids.get(&u.set) {
+            Some(&id) => id,
+            None => {
+                let name = u.set.name(&self.rs);
+                let f = u.set.family();
+                let mut set = IpSet::new(nf_family(f), u.set.kind(), u.set.polarity());
+                if let SetKey::Block(b) = &u.set {
+                    for m in block_members(b) {
+                        set.insert(m)?;
+                    }
                 }
-            }
-            self.rs.add_set(&name, set)?;
-            self.scope.set(&name);
-            self.sets.insert(
-                u.set.clone(),
-                SetState {
+                self.rs.add_set(&name, set)?;
+                self.scope.set(&name);
+                let id = self.sets.insert(SetState {
+                    key: u.set.clone(),
                     name,
                     uses: 0,
                     counts: HashMap::new(),
-                },
-            );
-        }
-        if let Some(s) = self.sets.get_mut(&u.set) {
-            s.uses += 1;
-        }
-        if let Some(g) = u.group().cloned() {
-            self.ensure_group(&g);
-            let st = self.groups.get_mut(&g).expect("ensured above");
-            let n = st.feeds.entry(u.set.clone()).or_insert(0);
-            *n += 1;
-            if *n == 1 {
-                let members: Vec<ObjectKey> = st.members.iter().cloned().collect();
-                for k in members {
-                    if let Some(pod) = self.cluster.pod(&k).cloned() {
-                        self.contribute(&u.set, &pod, 1);
-                    }
+                });
+                self.set_ids.insert(u.set.clone(), id);
+                id
+            }
+        };
+        self.sets[set].uses += 1;
+        if let Some(g) = u.group() {
+            let group = self.ensure_group(g);
+            let feeds = &mut self.groups[group].feeds;
+            let n = match feeds.iter_mut().find(|(s, _)| *s == set) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
                 }
+                None => {
+                    feeds.push((set, 1));
+                    1
+                }
+            };
+            if n == 1 {
+                self.contribute_members(group, set, 1);
             }
         }
         Ok(())
     }
 
     fn release(&mut self, u: &Use) {
-        if let Some(g) = u.group() {
-            if let Some(st) = self.groups.get_mut(g) {
-                let n = st.feeds.get_mut(&u.set).map(|n| {
-                    *n -= 1;
-                    *n
-                });
-                if n == Some(0) {
-                    st.feeds.remove(&u.set);
-                    let members: Vec<ObjectKey> = st.members.iter().cloned().collect();
-                    let empty = st.feeds.is_empty();
+        let Some(&set) = self.set_ids.get(&u.set) else {
+            return;
+        };
+        if let Some(&group) = u.group().and_then(|g| self.group_ids.get(g)) {
+            let feeds = &mut self.groups[group].feeds;
+            if let Some(at) = feeds.iter().position(|(s, _)| *s == set) {
+                feeds[at].1 -= 1;
+                if feeds[at].1 == 0 {
+                    // Each feed is its own set: their order means nothing.
+                    feeds.swap_remove(at);
+                    let empty = feeds.is_empty();
                     // A set that goes away with this use needs no member
                     // removals; the isolation sets stay and do.
                     if matches!(u.set, SetKey::Isolated(..)) {
-                        for k in members {
-                            if let Some(pod) = self.cluster.pod(&k).cloned() {
-                                self.contribute(&u.set, &pod, -1);
-                            }
-                        }
+                        self.contribute_members(group, set, -1);
                     }
                     if empty {
-                        let g = g.clone();
-                        self.drop_group(&g);
+                        self.drop_group(group);
                     }
                 }
             }
         }
-        let gone = match self.sets.get_mut(&u.set) {
-            Some(s) => {
-                s.uses -= 1;
-                s.uses == 0 && !matches!(u.set, SetKey::Isolated(..))
-            }
-            None => false,
-        };
-        if gone {
-            if let Some(s) = self.sets.remove(&u.set) {
+        let s = &mut self.sets[set];
+        s.uses -= 1;
+        if s.uses == 0 && !matches!(u.set, SetKey::Isolated(..)) {
+            if let Some(s) = self.sets.remove(set) {
+                self.set_ids.remove(&s.key);
                 self.rs.remove_set(&s.name);
                 self.scope.set(&s.name);
+            }
+        }
+    }
+
+    /// Adds (`delta` 1) or takes back (-1) the contribution of every member
+    /// of `group` to `set`.
+    fn contribute_members(&mut self, group: GroupId, set: SetId, delta: i32) {
+        let Compiler {
+            groups,
+            cluster,
+            sets,
+            rs,
+            scope,
+            ..
+        } = self;
+        for k in &groups[group].members {
+            if let Some(pod) = cluster.pod(k) {
+                for m in members_of(&sets[set].key, pod).iter() {
+                    count(sets, rs, scope, set, *m, delta);
+                }
             }
         }
     }
@@ -1116,21 +1251,38 @@ impl Compiler {
     }
 
     fn contains(&self, g: &Group, pod: &Pod) -> bool {
-        let ns_ok = match &g.ns {
-            NsScope::Only(n) => &pod.namespace == n,
-            NsScope::Selected(s) => self
-                .cluster
-                .namespace(&pod.namespace)
-                .is_some_and(|ns| s.matches(&ns.labels)),
-            NsScope::Any => true,
-        };
-        ns_ok && g.pods.matches(&pod.labels) && (!g.local || self.is_local(pod))
+        self.holds(g, &self.facts(pod))
     }
 
-    /// Creates a group's state, scanning the pods it can hold, and indexes it.
-    fn ensure_group(&mut self, g: &Group) {
-        if self.groups.contains_key(g) {
-            return;
+    /// What group membership asks of a pod besides its labels, looked up
+    /// once per pod rather than once per group.
+    fn facts<'a>(&'a self, pod: &'a Pod) -> PodFacts<'a> {
+        PodFacts {
+            pod,
+            ns_labels: self.cluster.namespace(&pod.namespace).map(|ns| &ns.labels),
+            local: self.is_local(pod),
+        }
+    }
+
+    fn holds(&self, g: &Group, p: &PodFacts<'_>) -> bool {
+        let ns_ok = match &g.ns {
+            NsScope::Only(n) => &p.pod.namespace == n,
+            NsScope::Selected(s) => p.ns_labels.is_some_and(|l| s.matches(l)),
+            NsScope::Any => true,
+        };
+        ns_ok && g.pods.matches(&p.pod.labels) && (!g.local || p.local)
+    }
+
+    /// Records that the pod `key` joined (`is`) or left group `g`.
+    fn set_membership(&mut self, key: &ObjectKey, g: GroupId, is: bool) {
+        set_membership(&mut self.memberships, key, g, is);
+    }
+
+    /// The group's id: its state, created (scanning the pods it can hold)
+    /// and indexed if it has none yet.
+    fn ensure_group(&mut self, g: &Group) -> GroupId {
+        if let Some(&id) = self.group_ids.get(g) {
+            return id;
         }
         let pods: Vec<&Arc<Pod>> = match &g.ns {
             NsScope::Only(n) => self.cluster.pods_in(n).collect(),
@@ -1142,174 +1294,166 @@ impl Compiler {
                 .collect(),
             NsScope::Any => self.cluster.pods().collect(),
         };
-        let members = pods
+        let members: BTreeSet<ObjectKey> = pods
             .into_iter()
             .filter(|p| self.contains(g, p))
             .map(|p| p.key())
             .collect();
-        self.groups.insert(
-            g.clone(),
-            GroupState {
-                members,
-                feeds: BTreeMap::new(),
-            },
-        );
-        match &g.ns {
-            NsScope::Only(n) => self
-                .only
-                .entry(n.clone())
-                .or_default()
-                .insert(&g.pods, g.clone()),
-            NsScope::Selected(s) => {
-                self.selected.insert(&g.pods, g.clone());
-                self.by_namespace.insert(s, g.clone());
-            }
-            NsScope::Any => self.any.insert(&g.pods, g.clone()),
+        let id = self.groups.insert(GroupState {
+            def: g.clone(),
+            members,
+            feeds: Vec::new(),
+        });
+        for k in &self.groups[id].members {
+            set_membership(&mut self.memberships, k, id, true);
         }
+        self.group_ids.insert(g.clone(), id);
+        match &g.ns {
+            NsScope::Only(n) => self.only.entry(n.clone()).or_default().insert(&g.pods, id),
+            NsScope::Selected(s) => {
+                self.selected.insert(&g.pods, id);
+                self.by_namespace.insert(s, id);
+            }
+            NsScope::Any => self.any.insert(&g.pods, id),
+        }
+        id
     }
 
-    fn drop_group(&mut self, g: &Group) {
-        self.groups.remove(g);
+    fn drop_group(&mut self, id: GroupId) {
+        let Some(st) = self.groups.remove(id) else {
+            return;
+        };
+        for k in &st.members {
+            self.set_membership(k, id, false);
+        }
+        self.group_ids.remove(&st.def);
+        let g = &st.def;
         match &g.ns {
             NsScope::Only(n) => {
                 if let Some(idx) = self.only.get_mut(n) {
-                    idx.remove(&g.pods, g);
+                    idx.remove(&g.pods, &id);
                     if idx.is_empty() {
                         self.only.remove(n);
                     }
                 }
             }
             NsScope::Selected(s) => {
-                self.selected.remove(&g.pods, g);
-                self.by_namespace.remove(s, g);
+                self.selected.remove(&g.pods, &id);
+                self.by_namespace.remove(s, &id);
             }
-            NsScope::Any => self.any.remove(&g.pods, g),
+            NsScope::Any => self.any.remove(&g.pods, &id),
         }
     }
 
-    /// The members `pod` gives set `key` (when it is in a feeding group).
-    fn members_of(key: &SetKey, pod: &Pod) -> Vec<Member> {
-        match key {
-            SetKey::Isolated(_, f) | SetKey::Ips(_, f) => {
-                pod.ip(*f).map(Member::Ip).into_iter().collect()
-            }
-            SetKey::Block(_) => Vec::new(),
-            SetKey::PodSources(f) => pod
-                .ip(*f)
-                .zip(host_interface(pod))
-                .map(|(ip, iface)| Member::net_iface(ip.into(), iface))
-                .into_iter()
-                .collect(),
-            SetKey::Ports(_, name, proto, f) => match pod.ip(*f) {
-                Some(ip) => pod
-                    .resolve_named_port(name, *proto)
-                    .map(|port| Member::IpPort {
-                        ip,
-                        protocol: proto.number(),
-                        port,
-                    })
-                    .collect(),
-                None => Vec::new(),
-            },
-        }
-    }
-
-    /// Adds (`delta` 1) or takes back (-1) `pod`'s contribution to a set.
-    fn contribute(&mut self, key: &SetKey, pod: &Pod, delta: i32) {
-        let members = Self::members_of(key, pod);
-        self.count(key, &members, delta);
-    }
-
-    fn count(&mut self, key: &SetKey, members: &[Member], delta: i32) {
-        let Some(s) = self.sets.get_mut(key) else {
-            return;
-        };
-        for m in members {
-            let c = s.counts.entry(*m).or_insert(0);
-            let before = *c;
-            *c = c.saturating_add_signed(delta);
-            let after = *c;
-            if after == 0 {
-                s.counts.remove(m);
-            }
-            if (before == 0) != (after == 0) {
-                if let Some(set) = self.rs.set_mut(&s.name) {
-                    if after > 0 {
-                        // The member fits by construction: the set's family
-                        // picked the address.
-                        let _ = set.insert(*m);
-                    } else {
-                        set.remove(m);
-                    }
-                }
-                // Only this member: the plan then costs the change, not the set.
-                self.scope.member(&s.name, *m);
-            }
+    /// Orders group moves as the groups' definitions order. The order only
+    /// shows in the scope, and only when one pod leaves one isolating group
+    /// and joins another (the one set both feed may see its member go and
+    /// come back); keeping the definition order keeps that scope as it was.
+    fn in_group_order(&self, moves: &mut [(GroupId, bool, bool)]) {
+        if moves.len() > 1 {
+            moves.sort_unstable_by(|a, b| self.groups[a.0].def.cmp(&self.groups[b.0].def));
         }
     }
 
     /// Moves one pod's contributions from its old to its new state, for
-    /// every group its old or new labels may put it in.
+    /// every group it was in and every group its new labels may put it in.
     fn pod_changed(&mut self, old: Option<&Pod>, new: Option<&Pod>) {
         self.spoof_changed(old, new);
         let Some(any) = new.or(old) else { return };
         let key = any.key();
-        let mut cands = BTreeSet::new();
-        for p in [old, new].into_iter().flatten() {
-            if let Some(idx) = self.only.get(&p.namespace) {
-                idx.candidates(&p.labels, &mut cands);
-            }
-            self.selected.candidates(&p.labels, &mut cands);
-            self.any.candidates(&p.labels, &mut cands);
+        let mut moves = std::mem::take(&mut self.moves);
+        moves.clear();
+        let was_in: &[GroupId] = self.memberships.get(&key).map_or(&[], Vec::as_slice);
+        let facts = new.map(|p| self.facts(p));
+        for &g in was_in {
+            let is = facts
+                .as_ref()
+                .is_some_and(|p| self.holds(&self.groups[g].def, p));
+            moves.push((g, true, is));
         }
-        for g in cands {
-            let was = self
-                .groups
-                .get(&g)
-                .is_some_and(|st| st.members.contains(&key));
-            let is = new.is_some_and(|p| self.contains(&g, p));
+        if let Some(p) = &facts {
+            // Each group is in one index, filed once: no candidate comes twice.
+            let mut joins = |g: &GroupId| {
+                if was_in.binary_search(g).is_err() && self.holds(&self.groups[*g].def, p) {
+                    moves.push((*g, false, true));
+                }
+            };
+            if let Some(idx) = self.only.get(&p.pod.namespace) {
+                idx.for_each_candidate(&p.pod.labels, &mut joins);
+            }
+            self.selected.for_each_candidate(&p.pod.labels, &mut joins);
+            self.any.for_each_candidate(&p.pod.labels, &mut joins);
+        }
+        // The pod's groups from now on, sorted as `memberships` keeps them
+        // (in the entry's own allocation when it has one).
+        let now = moves.iter().filter(|m| m.2).map(|m| m.0);
+        if let Some(v) = self.memberships.get_mut(&key) {
+            v.clear();
+            v.extend(now);
+            v.sort_unstable();
+            if v.is_empty() {
+                self.memberships.remove(&key);
+            }
+        } else {
+            let mut v: Vec<GroupId> = now.collect();
+            if !v.is_empty() {
+                v.sort_unstable();
+                self.memberships.insert(key.clone(), v);
+            }
+        }
+        self.in_group_order(&mut moves);
+        for &(g, was, is) in &moves {
             self.move_pod(
-                &g,
+                g,
                 &key,
                 was.then_some(old).flatten(),
                 is.then_some(new).flatten(),
             );
         }
+        self.moves = moves;
     }
 
     /// Updates group `g` for a pod that was in it as `old` (or not, `None`)
-    /// and is in it as `new` (or not): membership and every fed set.
-    fn move_pod(&mut self, g: &Group, key: &ObjectKey, old: Option<&Pod>, new: Option<&Pod>) {
-        let Some(st) = self.groups.get_mut(g) else {
-            return;
-        };
-        if new.is_some() {
-            st.members.insert(key.clone());
-        } else {
-            st.members.remove(key);
+    /// and is in it as `new` (or not): its members and every fed set. The
+    /// caller updates [`Self::memberships`].
+    fn move_pod(&mut self, g: GroupId, key: &ObjectKey, old: Option<&Pod>, new: Option<&Pod>) {
+        let st = &mut self.groups[g];
+        match (old, new) {
+            (None, Some(_)) => {
+                st.members.insert(key.clone());
+            }
+            (_, None) => {
+                st.members.remove(key);
+            }
+            // Still a member: only its contributions may change.
+            (Some(_), Some(_)) => {}
         }
-        let feeds: Vec<SetKey> = st.feeds.keys().cloned().collect();
-        for set in feeds {
-            self.shift(&set, old, new);
+        // Index loop: `shift` needs `self`, and never changes a group's feeds.
+        for i in 0..self.groups[g].feeds.len() {
+            let set = self.groups[g].feeds[i].0;
+            self.shift(set, old, new);
         }
     }
 
     /// Moves a pod's contribution to `set` from what `old` gave to what `new`
     /// gives (`None`: nothing).
-    fn shift(&mut self, set: &SetKey, old: Option<&Pod>, new: Option<&Pod>) {
-        let o = old.map(|p| Self::members_of(set, p)).unwrap_or_default();
-        let n = new.map(|p| Self::members_of(set, p)).unwrap_or_default();
-        let gone: Vec<Member> = o.iter().filter(|m| !n.contains(m)).copied().collect();
-        let came: Vec<Member> = n.iter().filter(|m| !o.contains(m)).copied().collect();
+    fn shift(&mut self, set: SetId, old: Option<&Pod>, new: Option<&Pod>) {
+        let key = &self.sets[set].key;
+        let o = old.map(|p| members_of(key, p)).unwrap_or_default();
+        let n = new.map(|p| members_of(key, p)).unwrap_or_default();
         // Add first: a member both taken and given never blinks out.
-        self.count(set, &came, 1);
-        self.count(set, &gone, -1);
+        for m in n.iter().filter(|m| !o.contains(m)) {
+            count(&mut self.sets, &mut self.rs, &mut self.scope, set, *m, 1);
+        }
+        for m in o.iter().filter(|m| !n.contains(m)) {
+            count(&mut self.sets, &mut self.rs, &mut self.scope, set, *m, -1);
+        }
     }
 
     /// Updates the anti-spoofing sets for a pod delta: only local pods count,
     /// since only their interfaces are on this node.
     fn spoof_changed(&mut self, old: Option<&Pod>, new: Option<&Pod>) {
-        if self.config.pod_interface_prefix.is_none() {
+        if self.spoof.is_empty() {
             return;
         }
         let old = old.filter(|p| p.host_interface.is_some() && self.is_local(p));
@@ -1317,9 +1461,8 @@ impl Compiler {
         if old.is_none() && new.is_none() {
             return;
         }
-        let families = self.config.families.clone();
-        for f in families {
-            self.shift(&SetKey::PodSources(f), old, new);
+        for i in 0..self.spoof.len() {
+            self.shift(self.spoof[i], old, new);
         }
     }
 
@@ -1329,26 +1472,27 @@ impl Compiler {
         if old == new {
             return;
         }
-        let mut cands = BTreeSet::new();
+        let mut cands = Vec::new();
         for l in [old, new].into_iter().flatten() {
-            self.by_namespace.candidates(l, &mut cands);
+            self.by_namespace
+                .for_each_candidate(l, |g| cands.push((*g, false, false)));
         }
         if cands.is_empty() {
             return;
         }
+        self.in_group_order(&mut cands);
+        cands.dedup_by_key(|c| c.0);
         let pods: Vec<Arc<Pod>> = self.cluster.pods_in(name).cloned().collect();
-        for g in cands {
+        for &(g, ..) in &cands {
             for pod in &pods {
                 let key = pod.key();
-                let was = self
-                    .groups
-                    .get(&g)
-                    .is_some_and(|st| st.members.contains(&key));
-                let is = self.contains(&g, pod);
+                let was = self.groups[g].members.contains(&key);
+                let is = self.contains(&self.groups[g].def, pod);
                 if was != is {
+                    self.set_membership(&key, g, is);
                     let p = Some(&**pod);
                     self.move_pod(
-                        &g,
+                        g,
                         &key,
                         was.then_some(p).flatten(),
                         is.then_some(p).flatten(),
@@ -1356,6 +1500,133 @@ impl Compiler {
                 }
             }
         }
+    }
+}
+
+/// Records in `memberships` that the pod `key` joined (`is`) or left group
+/// `g`. A free function so that callers may hold borrows of other fields.
+fn set_membership(
+    memberships: &mut HashMap<ObjectKey, Vec<GroupId>>,
+    key: &ObjectKey,
+    g: GroupId,
+    is: bool,
+) {
+    match memberships.get_mut(key) {
+        Some(groups) => match (groups.binary_search(&g), is) {
+            (Err(at), true) => groups.insert(at, g),
+            (Ok(at), false) => {
+                groups.remove(at);
+                if groups.is_empty() {
+                    memberships.remove(key);
+                }
+            }
+            _ => {}
+        },
+        None if is => {
+            memberships.insert(key.clone(), vec![g]);
+        }
+        None => {}
+    }
+}
+
+/// A pod with what group membership asks of it besides its labels.
+struct PodFacts<'a> {
+    pod: &'a Pod,
+    /// Its namespace's labels (`None`: the namespace is unknown).
+    ns_labels: Option<&'a Labels>,
+    /// Whether it runs on this node.
+    local: bool,
+}
+
+/// The members one pod gives one set: at most one, but for a named port the
+/// pod defines more than once for the protocol (two containers), rare enough
+/// to allocate for.
+#[derive(Debug, Default)]
+struct Members {
+    first: Option<Member>,
+    rest: Vec<Member>,
+}
+
+impl Members {
+    fn push(&mut self, m: Member) {
+        if self.first.is_none() {
+            self.first = Some(m);
+        } else {
+            self.rest.push(m);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Member> {
+        self.first.iter().chain(&self.rest)
+    }
+
+    fn contains(&self, m: &Member) -> bool {
+        self.first.as_ref() == Some(m) || self.rest.contains(m)
+    }
+}
+
+/// The members `pod` gives set `key` (when it is in a feeding group).
+fn members_of(key: &SetKey, pod: &Pod) -> Members {
+    let mut out = Members::default();
+    match key {
+        SetKey::Isolated(_, f) | SetKey::Ips(_, f) => {
+            if let Some(ip) = pod.ip(*f) {
+                out.push(Member::Ip(ip));
+            }
+        }
+        SetKey::Block(_) => {}
+        SetKey::PodSources(f) => {
+            if let Some((ip, iface)) = pod.ip(*f).zip(host_interface(pod)) {
+                out.push(Member::net_iface(ip.into(), iface));
+            }
+        }
+        SetKey::Ports(_, name, proto, f) => {
+            if let Some(ip) = pod.ip(*f) {
+                for port in pod.resolve_named_port(name, *proto) {
+                    out.push(Member::IpPort {
+                        ip,
+                        protocol: proto.number(),
+                        port,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Counts one contribution of member `m` to a set (`delta` 1) or takes one
+/// back (-1); the set's content, and the scope, change only when the count
+/// leaves or reaches zero. A free function over the fields it needs, so that
+/// callers may hold borrows of the others.
+fn count(
+    sets: &mut Slab<SetId, SetState>,
+    rs: &mut Ruleset,
+    scope: &mut Scope,
+    set: SetId,
+    m: Member,
+    delta: i32,
+) {
+    let s = &mut sets[set];
+    let c = s.counts.entry(m).or_insert(0);
+    let before = *c;
+    *c = c.saturating_add_signed(delta);
+    let after = *c;
+    if after == 0 {
+        s.counts.remove(&m);
+    }
+    if (before == 0) != (after == 0) {
+        if let Some(set) = rs.set_mut(&s.name) {
+            if after > 0 {
+                // The member fits by construction: the set's family
+                // picked the address.
+                let _ = set.insert(m);
+            } else {
+                set.remove(&m);
+            }
+        }
+        // Only this member: the plan then costs the change, not the set.
+        scope.member(&s.name, m);
     }
 }
 

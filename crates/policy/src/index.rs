@@ -45,25 +45,27 @@ fn slot(sel: &LabelSelector) -> Slot<'_> {
 /// Selectors filed by one positive requirement each, with an id per selector.
 ///
 /// The same selector may be filed under several ids (for example one per
-/// namespace scope); each id is filed and removed on its own.
+/// namespace scope); each id is filed and removed on its own. Ids are kept in
+/// sorted `Vec`s: filing is rare (a policy change), looking up is per pod
+/// delta, and a lookup then reads contiguous memory.
 #[derive(Clone, Debug)]
 pub struct SelectorIndex<T> {
     by_key: HashMap<String, Bucket<T>>,
-    always: BTreeSet<T>,
+    always: Vec<T>,
 }
 
 /// The selectors filed under one label key: by `Exists`, and by `In` value.
 /// Nested maps let a lookup borrow the pod's strings instead of copying them.
 #[derive(Clone, Debug)]
 struct Bucket<T> {
-    exists: BTreeSet<T>,
-    values: HashMap<String, BTreeSet<T>>,
+    exists: Vec<T>,
+    values: HashMap<String, Vec<T>>,
 }
 
 impl<T> Default for Bucket<T> {
     fn default() -> Self {
         Bucket {
-            exists: BTreeSet::new(),
+            exists: Vec::new(),
             values: HashMap::new(),
         }
     }
@@ -79,8 +81,22 @@ impl<T> Default for SelectorIndex<T> {
     fn default() -> Self {
         SelectorIndex {
             by_key: HashMap::new(),
-            always: BTreeSet::new(),
+            always: Vec::new(),
         }
+    }
+}
+
+/// Adds `id` to a sorted list, once.
+fn file<T: Ord>(ids: &mut Vec<T>, id: T) {
+    if let Err(at) = ids.binary_search(&id) {
+        ids.insert(at, id);
+    }
+}
+
+/// Takes `id` out of a sorted list.
+fn unfile<T: Ord>(ids: &mut Vec<T>, id: &T) {
+    if let Ok(at) = ids.binary_search(id) {
+        ids.remove(at);
     }
 }
 
@@ -96,16 +112,14 @@ impl<T: Ord + Clone> SelectorIndex<T> {
             Slot::Values(key, values) => {
                 let b = self.by_key.entry(key.to_owned()).or_default();
                 for v in values {
-                    b.values.entry(v.clone()).or_default().insert(id.clone());
+                    file(b.values.entry(v.clone()).or_default(), id.clone());
                 }
             }
             Slot::Key(key) => {
                 let b = self.by_key.entry(key.to_owned()).or_default();
-                b.exists.insert(id);
+                file(&mut b.exists, id);
             }
-            Slot::Always => {
-                self.always.insert(id);
-            }
+            Slot::Always => file(&mut self.always, id),
         }
     }
 
@@ -113,7 +127,7 @@ impl<T: Ord + Clone> SelectorIndex<T> {
     pub fn remove(&mut self, sel: &LabelSelector, id: &T) {
         let key = match slot(sel) {
             Slot::Always => {
-                self.always.remove(id);
+                unfile(&mut self.always, id);
                 return;
             }
             Slot::Values(key, _) | Slot::Key(key) => key,
@@ -127,35 +141,42 @@ impl<T: Ord + Clone> SelectorIndex<T> {
                     // Empty buckets go, so that the index does not grow with
                     // every label value ever seen.
                     if let Some(ids) = b.values.get_mut(v) {
-                        ids.remove(id);
+                        unfile(ids, id);
                         if ids.is_empty() {
                             b.values.remove(v);
                         }
                     }
                 }
             }
-            _ => {
-                b.exists.remove(id);
-            }
+            _ => unfile(&mut b.exists, id),
         }
         if b.is_empty() {
             self.by_key.remove(key);
         }
     }
 
-    /// Adds to `out` every id whose selector may match `labels`: a superset
+    /// Calls `f` on every id whose selector may match `labels`: a superset
     /// of the matching ones, found in time proportional to the number of
-    /// labels plus the candidates returned.
-    pub fn candidates(&self, labels: &Labels, out: &mut BTreeSet<T>) {
-        out.extend(self.always.iter().cloned());
+    /// labels plus the candidates visited. Each id comes at most once: it is
+    /// filed under one key, and `labels` has one value per key.
+    pub fn for_each_candidate(&self, labels: &Labels, mut f: impl FnMut(&T)) {
+        self.always.iter().for_each(&mut f);
         for (k, v) in labels {
             if let Some(b) = self.by_key.get(k) {
-                out.extend(b.exists.iter().cloned());
+                b.exists.iter().for_each(&mut f);
                 if let Some(ids) = b.values.get(v) {
-                    out.extend(ids.iter().cloned());
+                    ids.iter().for_each(&mut f);
                 }
             }
         }
+    }
+
+    /// Adds to `out` every id whose selector may match `labels` (see
+    /// [`Self::for_each_candidate`]).
+    pub fn candidates(&self, labels: &Labels, out: &mut BTreeSet<T>) {
+        self.for_each_candidate(labels, |id| {
+            out.insert(id.clone());
+        });
     }
 
     /// Whether nothing is filed.
