@@ -1,6 +1,8 @@
 //! The policy compiler alone (pure CPU, no kernel): a pod delta (add then delete, relabel)
 //! recompiled incrementally at 10,000 pods with 1,000 and with 100 policies, next to the
-//! full compile of the 1,000-policy cluster as the baseline, measured in the same run.
+//! full compile of the 1,000-policy cluster as the baseline, measured in the same run;
+//! and a burst of 1,000 mixed deltas (the mix of `benches/scenarios.rs`'s burst) at
+//! 1,000 pods / 100 policies and 10,000 / 1,000: the compiler's share of that scenario.
 //!
 //! The clusters come from the shared generator (`benches/common/cluster.rs`), the one
 //! `benches/sync.rs` feeds the engine, and the compiler is configured as the sync bench
@@ -13,9 +15,13 @@ mod common;
 
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use common::cluster;
 use criterion::{criterion_group, criterion_main, Criterion};
-use policy::{Compiler, CompilerConfig, Family, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use policy::{Compiler, CompilerConfig, Family, Namespace, ObjectKey, Pod, Policy};
 
 const PODS: usize = 10_000;
 /// Extra pods cycled through by the add/delete bench, so that one iteration does not
@@ -112,6 +118,130 @@ impl Setup {
         });
         g.finish();
     }
+
+    /// A burst of [`BURST`] deltas on distinct objects, shuffled, as `burst()` in
+    /// `benches/scenarios.rs` builds it: 5 namespaces relabelled, 50 policies added, 100
+    /// changed, 50 deleted, 200 pods relabelled, 150 deleted, and new pods for the rest.
+    /// Returns it with its inverse, which puts the cluster back.
+    fn burst_deltas(&self) -> (Vec<Delta>, Vec<Delta>) {
+        let g = &self.gen;
+        let pick = |k: usize, of: usize, n: usize| ((2 * k + 1) * n / (2 * of)).min(n - 1);
+        let (mut fwd, mut inv) = (Vec::new(), Vec::new());
+        fn pol(np: &NetworkPolicy) -> Delta {
+            Delta::Policy(Arc::new(cluster::to_policy(np)))
+        }
+        fn pod(p: &k8s_openapi::api::core::v1::Pod) -> Delta {
+            Delta::Pod(Arc::new(cluster::to_pod(p)))
+        }
+        fn ns(n: &k8s_openapi::api::core::v1::Namespace) -> Delta {
+            Delta::Namespace(Arc::new(cluster::to_namespace(n)))
+        }
+        fn key(m: &ObjectMeta) -> ObjectKey {
+            ObjectKey::new(
+                m.namespace.clone().expect("namespace"),
+                m.name.clone().expect("name"),
+            )
+        }
+        let namespaces = 5.min(g.namespaces.len() / 2);
+        for i in 0..namespaces {
+            let n = &g.namespaces[pick(i, namespaces, g.namespaces.len())];
+            fwd.push(ns(&g.relabel_namespace(n)));
+            inv.push(ns(n));
+        }
+        for i in 0..50 {
+            // Past the extra policies any other bench uses.
+            let np = g.extra_policy(1_000 + i);
+            inv.push(Delta::DeletePolicy(key(&np.metadata)));
+            fwd.push(pol(&np));
+        }
+        let half = g.policies.len() / 2;
+        let changed = 100.min(g.policies.len() / 4);
+        for i in 0..changed {
+            let np = &g.policies[pick(i, changed, half)];
+            fwd.push(pol(&g.changed_policy(np)));
+            inv.push(pol(np));
+        }
+        let deleted = 50.min(g.policies.len() / 4);
+        for i in 0..deleted {
+            let np = &g.policies[half + pick(i, deleted, g.policies.len() - half)];
+            fwd.push(Delta::DeletePolicy(key(&np.metadata)));
+            inv.push(pol(np));
+        }
+        let half = g.pods.len() / 2;
+        for i in 0..200 {
+            let p = &g.pods[pick(i, 200, half)];
+            fwd.push(pod(&g.relabel_pod(p)));
+            inv.push(pod(p));
+        }
+        for i in 0..150 {
+            let p = &g.pods[half + pick(i, 150, g.pods.len() - half)];
+            fwd.push(Delta::DeletePod(key(&p.metadata)));
+            inv.push(pod(p));
+        }
+        for i in 0..BURST - fwd.len() {
+            // Past the extra pods the pod benches cycle through.
+            let p = g.extra_pod(EXTRA + i);
+            inv.push(Delta::DeletePod(key(&p.metadata)));
+            fwd.push(pod(&p));
+        }
+        let mut rng = cluster::Rng::new(0x0062_7572_7374);
+        for i in (1..fwd.len()).rev() {
+            fwd.swap(i, rng.below(i + 1));
+        }
+        (fwd, inv)
+    }
+
+    /// The burst applied as the sync worker applies one: every delta, then
+    /// `take_scope()` and `ruleset()`. Only the forward burst is timed; its inverse
+    /// (untimed) restores the cluster for the next iteration.
+    fn burst(&mut self, c: &mut Criterion) {
+        let (fwd, inv) = self.burst_deltas();
+        let name = format!("burst_{}", self.label());
+        let mut g = c.benchmark_group("compile");
+        g.sample_size(20);
+        g.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let t0 = Instant::now();
+                    let scope = apply(&mut self.compiler, &fwd);
+                    spent += t0.elapsed();
+                    drop(scope);
+                    apply(&mut self.compiler, &inv);
+                }
+                spent
+            })
+        });
+        g.finish();
+    }
+}
+
+/// Deltas as the engine hands them to the compiler.
+enum Delta {
+    Namespace(Arc<Namespace>),
+    Pod(Arc<Pod>),
+    DeletePod(ObjectKey),
+    Policy(Arc<Policy>),
+    DeletePolicy(ObjectKey),
+}
+
+/// Deltas in a burst, as in `benches/scenarios.rs`.
+const BURST: usize = 1_000;
+
+/// Applies `deltas` and takes the scope, reading the ruleset as the worker does.
+fn apply(c: &mut Compiler, deltas: &[Delta]) -> ruleset::Scope {
+    for d in deltas {
+        match d {
+            Delta::Namespace(n) => c.upsert_namespace(n.clone()),
+            Delta::Pod(p) => c.upsert_pod(p.clone()),
+            Delta::DeletePod(k) => c.delete_pod(k),
+            Delta::Policy(p) => c.upsert_policy(p.clone()).expect("compiles"),
+            Delta::DeletePolicy(k) => c.delete_policy(k).expect("compiles"),
+        }
+    }
+    let scope = c.take_scope();
+    std::hint::black_box(c.ruleset());
+    scope
 }
 
 fn bench(c: &mut Criterion) {
@@ -119,10 +249,13 @@ fn bench(c: &mut Criterion) {
     big.full_compile(c);
     big.add_then_delete(c);
     big.relabel(c);
+    big.burst(c);
     drop(big);
     let mut small = Setup::new(PODS, 100);
     small.add_then_delete(c);
     small.relabel(c);
+    drop(small);
+    Setup::new(1_000, 100).burst(c);
 }
 
 criterion_group!(benches, bench);

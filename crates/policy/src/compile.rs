@@ -13,12 +13,24 @@
 //!              -j MARK --set-xmark 0/IA|EA
 //!              -m set --match-set <egress-isolated> src -j nf-egress
 //!              -m set --match-set <ingress-isolated> dst -j nf-ingress
-//! nf-ingress   -m mark --mark 0/IA -m set --match-set <selected by P> dst -j <P's ingress chain>   (per policy)
+//! nf-ingress   -m set --match-set <local pods of N> dst -g <N's ingress chain>   (per namespace N with an ingress policy)
 //!              -m mark --mark 0/IA -j DROP
-//! nf-egress    the same with src, egress chains and EA
+//! <N ingress>  -m mark --mark 0/IA [-m set --match-set <selected by P> dst] -j <P's ingress chain>   (per ingress policy P of N)
+//!              -m mark --mark 0/IA -j DROP
+//! nf-egress, <N egress>   the same with src, egress chains and EA
 //! <P ingress>  [-m set --match-set <peer> src] [-p proto [--dport a:b | -m set --match-set <named> dst,dst]]
 //!                -j MARK --set-xmark IA/IA                (one line per peer x port entry)
 //! ```
+//!
+//! A policy only selects pods of its own namespace, so dispatch goes by
+//! namespace first: `nf-ingress` finds the packet's namespace, and only that
+//! namespace's policies are looked at. The namespace line is a goto (`-g`):
+//! when the namespace's chain ends, control returns to `nf-fw`, past every
+//! other namespace's line (a pod is in one namespace). A policy that selects
+//! every pod of its namespace has no set match in its namespace's chain: the
+//! namespace line has already shown that the pod is one of them (the two
+//! sets are the same set anyway). Namespace chains are named `in-<N>` and
+//! `eg-<N>` after the prefix, hashed when longer than a chain name may be.
 //!
 //! `FORWARD` is the default hook point; [`CompilerConfig::hooks`] may add
 //! `INPUT` (pod-to-node traffic meets egress policies and anti-spoofing) and
@@ -53,8 +65,14 @@
 //!   count of `mtype_test_cidrs()`); `tests/ipset_net_iface.rs` shows both.
 //! * isolation sets (one per direction and family): the local pods some
 //!   policy isolates in that direction. [`Polarity::Restricts`].
+//! * namespace sets: the local pods of a namespace with a policy, in either
+//!   direction. [`Polarity::Grants`], like every set below: a pod is added
+//!   after the batch that may need it and removed before, while it joins the
+//!   isolation sets first and leaves them last, so an isolated pod missing
+//!   from its namespace set falls through to the drop at the end of
+//!   `nf-ingress` / `nf-egress`, never past it.
 //! * selected sets: the local pods a policy's `podSelector` picks in its
-//!   namespace. [`Polarity::Grants`], like every set below.
+//!   namespace.
 //! * peer sets: every cluster pod a pods peer matches (pods on other nodes
 //!   talk to local pods too).
 //! * ipBlock sets (`hash:net`): the cidr, with each except as a `nomatch`
@@ -74,14 +92,16 @@
 //! `hash:net,iface` lookup (anti-spoofing, one prefix length), two
 //! conntrack state checks, one mark write, two isolation-set lookups (hash
 //! lookups: independent of the number of pods). Packets of established
-//! connections pay the anti-spoofing lookups and one conntrack check. A pod isolated in a
-//! direction then costs, in that direction's dispatch chain, one mark test
-//! and at most one set lookup per policy *of that direction on the node*
-//! (the mark test stops the lookups once a policy has allowed the packet),
-//! plus the lines of the policies that select it, each a constant number of
-//! hash lookups. So the cost is constant in the number of pods and linear in
-//! the number of policies; a node whose policies are few per namespace pays
-//! for the dispatch lines only.
+//! connections pay the anti-spoofing lookups and one conntrack check. A pod
+//! isolated in a direction then costs, in that direction's dispatch chain, at
+//! most one set lookup per *namespace with a policy of that direction* (the
+//! lines before its own namespace's), then in its namespace's chain one mark
+//! test and at most one set lookup per policy *of its namespace* in that
+//! direction (the mark test stops the lookups once a policy has allowed the
+//! packet), plus the lines of the policies that select it, each a constant
+//! number of hash lookups. So the cost is constant in the number of pods,
+//! linear in the namespaces with policies and in the policies of one
+//! namespace, and independent of the policies of other namespaces.
 //!
 //! # Incremental updates
 //! A *group* is a pod-set definition: a namespace scope, a pod selector, and
@@ -96,6 +116,13 @@
 //! chain and set a delta may have touched is recorded in a [`Scope`] (sets by
 //! the members that changed), so that
 //! `ruleset::plan_scoped(current, compiler.ruleset(), &scope)` is the plan.
+//!
+//! A policy delta rewrites the policy's own chains; its namespace's chain of
+//! a direction only when its line there comes, goes or changes set (a
+//! change of rules alone leaves it); and `nf-ingress` / `nf-egress` only
+//! when its namespace gains its first or loses its last policy of that
+//! direction. No rewrite costs more than the policies of one namespace or
+//! the namespaces with policies.
 //!
 //! Groups and sets are handled by small integer ids on the pod path; their
 //! definitions (selectors, strings) are hashed only when policies change.
@@ -343,6 +370,27 @@ impl SetKey {
     }
 }
 
+/// Where a direction finds the pod a policy isolates: the destination of
+/// ingress, the source of egress.
+fn pod_dir(d: Direction) -> SetDir {
+    match d {
+        Direction::Ingress => SetDir::Dst,
+        Direction::Egress => SetDir::Src,
+    }
+}
+
+/// The last line of a dispatch chain: what no policy marked as allowed in
+/// the direction of `mark` is dropped.
+fn unmarked_drop(mark: u32) -> NftRule {
+    let mut drop = NftRule::new(Target::Drop);
+    drop.matches.push(Match::Mark {
+        negate: false,
+        value: 0,
+        mask: mark,
+    });
+    drop
+}
+
 fn fam_digit(f: Family) -> char {
     match f {
         Family::Ipv4 => '4',
@@ -492,21 +540,53 @@ struct SetState {
     counts: HashMap<Member, u32>,
 }
 
+/// The line a policy adds, for one family and direction, to its namespace's
+/// chain of that direction: "the packet's pod is in `set`: go through `chain`".
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Dispatch {
+    family: Family,
+    dir: Direction,
+    /// The selected set; `None` when the policy selects every pod of its
+    /// namespace, which reaching the namespace's chain has already shown.
+    set: Option<String>,
+    /// The policy's chain of this direction.
+    chain: String,
+}
+
 /// What the compiler remembers of a compiled policy.
 #[derive(Debug)]
 struct PolicyState {
     uses: BTreeSet<Use>,
     /// Chains it owns, per table.
     chains: BTreeSet<(TableId, String)>,
-    /// Dispatch lines: (family, direction, selected set, chain).
-    dispatch: Vec<(Family, Direction, String, String)>,
+    /// Its lines in its namespace's chains.
+    dispatch: Vec<Dispatch>,
 }
 
 /// A compiled policy, before it touches the state.
 struct Compiled {
     uses: BTreeSet<Use>,
     chains: BTreeMap<(TableId, String), Vec<NftRule>>,
-    dispatch: Vec<(Family, Direction, String, String)>,
+    dispatch: Vec<Dispatch>,
+}
+
+/// The two directions, as an index into per-direction arrays.
+fn dir_index(d: Direction) -> usize {
+    match d {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
+}
+
+/// The group of every local pod of namespace `ns`: what a namespace's
+/// dispatch line looks up, and the selection of a policy whose pod
+/// selector is empty (so the two share one set).
+fn namespace_group(ns: &str) -> Group {
+    Group {
+        ns: NsScope::Only(ns.to_owned()),
+        pods: LabelSelector::everything(),
+        local: true,
+    }
 }
 
 /// The compiler: its own copy of the [`Cluster`], the desired [`Ruleset`]
@@ -547,6 +627,14 @@ pub struct Compiler {
     /// Scratch of [`Self::pod_changed`], kept for its allocation:
     /// (group, was in, is in).
     moves: Vec<(GroupId, bool, bool)>,
+    /// The namespaces with a line in `nf-ingress` (index 0) and `nf-egress`
+    /// (1): those with at least one policy of that direction.
+    dispatching: [BTreeSet<String>; 2],
+    /// Namespace chains whose lines may have changed since the last
+    /// [`Self::flush_dispatch`].
+    stale_ns: BTreeSet<(String, Direction)>,
+    /// Whether `nf-ingress` (0) / `nf-egress` (1) must be rewritten.
+    stale_top: [bool; 2],
 }
 
 /// The built-in `filter` chain of a hook, for the hooks netfence can use.
@@ -589,6 +677,10 @@ impl Compiler {
             policies: BTreeMap::new(),
             memberships: HashMap::new(),
             moves: Vec::new(),
+            dispatching: [BTreeSet::new(), BTreeSet::new()],
+            stale_ns: BTreeSet::new(),
+            // The skeleton writes both, with only their final drop.
+            stale_top: [true, true],
         };
         c.skeleton().map_err(|source| Error::Compile {
             what: "the skeleton".into(),
@@ -636,12 +728,10 @@ impl Compiler {
         for p in cluster.policies() {
             fresh.policy_changed(p.key(), Some(p.clone()), false)?;
         }
-        fresh
-            .rewrite_dispatch(None)
-            .map_err(|source| Error::Compile {
-                what: "the dispatch chains".into(),
-                reason: source.to_string(),
-            })?;
+        fresh.flush_dispatch().map_err(|source| Error::Compile {
+            what: "the dispatch chains".into(),
+            reason: source.to_string(),
+        })?;
         old.extend(fresh.rs.owned_chains());
         let mut scope = Scope::default();
         for (t, c) in &old {
@@ -691,8 +781,10 @@ impl Compiler {
         }
     }
 
-    /// Inserts or replaces a policy: rewrites its chains and the dispatch
-    /// chains, and creates or drops the sets it starts or stops using.
+    /// Inserts or replaces a policy: rewrites its chains, its namespace's
+    /// dispatch chains when its lines there change (and `nf-ingress` /
+    /// `nf-egress` when the namespace gains its first policy of a
+    /// direction), and creates or drops the sets it starts or stops using.
     ///
     /// # Errors
     /// [`Error::Compile`] on a compiler bug.
@@ -702,7 +794,9 @@ impl Compiler {
         self.policy_changed(policy.key(), Some(policy), true)
     }
 
-    /// Removes a policy, its chains, its dispatch lines, and the sets only it used.
+    /// Removes a policy, its chains, its dispatch lines (with its namespace's
+    /// chain and line of a direction when it was the namespace's last policy
+    /// of that direction), and the sets only it used.
     ///
     /// # Errors
     /// [`Error::Compile`] on a compiler bug.
@@ -733,6 +827,19 @@ impl Compiler {
             Direction::Ingress => "ingress",
             Direction::Egress => "egress",
         })
+    }
+
+    /// The dispatch chain of namespace `ns` for direction `d`. Namespace
+    /// names run to 63 characters, so long ones are hashed (see
+    /// [`Ruleset::chain_name`]); the logical name has no '.', so it can't be
+    /// a policy chain's (see [`Self::policy_chain`]), and starts `in-` /
+    /// `eg-`, never `i-` / `e-`.
+    fn namespace_chain(&self, ns: &str, d: Direction) -> String {
+        let tag = match d {
+            Direction::Ingress => "in",
+            Direction::Egress => "eg",
+        };
+        self.rs.chain_name(&format!("{tag}-{ns}"))
     }
 
     fn mark(&self, d: Direction) -> u32 {
@@ -813,7 +920,7 @@ impl Compiler {
             }
             self.scope.chain(&t, &fw);
         }
-        self.rewrite_dispatch(None)
+        self.flush_dispatch()
     }
 
     /// Creates one of the sets every ruleset has (isolation, anti-spoofing),
@@ -837,60 +944,111 @@ impl Compiler {
         Ok(name)
     }
 
-    /// Rewrites dispatch chains from the policy list: all of them (`None`),
-    /// or those of the given (family, direction) pairs. O(policies), paid
-    /// only when a policy's selection or directions change.
-    fn rewrite_dispatch(
-        &mut self,
-        only: Option<&BTreeSet<(Family, Direction)>>,
-    ) -> Result<(), ruleset::Error> {
+    /// Brings the dispatch chains up to date: rewrites the namespace chains
+    /// marked stale (creating or removing them as their namespace gains its
+    /// first or loses its last policy of the direction), then `nf-ingress` /
+    /// `nf-egress` if the set of namespaces they dispatch to changed. A
+    /// namespace chain costs the policies of its namespace, the top chains
+    /// the namespaces with policies; policy deltas that keep a policy's
+    /// selection cost neither.
+    fn flush_dispatch(&mut self) -> Result<(), ruleset::Error> {
         let tables: Vec<_> = self.tables().collect();
-        for (f, t) in tables {
-            for d in [Direction::Ingress, Direction::Egress] {
-                if only.is_some_and(|o| !o.contains(&(f, d))) {
+        for (ns, d) in std::mem::take(&mut self.stale_ns) {
+            let lines: Vec<Dispatch> = self
+                .policies
+                .range(ObjectKey::new(ns.as_str(), "")..)
+                .take_while(|(k, _)| k.namespace == ns)
+                .flat_map(|(_, p)| p.dispatch.iter().filter(|l| l.dir == d).cloned())
+                .collect();
+            let has = !lines.is_empty();
+            let listed = &mut self.dispatching[dir_index(d)];
+            let changed = if has {
+                listed.insert(ns.clone())
+            } else {
+                listed.remove(&ns)
+            };
+            self.stale_top[dir_index(d)] |= changed;
+            let chain = self.namespace_chain(&ns, d);
+            let mark = self.mark(d);
+            for (f, t) in &tables {
+                self.scope.chain(t, &chain);
+                if !has {
+                    self.rs.remove_chain(t, &chain);
                     continue;
                 }
-                let chain = self.dispatch_chain(d);
-                let mark = self.mark(d);
-                let dir = match d {
-                    Direction::Ingress => SetDir::Dst,
-                    Direction::Egress => SetDir::Src,
-                };
-                self.rs.clear_chain(&t, &chain);
-                let lines: Vec<NftRule> = self
-                    .policies
-                    .values()
-                    .flat_map(|p| &p.dispatch)
-                    .filter(|(pf, pd, _, _)| *pf == f && *pd == d)
-                    .map(|(_, _, set, target)| {
-                        let mut r = NftRule::new(Target::Jump(target.clone()));
-                        // Once a policy has allowed the packet, the other
-                        // policies' set lookups are skipped.
-                        r.matches.push(Match::Mark {
-                            negate: false,
-                            value: 0,
-                            mask: mark,
-                        });
+                self.rs.add_chain(t, &chain, None)?;
+                self.rs.clear_chain(t, &chain);
+                for l in lines.iter().filter(|l| l.family == *f) {
+                    let mut r = NftRule::new(Target::Jump(l.chain.clone()));
+                    // Once a policy has allowed the packet, the other
+                    // policies' set lookups are skipped.
+                    r.matches.push(Match::Mark {
+                        negate: false,
+                        value: 0,
+                        mask: mark,
+                    });
+                    if let Some(set) = &l.set {
                         r.matches.push(Match::Set {
                             negate: false,
                             name: set.clone(),
-                            dirs: vec![dir],
+                            dirs: vec![pod_dir(d)],
                         });
-                        r
-                    })
-                    .collect();
-                for r in lines {
-                    self.rs.push_rule(&t, &chain, r)?;
+                    }
+                    self.rs.push_rule(t, &chain, r)?;
                 }
-                let mut drop = NftRule::new(Target::Drop);
-                drop.matches.push(Match::Mark {
-                    negate: false,
-                    value: 0,
-                    mask: mark,
-                });
-                self.rs.push_rule(&t, &chain, drop)?;
-                self.scope.chain(&t, &chain);
+                self.rs.push_rule(t, &chain, unmarked_drop(mark))?;
             }
+        }
+        for d in [Direction::Ingress, Direction::Egress] {
+            if std::mem::take(&mut self.stale_top[dir_index(d)]) {
+                self.rewrite_top(d, &tables)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites `nf-ingress` or `nf-egress`: one line per namespace with a
+    /// policy of the direction, going to the namespace's chain when the
+    /// packet's pod is one of the namespace's local pods, then a drop.
+    ///
+    /// `-g`, not `-j`: a pod is in one namespace, so once its namespace's
+    /// chain is done, no other namespace's line can match; going there makes
+    /// the end of that chain return to `nf-fw`, past the other lines.
+    ///
+    /// The drop catches an isolated pod whose namespace set does not hold it
+    /// (yet): the namespace sets are [`Polarity::Grants`], like every set a
+    /// policy selects with, so a new pod joins its namespace set only after
+    /// the batch that may need it and leaves it before, while the isolation
+    /// sets ([`Polarity::Restricts`]) take it first and let it go last. In
+    /// between it is isolated and matches no namespace line: dropped, never
+    /// let through. (Being in the set only ever reaches the policies of its
+    /// namespace, which allow no more than they would anyway.)
+    fn rewrite_top(
+        &mut self,
+        d: Direction,
+        tables: &[(Family, TableId)],
+    ) -> Result<(), ruleset::Error> {
+        let chain = self.dispatch_chain(d);
+        let mark = self.mark(d);
+        for (f, t) in tables {
+            self.rs.clear_chain(t, &chain);
+            let lines: Vec<NftRule> = self.dispatching[dir_index(d)]
+                .iter()
+                .map(|ns| {
+                    let mut r = NftRule::new(Target::Goto(self.namespace_chain(ns, d)));
+                    r.matches.push(Match::Set {
+                        negate: false,
+                        name: SetKey::Ips(namespace_group(ns), *f).name(&self.rs),
+                        dirs: vec![pod_dir(d)],
+                    });
+                    r
+                })
+                .collect();
+            for r in lines {
+                self.rs.push_rule(t, &chain, r)?;
+            }
+            self.rs.push_rule(t, &chain, unmarked_drop(mark))?;
+            self.scope.chain(t, &chain);
         }
         Ok(())
     }
@@ -921,12 +1079,23 @@ impl Compiler {
             pods: p.pod_selector.clone(),
             local: true,
         };
+        let everyone = p.pod_selector.is_everything();
         for (f, t) in self.tables() {
             for d in [Direction::Ingress, Direction::Egress] {
                 let Some(rules) = p.rules(d) else { continue };
+                // The namespace's dispatch line looks its set up: it lives
+                // as long as the namespace has a policy, kept by their uses.
+                out.uses.insert(Use {
+                    set: SetKey::Ips(namespace_group(&p.namespace), f),
+                    feeder: None,
+                });
                 let sel_key = SetKey::Ips(selected.clone(), f);
-                out.dispatch
-                    .push((f, d, sel_key.name(&self.rs), self.policy_chain(p, d)));
+                out.dispatch.push(Dispatch {
+                    family: f,
+                    dir: d,
+                    set: (!everyone).then(|| sel_key.name(&self.rs)),
+                    chain: self.policy_chain(p, d),
+                });
                 out.uses.insert(Use {
                     set: sel_key,
                     feeder: None,
@@ -1066,7 +1235,7 @@ impl Compiler {
     }
 
     /// Recompiles one policy (`None`: deleted). `dispatch` false leaves the
-    /// dispatch chains for the caller to rewrite once, after many policies.
+    /// dispatch chains stale, for the caller to flush once, after many policies.
     fn policy_changed(
         &mut self,
         key: ObjectKey,
@@ -1097,7 +1266,6 @@ impl Compiler {
                 }
             }
         }
-        let mut stale: BTreeSet<(Family, Direction)> = BTreeSet::new();
         let old_lines = old
             .as_ref()
             .map(|o| o.dispatch.as_slice())
@@ -1108,7 +1276,7 @@ impl Compiler {
             .unwrap_or_default();
         for l in old_lines.iter().chain(new_lines) {
             if !(old_lines.contains(l) && new_lines.contains(l)) {
-                stale.insert((l.0, l.1));
+                self.stale_ns.insert((key.namespace.clone(), l.dir));
             }
         }
         if let Some(c) = compiled {
@@ -1131,8 +1299,8 @@ impl Compiler {
         }
         // The dispatch lines go before the sets they look up can go: both
         // are only in the model until the plan orders them.
-        if dispatch && !stale.is_empty() {
-            self.rewrite_dispatch(Some(&stale)).map_err(wrap)?;
+        if dispatch {
+            self.flush_dispatch().map_err(wrap)?;
         }
         if let Some(old) = old {
             for u in &old.uses {
@@ -1250,10 +1418,6 @@ impl Compiler {
         }
     }
 
-    fn contains(&self, g: &Group, pod: &Pod) -> bool {
-        self.holds(g, &self.facts(pod))
-    }
-
     /// What group membership asks of a pod besides its labels, looked up
     /// once per pod rather than once per group.
     fn facts<'a>(&'a self, pod: &'a Pod) -> PodFacts<'a> {
@@ -1284,21 +1448,25 @@ impl Compiler {
         if let Some(&id) = self.group_ids.get(g) {
             return id;
         }
-        let pods: Vec<&Arc<Pod>> = match &g.ns {
-            NsScope::Only(n) => self.cluster.pods_in(n).collect(),
+        // The scope is settled by where the pods are looked for, once per
+        // namespace: only labels and locality are left to test per pod. (A
+        // new group scans every pod it may hold, and a namespace lookup per
+        // pod was most of the cost of a policy delta.) Namespaces come in
+        // name order and their pods in name order, so the keys arrive sorted.
+        let fits = |p: &&Arc<Pod>| g.pods.matches(&p.labels) && (!g.local || self.is_local(p));
+        let key = |p: &Arc<Pod>| p.key();
+        let members: BTreeSet<ObjectKey> = match &g.ns {
+            NsScope::Only(n) => self.cluster.pods_in(n).filter(fits).map(key).collect(),
             NsScope::Selected(s) => self
                 .cluster
                 .namespaces()
                 .filter(|ns| s.matches(&ns.labels))
                 .flat_map(|ns| self.cluster.pods_in(&ns.name))
+                .filter(fits)
+                .map(key)
                 .collect(),
-            NsScope::Any => self.cluster.pods().collect(),
+            NsScope::Any => self.cluster.pods().filter(fits).map(key).collect(),
         };
-        let members: BTreeSet<ObjectKey> = pods
-            .into_iter()
-            .filter(|p| self.contains(g, p))
-            .map(|p| p.key())
-            .collect();
         let id = self.groups.insert(GroupState {
             def: g.clone(),
             members,
@@ -1480,25 +1648,51 @@ impl Compiler {
         if cands.is_empty() {
             return;
         }
+        // A group whose namespace selector says the same of the old labels as
+        // of the new keeps every pod of the namespace where it was: only the
+        // others need their pods looked at. (A team relabel makes every
+        // group filed under `team` a candidate, and most of them select
+        // neither team.)
+        let flips = |s: &LabelSelector| {
+            old.is_some_and(|l| s.matches(l)) != new.is_some_and(|l| s.matches(l))
+        };
+        cands.retain(|c| match &self.groups[c.0].def.ns {
+            NsScope::Selected(s) => flips(s),
+            _ => true,
+        });
+        if cands.is_empty() {
+            return;
+        }
         self.in_group_order(&mut cands);
         cands.dedup_by_key(|c| c.0);
         let pods: Vec<Arc<Pod>> = self.cluster.pods_in(name).cloned().collect();
+        // Every pod here has the same namespace labels: look them up once.
+        let ns_labels = self.cluster.namespace(name).map(|ns| ns.labels.clone());
+        let mut moved = Vec::new();
         for &(g, ..) in &cands {
             for pod in &pods {
+                let facts = PodFacts {
+                    pod,
+                    ns_labels: ns_labels.as_ref(),
+                    local: self.is_local(pod),
+                };
                 let key = pod.key();
                 let was = self.groups[g].members.contains(&key);
-                let is = self.contains(&self.groups[g].def, pod);
+                let is = self.holds(&self.groups[g].def, &facts);
                 if was != is {
-                    self.set_membership(&key, g, is);
-                    let p = Some(&**pod);
-                    self.move_pod(
-                        g,
-                        &key,
-                        was.then_some(p).flatten(),
-                        is.then_some(p).flatten(),
-                    );
+                    moved.push((g, pod.clone(), key, was, is));
                 }
             }
+        }
+        for (g, pod, key, was, is) in moved {
+            self.set_membership(&key, g, is);
+            let p = Some(&*pod);
+            self.move_pod(
+                g,
+                &key,
+                was.then_some(p).flatten(),
+                is.then_some(p).flatten(),
+            );
         }
     }
 }

@@ -464,6 +464,210 @@ fn policy_changes_change_rules_and_dispatch_lines() {
     assert_eq!(c2.ruleset().owned_view(), before.owned_view());
 }
 
+/// The jump targets and set lookups of every owned rule of `chain` in the
+/// IPv4 table, as (targets, sets) in order.
+fn chain_refs(rs: &Ruleset, chain: &str) -> (Vec<String>, Vec<String>) {
+    let t = TableId::filter(ruleset::Family::Ipv4);
+    let c = rs
+        .chain(&t, chain)
+        .unwrap_or_else(|| panic!("no chain {chain}"));
+    let mut targets = Vec::new();
+    let mut sets = Vec::new();
+    for r in c.owned() {
+        targets.extend(r.rule.jump_target().map(String::from));
+        for m in &r.rule.matches {
+            if let ruleset::Match::Set { name, .. } = m {
+                sets.push(name.clone());
+            }
+        }
+    }
+    (targets, sets)
+}
+
+#[test]
+fn dispatch_goes_by_namespace_and_a_namespace_chain_holds_only_its_policies() {
+    let mut c = compiler(Some("n1"));
+    for n in ["a", "b"] {
+        c.upsert_namespace(ns(n, &[]));
+    }
+    c.upsert_pod(pod("a", "web", &[("app", "web")], 1));
+    c.upsert_pod(pod("b", "db", &[("app", "db")], 2));
+    c.upsert_policy(deny_ingress("a", "web", "app=web"))
+        .unwrap();
+    c.upsert_policy(deny_ingress("a", "all", "")).unwrap();
+    c.upsert_policy(deny_ingress("b", "db", "app=db")).unwrap();
+    let rs = c.ruleset();
+    let t = TableId::filter(ruleset::Family::Ipv4);
+    // nf-ingress: one goto per namespace, to its chain, by its namespace set.
+    let top = rs.chain(&t, "nf-ingress").unwrap();
+    let lines: Vec<&ruleset::OwnedRule> = top.owned().collect();
+    assert_eq!(lines.len(), 3, "{top:?}");
+    for (l, n) in lines.iter().zip(["a", "b"]) {
+        assert_eq!(l.rule.target, ruleset::Target::Goto(format!("nf-in-{n}")));
+    }
+    let (_, top_sets) = chain_refs(rs, "nf-ingress");
+    assert_eq!(top_sets.len(), 2);
+    // A's chain holds a's two policies, and the one that selects everyone
+    // looks no set up: its selection is the namespace set.
+    let (targets, sets) = chain_refs(rs, "nf-in-a");
+    assert_eq!(targets, ["nf-i-a.all", "nf-i-a.web"]);
+    assert_eq!(sets.len(), 1);
+    assert!(!sets.contains(&top_sets[0]));
+    let (targets, _) = chain_refs(rs, "nf-in-b");
+    assert_eq!(targets, ["nf-i-b.db"]);
+    // No egress policy: nf-egress only drops, and no egress namespace chain.
+    assert_eq!(rs.chain(&t, "nf-egress").unwrap().owned().count(), 1);
+    assert!(rs.chain(&t, "nf-eg-a").is_none());
+    // The namespace set holds the namespace's local pods.
+    let a_set = rs.set(&top_sets[0]).unwrap();
+    assert!(a_set.matches("10.244.0.1".parse().unwrap()));
+    assert!(!a_set.matches("10.244.0.2".parse().unwrap()));
+    // A packet walks only its namespace's chain, and is dropped there.
+    let v = |dst: &str| {
+        verdict(
+            c.ruleset(),
+            Hook::Forward,
+            &Packet::tcp("192.0.2.1".parse().unwrap(), dst.parse().unwrap(), 80),
+        )
+    };
+    assert_eq!(v("10.244.0.1"), Verdict::Drop);
+    assert_eq!(v("10.244.0.2"), Verdict::Drop);
+    // A rule change in a rewrites a's policy chain only; a new policy in a
+    // rewrites a's namespace chain, neither nf-ingress nor b's chain.
+    let p = plan_of(&c, |c| {
+        let mut pol = deny_ingress("a", "web", "app=web");
+        pol.ingress = Some(vec![Rule {
+            peers: vec![],
+            ports: vec![],
+        }]);
+        c.upsert_policy(pol).unwrap();
+    });
+    let text = p.to_string();
+    assert!(text.contains("nf-i-a.web"), "{text}");
+    assert!(
+        !text.contains("nf-in-a") && !text.contains("nf-ingress"),
+        "{text}"
+    );
+    let p = plan_of(&c, |c| {
+        c.upsert_policy(deny_ingress("a", "more", "app=more"))
+            .unwrap()
+    });
+    let text = p.to_string();
+    assert!(text.contains("nf-in-a"), "{text}");
+    assert!(
+        !text.contains("nf-ingress") && !text.contains("nf-in-b"),
+        "{text}"
+    );
+}
+
+#[test]
+fn pod_churn_in_a_namespace_with_policies_changes_set_members_only() {
+    let mut c = compiler(Some("n1"));
+    c.upsert_namespace(ns("a", &[]));
+    c.upsert_pod(pod("a", "web", &[("app", "web")], 1));
+    c.upsert_policy(deny_ingress("a", "web", "app=web"))
+        .unwrap();
+    let deltas: Vec<(&str, Change)> = vec![
+        (
+            "new pod of the namespace",
+            Box::new(|c| c.upsert_pod(pod("a", "other", &[("app", "other")], 7))),
+        ),
+        (
+            "new selected pod",
+            Box::new(|c| c.upsert_pod(pod("a", "web-2", &[("app", "web")], 8))),
+        ),
+        (
+            "delete the selected pod",
+            Box::new(|c| c.delete_pod(&ObjectKey::new("a", "web"))),
+        ),
+        (
+            "moves to another node",
+            Box::new(|c| {
+                let mut p = pod("a", "web", &[("app", "web")], 1);
+                p.node_name = Some("n2".into());
+                c.upsert_pod(p);
+            }),
+        ),
+    ];
+    for (what, delta) in deltas {
+        let p = plan_of(&c, delta);
+        assert!(!p.is_empty(), "{what}: nothing changed");
+        assert!(members_only(&p), "{what}: more than members:\n{p}");
+    }
+    // A new pod joins its namespace set.
+    c.upsert_pod(pod("a", "other", &[("app", "other")], 7));
+    let (_, sets) = chain_refs(c.ruleset(), "nf-ingress");
+    assert!(c
+        .ruleset()
+        .set(&sets[0])
+        .unwrap()
+        .matches("10.244.0.7".parse().unwrap()));
+}
+
+#[test]
+fn a_namespace_losing_its_last_policy_loses_its_line_chain_and_set() {
+    let mut c = compiler(Some("n1"));
+    for n in ["a", "b"] {
+        c.upsert_namespace(ns(n, &[]));
+    }
+    c.upsert_pod(pod("a", "web", &[("app", "web")], 1));
+    c.upsert_policy(deny_ingress("b", "deny", "")).unwrap();
+    let before = c.ruleset().clone();
+    c.upsert_policy(deny_ingress("a", "one", "app=web"))
+        .unwrap();
+    c.upsert_policy(Policy {
+        egress: Some(vec![]),
+        ..deny_ingress("a", "two", "")
+    })
+    .unwrap();
+    let t = TableId::filter(ruleset::Family::Ipv4);
+    assert!(c.ruleset().chain(&t, "nf-eg-a").is_some());
+    let (_, top) = chain_refs(c.ruleset(), "nf-ingress");
+    let a_set = top
+        .iter()
+        .find(|s| !before.sets().contains_key(*s))
+        .unwrap()
+        .clone();
+    // Its last egress policy gone, a keeps its ingress dispatch and its set.
+    let mut only_ingress = deny_ingress("a", "two", "");
+    only_ingress.ingress = Some(vec![]);
+    c.upsert_policy(only_ingress).unwrap();
+    assert!(c.ruleset().chain(&t, "nf-eg-a").is_none());
+    assert_eq!(
+        c.ruleset().chain(&t, "nf-egress").unwrap().owned().count(),
+        1
+    );
+    assert!(c.ruleset().set(&a_set).is_some());
+    // Its last policy gone: no line, no chain, no set, the ruleset as before.
+    c.delete_policy(&ObjectKey::new("a", "one")).unwrap();
+    assert!(c.ruleset().chain(&t, "nf-in-a").is_some());
+    let p = plan_of(&c, |c| {
+        c.delete_policy(&ObjectKey::new("a", "two")).unwrap()
+    });
+    assert!(p.to_string().contains("nf-in-a"), "{p}");
+    c.delete_policy(&ObjectKey::new("a", "two")).unwrap();
+    assert!(c.ruleset().chain(&t, "nf-in-a").is_none());
+    assert!(c.ruleset().set(&a_set).is_none());
+    assert_eq!(chain_refs(c.ruleset(), "nf-ingress").1.len(), 1);
+    assert_eq!(c.ruleset().owned_view(), before.owned_view());
+}
+
+#[test]
+fn long_namespace_names_give_hashed_namespace_chains() {
+    let mut c = compiler(None);
+    let long = "n".repeat(63);
+    c.upsert_namespace(ns(&long, &[]));
+    c.upsert_pod(pod(&long, "web", &[], 1));
+    c.upsert_policy(deny_ingress(&long, "deny", "")).unwrap();
+    let (targets, _) = chain_refs(c.ruleset(), "nf-ingress");
+    assert_eq!(targets.len(), 1);
+    assert!(
+        targets[0].len() <= 28 && targets[0].starts_with("nf-_"),
+        "{targets:?}"
+    );
+    c.ruleset().validate().unwrap();
+}
+
 #[test]
 fn equal_selectors_share_sets_and_rule_order_renames_nothing() {
     let mut c = world();
