@@ -76,13 +76,12 @@ use std::io;
 use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{calico, cluster, record};
+use common::{calico, cluster, harness, record};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
@@ -817,30 +816,6 @@ fn start_engine(node: &Sandbox, size: &Size) -> Engine {
     engine
 }
 
-/// Deletes the namespaces an earlier run of this bench left behind when it was killed
-/// (no unwinding on SIGINT/SIGKILL): those whose process is gone.
-fn remove_stale_namespaces() {
-    let prefix = format!("nf-{TAG}-");
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|comm| comm.starts_with("datapath-"));
-        if !alive {
-            eprintln!("removing namespace {name} left by an earlier run");
-            let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Measurement
 
@@ -912,7 +887,8 @@ fn samples_of(calls: &[(u64, Duration)]) -> Vec<f64> {
 fn bench(c: &mut Criterion) {
     let started = Instant::now();
     let mode = Mode::from_env();
-    remove_stale_namespaces();
+    // No unwinding on SIGINT/SIGKILL: a killed run leaves its sandboxes behind.
+    harness::remove_stale_namespaces_named(&format!("nf-{TAG}-"), "datapath");
     let mut recorder = record::Recorder::new("datapath");
     let sizes: &[(usize, usize)] = if mode.smoke { &SIZES[..1] } else { &SIZES };
     let mut results = Vec::new();

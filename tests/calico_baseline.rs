@@ -19,7 +19,7 @@ use bench_common::calico::{self, Baseline, CalicoConfig, Delta, SetKind, Table};
 use bench_common::cluster::{self, ClusterSpec, Generated};
 use common::Sandbox;
 use ipnet::IpNet;
-use policy::{Cluster, Endpoint, Family, ObjectKey, Peer, Port, Protocol};
+use policy::{Cluster, Endpoint, Family, Peer, Port, Protocol};
 
 fn small_spec() -> ClusterSpec {
     ClusterSpec {
@@ -899,41 +899,13 @@ fn delta_policy_deleted() {
     check("calico-pol-del", &c);
 }
 
-/// One change to a cluster.
-type Change<'a> = Box<dyn Fn(&mut Cluster) + 'a>;
-
 #[test]
 fn deltas_chain_in_one_namespace() {
     // Several deltas in a row, each against the state the previous one left.
     let (g, mut state) = generated();
     let cfg = cfg();
     let sb = load("calico-chain", &calico::render(&state, &cfg));
-    let steps: Vec<Change> = vec![
-        Box::new(|c| {
-            c.upsert_pod(cluster::to_pod(&g.extra_pod(2)));
-        }),
-        Box::new(|c| {
-            c.upsert_policy(cluster::to_policy(&g.extra_policy(2)));
-        }),
-        Box::new(|c| {
-            c.upsert_pod(cluster::to_pod(&g.relabel_pod(&g.pods[3])));
-        }),
-        Box::new(|c| {
-            c.upsert_namespace(cluster::to_namespace(
-                &g.relabel_namespace(&g.namespaces[1]),
-            ));
-        }),
-        Box::new(|c| {
-            c.delete_pod(&ObjectKey::new(
-                g.pods[4].metadata.namespace.clone().unwrap(),
-                g.pods[4].metadata.name.clone().unwrap(),
-            ));
-        }),
-        Box::new(|c| {
-            c.delete_policy(&cluster::to_policy(&g.policies[0]).key());
-        }),
-    ];
-    for step in steps {
+    for step in g.chained_changes() {
         let mut after = state.clone();
         step(&mut after);
         run_steps(&sb, &calico::delta(&state, &after, &cfg).steps());

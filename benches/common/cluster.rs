@@ -672,6 +672,36 @@ impl Generated {
         np
     }
 
+    /// A pod added, a policy added, a pod relabelled, a namespace relabelled, a pod
+    /// deleted and a policy deleted, in that order, each valid on the state the ones
+    /// before leave: the baselines' chained-delta tests walk this one sequence so that
+    /// they check their renderers against the same history.
+    pub fn chained_changes(&self) -> Vec<ClusterChange<'_>> {
+        vec![
+            Box::new(|c| {
+                c.upsert_pod(to_pod(&self.extra_pod(2)));
+            }),
+            Box::new(|c| {
+                c.upsert_policy(to_policy(&self.extra_policy(2)));
+            }),
+            Box::new(|c| {
+                c.upsert_pod(to_pod(&self.relabel_pod(&self.pods[3])));
+            }),
+            Box::new(|c| {
+                c.upsert_namespace(to_namespace(&self.relabel_namespace(&self.namespaces[1])));
+            }),
+            Box::new(|c| {
+                c.delete_pod(&policy::ObjectKey::new(
+                    self.pods[4].metadata.namespace.clone().unwrap(),
+                    self.pods[4].metadata.name.clone().unwrap(),
+                ));
+            }),
+            Box::new(|c| {
+                c.delete_policy(&to_policy(&self.policies[0]).key());
+            }),
+        ]
+    }
+
     /// The cluster in netfence's model. Panics if any object fails to convert.
     pub fn cluster(&self) -> policy::Cluster {
         let (cluster, errors) =
@@ -683,6 +713,9 @@ impl Generated {
         cluster
     }
 }
+
+/// One change to netfence's model of a cluster.
+pub type ClusterChange<'a> = Box<dyn Fn(&mut policy::Cluster) + 'a>;
 
 /// Converts one generated pod; panics if it does not convert.
 pub fn to_pod(pod: &Pod) -> policy::Pod {

@@ -150,13 +150,19 @@ pub fn holds(ns: &Netns, ip: &str) -> bool {
 /// unwinding on SIGINT/SIGKILL): those whose process is gone, or is no longer this bench
 /// (a pid reused since).
 pub fn remove_stale_namespaces(bench: &str) {
+    remove_stale_namespaces_named(&prefix(bench), bench);
+}
+
+/// As [`remove_stale_namespaces`], for namespaces named `<prefix><pid>-…` by another
+/// scheme than [`Netns`]'s: the datapath bench makes its own with `tests/common`'s
+/// sandboxes.
+pub fn remove_stale_namespaces_named(prefix: &str, bench: &str) {
     let Ok(dir) = std::fs::read_dir("/run/netns") else {
         return;
     };
-    let prefix = prefix(bench);
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&prefix) else {
+        let Some(rest) = name.strip_prefix(prefix) else {
             continue;
         };
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
