@@ -88,16 +88,6 @@ use sync::{Completion, Engine};
 /// The bench's name: its namespaces' prefix and its records' file.
 const BENCH: &str = "scenarios";
 
-/// (pods, policies); namespaces are pods / 100.
-const SIZES: [(usize, usize); 6] = [
-    (1_000, 100),
-    (1_000, 1_000),
-    (5_000, 100),
-    (5_000, 1_000),
-    (10_000, 100),
-    (10_000, 1_000),
-];
-
 /// How many different objects the iterations of a one-delta scenario take turns over.
 const OBJECTS: usize = 4;
 
@@ -989,7 +979,7 @@ fn bench(c: &mut Criterion) {
         records: Vec::new(),
         out: Recorder::new(BENCH),
     };
-    let sizes: &[(usize, usize)] = if mode.smoke { &SIZES[..1] } else { &SIZES };
+    let sizes = common::harness::sizes(&mode);
     for &(pods, policies) in sizes {
         let run = SizeRun {
             pods,

@@ -66,16 +66,6 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Samplin
 /// The bench's name: its namespaces' prefix and its records' file.
 const BENCH: &str = "sync";
 
-/// (pods, policies); namespaces are pods / 100.
-const SIZES: [(usize, usize); 6] = [
-    (1_000, 100),
-    (1_000, 1_000),
-    (5_000, 100),
-    (5_000, 1_000),
-    (10_000, 100),
-    (10_000, 1_000),
-];
-
 /// Timed baseline deltas per measurement, about: criterion takes 10 samples of a few.
 const BASELINE_DELTAS: u32 = 30;
 
@@ -287,7 +277,7 @@ fn bench(c: &mut Criterion) {
     let mode = Mode::from_env(BENCH);
     remove_stale_namespaces(BENCH);
     let mut recorder = Recorder::new(BENCH);
-    let sizes: &[(usize, usize)] = if mode.smoke { &SIZES[..1] } else { &SIZES };
+    let sizes = common::harness::sizes(&mode);
     let mut rows = Vec::new();
     for &(pods, policies) in sizes {
         let size = Size::new(pods, policies, &mode);

@@ -687,3 +687,22 @@ impl BaselineNs {
         }
     }
 }
+
+/// Issue #7's grid, (pods, policies), for the latency benches; namespaces are pods / 100.
+pub const SIZES: [(usize, usize); 6] = [
+    (1_000, 100),
+    (1_000, 1_000),
+    (5_000, 100),
+    (5_000, 1_000),
+    (10_000, 100),
+    (10_000, 1_000),
+];
+
+/// The sizes a run measures: the smallest only in a smoke run.
+pub fn sizes(mode: &Mode) -> &'static [(usize, usize)] {
+    if mode.smoke {
+        &SIZES[..1]
+    } else {
+        &SIZES
+    }
+}
