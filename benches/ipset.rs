@@ -5,10 +5,34 @@
 //! members after every iteration. The tool runs directly in the namespace (setns before
 //! exec), so its figures carry no `ip netns exec` process on top.
 //!
-//! `cargo bench --bench ipset` (needs root); `-- --quick` for a fast pass.
+//! `ipset/bound` measures what the kernel itself charges for the smallest messages, the
+//! floor under every figure netfence can reach (issue #7): one round trip of
+//! `IPSET_CMD_PROTOCOL`, which looks up no set, and one-element ADD/DEL round trips to the
+//! set in the first, middle and last slot of a namespace holding 2,000 `hash:ip` sets
+//! named the way netfence names them (`nf-p4_` and 25 characters of a base64url SHA-256,
+//! 31 bytes). The kernel finds a set by name with a linear scan over its set slots
+//! (`find_set_and_id()`, `net/netfilter/ipset/ip_set_core.c`, one `strncmp` per slot), so
+//! the slot-0 and last-slot figures give the cost per slot. Messages are encoded with
+//! netfence's own encoders ([`netfilter::ipset::wire`]) before the clock starts and sent
+//! on a bare [`NetlinkSocket`], so a figure is one `sendmsg` and the reads up to the ACK.
+//! One criterion iteration is one message (ADD and DEL alternate, so the set is empty
+//! again after each pair). Every timed message also goes to
+//! `target/netfence-bench/bound.jsonl` (bench `bound`, system `kernel`, scenarios
+//! `ipset_protocol`, `ipset_add_slot_N`, `ipset_del_slot_N` with the extra figures `slot`
+//! and `sets`), which `benches/nft.rs` shares for its `nft_*` scenarios.
+//! With `--quick`, in `cargo test` mode, or with `NETFENCE_BENCH_SMOKE=1`, the namespace
+//! holds 300 sets and slots 0 and 299 are measured.
+//!
+//! `cargo bench --bench ipset` (needs root); `-- --quick` for a fast pass; `-- bound` for
+//! the kernel bounds alone (creating the 2,000 sets, untimed, took 0.3 s here: past 256,
+//! every 64th create waits for an RCU grace period).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+// Only `Record` and `dir` are used here; the rest serves the other benches.
+#[allow(dead_code)]
+#[path = "common/record.rs"]
+mod record;
 
 use std::fs::File;
 use std::io::Write;
@@ -16,10 +40,16 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, Criterion};
+use netfilter::ipset::wire::{self, Adt, Req};
 use netfilter::ipset::{CreateOptions, Exist, Family, Ipset, Member, SetType};
+use netfilter::NetlinkSocket;
+use record::Record;
+use sha2::{Digest, Sha256};
 
 const SET: &str = "nf-bench";
 
@@ -126,5 +156,263 @@ fn churn(c: &mut Criterion) {
     assert_eq!(ips.header(SET).expect("header").entries, 10_000);
 }
 
-criterion_group!(benches, churn);
+// ---------------------------------------------------------------------------------------
+// ipset/bound: the kernel's own cost per message
+
+/// The bench name in the records, and the records' file (`bound.jsonl`).
+const BOUND: &str = "bound";
+
+/// Whether this is a smoke pass: `--quick`, `cargo test` mode (no `--bench`: criterion
+/// runs each routine once) or `NETFENCE_BENCH_SMOKE=1`, as the other kernel benches decide.
+fn smoke() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--quick")
+        || !args.iter().any(|a| a == "--bench")
+        || std::env::var("NETFENCE_BENCH_SMOKE").is_ok_and(|v| v == "1")
+}
+
+/// Set `i`'s name, as netfence's `fit_name` (crates/ruleset/src/model.rs) names a set
+/// whose logical name is too long: `nf-p4_` and the first 25 characters of the base64url
+/// SHA-256 of a logical name, 31 bytes (`IPSET_MAXNAMELEN` - 1). Real names share the
+/// prefix too, so the kernel's `strncmp` reads past it at every slot, as it does on a node.
+fn set_name(i: usize) -> String {
+    let hash = URL_SAFE_NO_PAD.encode(Sha256::digest(format!("bound/{i}").as_bytes()));
+    format!("nf-p4_{}", &hash[..25])
+}
+
+/// A namespace holding `names.len()` empty `hash:ip` sets, set `i` in kernel slot `i`, and
+/// a bare socket to time single messages on.
+struct SlotLab {
+    /// Dropped before the namespace goes.
+    sock: NetlinkSocket,
+    /// The ipset protocol the kernel agreed to.
+    proto: u8,
+    names: Vec<String>,
+    /// Removes the namespace, with its sets, on drop (also when a panic unwinds).
+    _sb: common::Sandbox,
+}
+
+impl SlotLab {
+    fn new(sets: usize) -> Self {
+        let sb = common::Sandbox::new("bound");
+        let mut ips = Ipset::open(&sb.netns()).expect("opening ipset");
+        let names: Vec<String> = (0..sets).map(set_name).collect();
+        let t = Instant::now();
+        for name in &names {
+            ips.create(
+                name,
+                SetType::HashIp,
+                Family::Ipv4,
+                &CreateOptions::default(),
+            )
+            .unwrap_or_else(|e| panic!("creating set {name}: {e}"));
+        }
+        eprintln!(
+            "ipset/bound: {sets} hash:ip sets created in {:.2} s (setup, not timed)",
+            t.elapsed().as_secs_f64()
+        );
+        // The figures are read as "slot i"; a fresh namespace hands out slots in creation
+        // order, and this makes sure of it.
+        for i in [0, sets / 2, sets - 1] {
+            let slot = ips.index_of(&names[i]).expect("index of a set");
+            assert_eq!(usize::from(slot), i, "set {} is not in slot {i}", names[i]);
+        }
+        let proto = ips.protocol();
+        drop(ips);
+        let sock = NetlinkSocket::open(&sb.netns()).expect("opening a netlink socket");
+        Self {
+            sock,
+            proto,
+            names,
+            _sb: sb,
+        }
+    }
+
+    /// Sends `msg` (sequence number `seq`) and waits for the kernel's ACK: one round trip.
+    fn round_trip(&mut self, msg: &[u8], seq: u32, what: &str) -> Duration {
+        let t = Instant::now();
+        self.sock
+            .request(msg, seq, &|| what.to_owned(), |_| Ok(()))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        t.elapsed()
+    }
+
+    /// One `IPSET_CMD_PROTOCOL` round trip (a reply message, then the ACK).
+    fn protocol(&mut self) -> Duration {
+        let req = Req {
+            seq: self.sock.next_seq(),
+            proto: self.proto,
+        };
+        let msg = wire::encode_protocol(req);
+        self.round_trip(&msg, req.seq, "IPSET_CMD_PROTOCOL")
+    }
+
+    /// One ADD or DEL of one IPv4 address to the set in `slot`.
+    fn adt(&mut self, adt: Adt, slot: usize) -> Duration {
+        let req = Req {
+            seq: self.sock.next_seq(),
+            proto: self.proto,
+        };
+        let member = [addr(0x0a00_0000, 1)];
+        let msg = wire::encode_adt(req, adt, &self.names[slot], &member, 1, Exist::Fail)
+            .expect("encoding one element");
+        self.round_trip(&msg, req.seq, "one-element ADD/DEL")
+    }
+}
+
+/// The record of one bound scenario, made on first use.
+fn series<'a>(out: &'a mut Vec<Record>, scenario: &str, extra: &[(&str, f64)]) -> &'a mut Record {
+    let i = match out.iter().position(|r| r.scenario == scenario) {
+        Some(i) => i,
+        None => {
+            let mut r = Record::new(BOUND, scenario, "kernel", 0, 0);
+            r.smoke = smoke();
+            for (name, v) in extra {
+                r.set(name, *v);
+            }
+            out.push(r);
+            out.len() - 1
+        }
+    };
+    &mut out[i]
+}
+
+/// Writes this run's records to `bound.jsonl`, which `benches/nft.rs` writes too: the
+/// other bench's lines are kept, and every earlier record whose scenario starts with
+/// `prefix` is replaced, so that the file holds the last run of each bench and no slot
+/// figures of two runs (2,000 sets, or 300 in a smoke pass) mix.
+fn write_bound(prefix: &str, records: &[Record]) {
+    if records.is_empty() {
+        return;
+    }
+    let dir = record::dir();
+    let path = dir.join(format!("{BOUND}.jsonl"));
+    let mut text: String = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            !l.trim().is_empty()
+                && !serde_json::from_str::<Record>(l)
+                    .is_ok_and(|r| r.bench == BOUND && r.scenario.starts_with(prefix))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for r in records {
+        text += &serde_json::to_string(r).expect("records serialize");
+        text.push('\n');
+    }
+    // The records are a by-product of the measurement: a bench that can't write them
+    // still ran, and says so.
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)) {
+        eprintln!("records: can't write {}: {e}", path.display());
+    }
+}
+
+fn bound(c: &mut Criterion) {
+    let sets = if smoke() { 300 } else { 2_000 };
+    let slots = if smoke() {
+        vec![0, sets - 1]
+    } else {
+        vec![0, sets / 2, sets - 1]
+    };
+    // Built on first use: a filter that leaves the group out, or `--list`, costs nothing.
+    let mut lab: Option<SlotLab> = None;
+    let mut records: Vec<Record> = Vec::new();
+
+    let mut g = c.benchmark_group("ipset/bound");
+    // A message takes 4 to 30 µs: one second is 30k to 250k of them, every one recorded.
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(1));
+    g.bench_function("protocol", |b| {
+        let lab = lab.get_or_insert_with(|| SlotLab::new(sets));
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = lab.protocol();
+                series(&mut records, "ipset_protocol", &[("sets", sets as f64)]).push(t);
+                total += t;
+            }
+            total
+        })
+    });
+    for &slot in &slots {
+        // One iteration is one message: ADD and DEL take turns, so criterion's figure is
+        // per message, and the records keep the two commands apart.
+        g.bench_function(format!("add_del_slot_{slot}"), |b| {
+            let lab = lab.get_or_insert_with(|| SlotLab::new(sets));
+            let extra = [("slot", slot as f64), ("sets", sets as f64)];
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for k in 0..iters {
+                    let (adt, scenario) = if k % 2 == 0 {
+                        (Adt::Add, format!("ipset_add_slot_{slot}"))
+                    } else {
+                        (Adt::Del, format!("ipset_del_slot_{slot}"))
+                    };
+                    let t = lab.adt(adt, slot);
+                    series(&mut records, &scenario, &extra).push(t);
+                    total += t;
+                }
+                if iters % 2 == 1 {
+                    // Untimed: leave the set empty for the next call.
+                    lab.adt(Adt::Del, slot);
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+    drop(lab);
+
+    summarize_bound(&records);
+    write_bound("ipset_", &records);
+}
+
+/// Medians per message and the cost per slot, to stderr.
+fn summarize_bound(records: &[Record]) {
+    let median = |scenario: &str| {
+        records
+            .iter()
+            .find(|r| r.scenario == scenario)
+            .and_then(Record::median)
+    };
+    let mut slots: Vec<usize> = records
+        .iter()
+        .filter_map(|r| r.get("slot"))
+        .map(|s| s as usize)
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    if records.is_empty() {
+        return;
+    }
+    eprintln!("\nipset/bound: median per message (n timed)");
+    for r in records {
+        if let Some(m) = r.median() {
+            eprintln!(
+                "  {:<24} {:>9.2} µs  ({})",
+                r.scenario,
+                m.as_secs_f64() * 1e6,
+                r.samples_ns.len()
+            );
+        }
+    }
+    if let (Some(&first), Some(&last)) = (slots.first(), slots.last()) {
+        for cmd in ["add", "del"] {
+            let a = median(&format!("ipset_{cmd}_slot_{first}"));
+            let b = median(&format!("ipset_{cmd}_slot_{last}"));
+            if let (Some(a), Some(b), true) = (a, b, last > first) {
+                let per = (b.as_secs_f64() - a.as_secs_f64()) * 1e9 / (last - first) as f64;
+                eprintln!("  {cmd}: {per:.1} ns per slot (slots {first} to {last})");
+            }
+        }
+    }
+    eprintln!(
+        "  records: {}",
+        record::dir().join(format!("{BOUND}.jsonl")).display()
+    );
+}
+
+criterion_group!(benches, churn, bound);
 criterion_main!(benches);

@@ -3,8 +3,9 @@
 #
 #   scripts/bench.sh [--report-only] [ARGS...] [-- ARGS...]
 #
-# Runs `cargo bench --locked` for the sync, scenarios and datapath benches (ARGS go to
-# every bench, e.g. a criterion filter or `--quick`), records the tool versions, the
+# Runs `cargo bench --locked` for the sync, scenarios, datapath, ipset and nft benches
+# (ARGS go to every bench, e.g. a criterion filter or `--quick`; the ipset and nft benches'
+# `bound` groups leave the kernel bounds in bound.jsonl), records the tool versions, the
 # commit and the machine in env.txt beside the records, then writes BENCHMARKS.md and
 # docs/bench/*.svg with `bench-report`. `--report-only` skips the benches and the
 # environment and regenerates the report from the records already there.
@@ -35,7 +36,7 @@ if [ "$report_only" -eq 0 ]; then
   fi
   # Benches not in the manifest (yet) are skipped rather than failing the run.
   benches=()
-  for b in sync scenarios datapath; do
+  for b in sync scenarios datapath ipset nft; do
     if grep -q "^name = \"$b\"" Cargo.toml; then
       benches+=(--bench "$b")
     else

@@ -10,6 +10,7 @@
 #[path = "../../../benches/common/record.rs"]
 pub mod record;
 
+pub mod bounds;
 pub mod env;
 pub mod plot;
 pub mod report;

@@ -123,7 +123,8 @@ fn run(args: Args) -> Result<(), String> {
         data.scenarios()
             .iter()
             .map(|s| data.of(s).len())
-            .sum::<usize>(),
+            .sum::<usize>()
+            + data.bounds().len(),
         plotted.len(),
         out.display()
     );

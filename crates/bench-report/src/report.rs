@@ -68,7 +68,8 @@ fn extra(name: &str, v: f64) -> String {
     }
 }
 
-fn thousands(n: u64) -> String {
+/// An integer with thousands separators: `1,234,567`.
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -185,6 +186,8 @@ pub fn render(d: &Data, env: &RunEnv, notes: Option<&str>, plots: &[Plotted]) ->
     }
     let _ = writeln!(w, "{NOTES_END}\n");
 
+    let _ = writeln!(w, "{}", crate::bounds::section(d));
+
     let _ = writeln!(w, "## Machine and versions\n");
     let _ = writeln!(w, "| | |\n| --- | --- |");
     let _ = writeln!(w, "| CPU | {} |", or_unknown(&env.cpu));
@@ -210,7 +213,7 @@ pub fn render(d: &Data, env: &RunEnv, notes: Option<&str>, plots: &[Plotted]) ->
          touch nothing else):\n\n\
          ```sh\n\
          ./scripts/setup.sh                 # build dependencies and the baselines' tools\n\
-         ./scripts/bench.sh                 # cargo bench --locked --bench sync --bench scenarios --bench datapath, then this report\n\
+         ./scripts/bench.sh                 # cargo bench --locked --bench sync --bench scenarios --bench datapath --bench ipset --bench nft, then this report\n\
          ./scripts/bench.sh -- 10000p       # extra arguments go to the benches (here a criterion filter)\n\
          ./scripts/bench.sh --report-only   # this file and docs/bench/*.svg from the records already there\n\
          ```\n\n\
@@ -398,5 +401,26 @@ mod tests {
             .unwrap()
             .contains("Not measured."));
         assert!(md.contains("| memory | unknown |"));
+        // No kernel bounds were recorded: their section says so, after the notes.
+        let bounds = md.split("## Kernel bounds").nth(1).unwrap();
+        assert!(bounds
+            .split("\n## ")
+            .next()
+            .unwrap()
+            .contains("Not measured"));
+        assert!(md.find(NOTES_END).unwrap() < md.find("## Kernel bounds").unwrap());
+    }
+
+    #[test]
+    fn kernel_bounds_get_their_section_not_a_scenario() {
+        let mut b = rec("ipset_add_slot_0", "kernel", 0, 0, &[3_700]);
+        b.bench = crate::stats::BOUND.into();
+        let d = summarize(vec![b, rec("pod_add", NETFENCE, 1000, 100, &[100_000])]);
+        let md = render(&d, &RunEnv::default(), None, &[]);
+        assert!(
+            md.contains("| `ipset_add_slot_0` | one-element ADD"),
+            "{md}"
+        );
+        assert!(!md.contains("### ipset_add_slot_0"), "{md}");
     }
 }

@@ -8,6 +8,11 @@ use crate::record::Record;
 /// The system every other one is compared with.
 pub const NETFENCE: &str = "netfence";
 
+/// The bench name of the kernel bounds (`benches/ipset.rs` and `benches/nft.rs`, group
+/// `bound`, file `bound.jsonl`): single messages, not scenarios of a cluster, so they get
+/// a section of their own ([`crate::bounds`]) instead of a scenario table.
+pub const BOUND: &str = "bound";
+
 /// Scenarios in the order the report shows them; others follow, by name.
 pub const SCENARIO_ORDER: [&str; 12] = [
     "pod_add",
@@ -82,6 +87,11 @@ impl Summary {
     /// A named figure.
     pub fn get(&self, name: &str) -> Option<f64> {
         self.extra.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    /// Whether the series is a kernel bound ([`BOUND`]).
+    pub fn is_bound(&self) -> bool {
+        self.bench.split(", ").any(|b| b == BOUND)
     }
 }
 
@@ -162,12 +172,13 @@ impl Data {
         self.series.get(&Key::new(scenario, pods, policies, system))
     }
 
-    /// Every scenario measured, in report order.
+    /// Every scenario measured, in report order; the kernel bounds are not scenarios
+    /// ([`Self::bounds`]).
     pub fn scenarios(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
-        for k in self.series.keys() {
-            if !v.contains(&k.scenario) {
-                v.push(k.scenario.clone());
+        for s in self.series.values().filter(|s| !s.is_bound()) {
+            if !v.contains(&s.key.scenario) {
+                v.push(s.key.scenario.clone());
             }
         }
         v.sort_by_key(|s| rank(&SCENARIO_ORDER, s));
@@ -189,6 +200,11 @@ impl Data {
             )
         });
         v
+    }
+
+    /// The kernel bounds' series ([`BOUND`]), by key.
+    pub fn bounds(&self) -> Vec<&Summary> {
+        self.series.values().filter(|s| s.is_bound()).collect()
     }
 
     /// The systems measured in one scenario, in report order.
@@ -298,5 +314,17 @@ pub(crate) mod tests {
         ]);
         assert_eq!(d.scenarios(), ["pod_add", "tcp_connect", "zzz_new"]);
         assert_eq!(d.systems("pod_add"), [NETFENCE, "calico-iptables", "nft"]);
+    }
+
+    #[test]
+    fn kernel_bounds_are_not_scenarios() {
+        let mut b = rec("ipset_protocol", "kernel", 0, 0, &[5_000]);
+        b.bench = BOUND.into();
+        let d = summarize(vec![b, rec("pod_add", NETFENCE, 1000, 100, &[1])]);
+        assert_eq!(d.scenarios(), ["pod_add"]);
+        let bounds = d.bounds();
+        assert_eq!(bounds.len(), 1);
+        assert!(bounds[0].is_bound() && bounds[0].key.scenario == "ipset_protocol");
+        assert!(!d.of("pod_add")[0].is_bound());
     }
 }
