@@ -168,6 +168,9 @@ impl Worker {
             let due = self.reconcile_at.is_some_and(|t| Instant::now() >= t);
             if !burst.reconciles.is_empty() || due {
                 let report = self.reconcile();
+                // As in `commit`: a caller woken by its completion must see the status
+                // that the reconcile's commit left.
+                self.publish();
                 for t in burst.reconciles {
                     t.complete(match &report {
                         Ok(r) => Ok(*r),
