@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use netfilter::ipset::{self, CreateOptions, Exist, Ipset};
-use netfilter::nft::{self, Op, Transaction};
+use netfilter::nft::{self, Op};
 use netfilter::{NetlinkSocket, Netns};
 
 use crate::error::Error;
@@ -461,11 +461,9 @@ impl Kernel {
                     errno: libc::ENOENT,
                 })
         };
-        let mut tx = Transaction::new();
-        for op in ops {
-            tx.push(op.clone());
-        }
-        let committed = tx.commit(&mut self.nft, self.generation, &lookup)?;
+        // Straight from the plan's operations: a full sync's batch holds every rule, and
+        // a copy of it would only raise the peak.
+        let committed = nft::commit_ops(ops, &mut self.nft, self.generation, &lookup)?;
         // A commit moves the generation by exactly one: expect that, so that a writer who
         // commits right after us is caught by our next batch rather than adopted unseen.
         self.generation = match self.generation {

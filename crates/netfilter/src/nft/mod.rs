@@ -295,13 +295,10 @@ impl Transaction {
         self.ops.is_empty()
     }
 
-    /// Encodes the whole batch: begin (with `genid` when given), one message per
-    /// operation with sequence numbers `first_seq + 1 ..`, end. `echo` asks the kernel to
-    /// echo new rules so their handles can be read. Pure: no I/O.
+    /// Encodes the whole batch: see [`encode_ops`]. Pure: no I/O.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a rule or name the kernel would refuse, or the set lookup's
-    /// error; nothing is encoded then.
+    /// As [`encode_ops`].
     pub fn encode(
         &self,
         first_seq: u32,
@@ -309,125 +306,152 @@ impl Transaction {
         sets: &dyn SetIndex,
         echo: bool,
     ) -> Result<Vec<u8>, Error> {
-        let mut w = MsgWriter::with_capacity(64 + self.ops.len() * 512);
-        w.begin(BATCH_BEGIN, nl::NLM_F_REQUEST, first_seq);
-        w.nfgenmsg(libc::AF_UNSPEC as u8, 0, SUBSYS);
-        if let Some(g) = genid {
-            w.attr_u32_be(BATCH_GENID, g);
-        }
-        w.end();
-        for (i, op) in self.ops.iter().enumerate() {
-            let seq = first_seq.wrapping_add(1 + i as u32);
-            // The last operation asks for an ACK: when it arrives, the kernel has
-            // processed the whole batch, and any error came before it.
-            let ack = if i + 1 == self.ops.len() {
-                nl::NLM_F_ACK
-            } else {
-                0
-            };
-            encode_op(&mut w, op, first_seq, seq, ack, echo, sets).map_err(|e| match e {
-                Error::Invalid { object, reason } => Error::Invalid {
-                    object: format!("{} ({object})", op.describe()),
-                    reason,
-                },
-                e => e,
-            })?;
-        }
-        w.begin(
-            BATCH_END,
-            nl::NLM_F_REQUEST,
-            first_seq.wrapping_add(1 + self.ops.len() as u32),
-        );
-        w.nfgenmsg(libc::AF_UNSPEC as u8, 0, SUBSYS);
-        w.end();
-        Ok(w.into_bytes())
+        encode_ops(&self.ops, first_seq, genid, sets, echo)
     }
 
-    /// Sends the batch in one `sendmsg` and waits for the kernel's verdict.
-    ///
-    /// With `genid`, the kernel refuses the batch whole if another writer committed
-    /// since that generation was read ([`Error::GenerationChanged`]): re-read and retry.
+    /// Sends the batch in one `sendmsg` and waits for the kernel's verdict: see
+    /// [`commit_ops`].
     ///
     /// # Errors
-    /// [`Error::Kernel`] naming the first failing operation; nothing was applied.
+    /// As [`commit_ops`].
     pub fn commit(
         &self,
         sock: &mut NetlinkSocket,
         genid: Option<u32>,
         sets: &dyn SetIndex,
     ) -> Result<Committed, Error> {
-        if self.ops.is_empty() {
-            return Ok(Committed::default());
-        }
-        // Begin, one message per operation, end.
-        let first = sock.next_seqs(self.ops.len() as u32 + 2);
-        let bytes = self.encode(first, genid, sets, true)?;
-        let adds = self
-            .ops
-            .iter()
-            .filter(|o| matches!(o, Op::AddRule { .. } | Op::ReplaceRule { .. }))
-            .count();
-        sock.reserve_replies(adds, 1024)?;
-        sock.send(&bytes)?;
+        commit_ops(&self.ops, sock, genid, sets)
+    }
+}
 
-        let mut replies = Replies {
-            first,
-            last: first.wrapping_add(self.ops.len() as u32),
-            handles: vec![None; self.ops.len()],
-            errors: Vec::new(),
-            begin_err: None,
-            finished: false,
-        };
-        // nfnetlink processes the batch inside sendmsg, so replies are already queued;
-        // the wait only guards against a kernel that defers them.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !replies.finished {
-            let wait = deadline.saturating_duration_since(std::time::Instant::now());
-            if !sock.recv(wait, |m| replies.take(m))? && !replies.finished {
-                return Err(Error::io(
-                    "committing an nf_tables batch",
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply from the kernel"),
-                ));
-            }
+/// Encodes a batch of `ops`: begin (with `genid` when given), one message per
+/// operation with sequence numbers `first_seq + 1 ..`, end. `echo` asks the kernel to
+/// echo new rules so their handles can be read. Pure: no I/O.
+///
+/// # Errors
+/// [`Error::Invalid`] for a rule or name the kernel would refuse, or the set lookup's
+/// error; nothing is encoded then.
+pub fn encode_ops(
+    ops: &[Op],
+    first_seq: u32,
+    genid: Option<u32>,
+    sets: &dyn SetIndex,
+    echo: bool,
+) -> Result<Vec<u8>, Error> {
+    let mut w = MsgWriter::with_capacity(64 + ops.len() * 512);
+    w.begin(BATCH_BEGIN, nl::NLM_F_REQUEST, first_seq);
+    w.nfgenmsg(libc::AF_UNSPEC as u8, 0, SUBSYS);
+    if let Some(g) = genid {
+        w.attr_u32_be(BATCH_GENID, g);
+    }
+    w.end();
+    for (i, op) in ops.iter().enumerate() {
+        let seq = first_seq.wrapping_add(1 + i as u32);
+        // The last operation asks for an ACK: when it arrives, the kernel has
+        // processed the whole batch, and any error came before it.
+        let ack = if i + 1 == ops.len() { nl::NLM_F_ACK } else { 0 };
+        encode_op(&mut w, op, first_seq, seq, ack, echo, sets).map_err(|e| match e {
+            Error::Invalid { object, reason } => Error::Invalid {
+                object: format!("{} ({object})", op.describe()),
+                reason,
+            },
+            e => e,
+        })?;
+    }
+    w.begin(
+        BATCH_END,
+        nl::NLM_F_REQUEST,
+        first_seq.wrapping_add(1 + ops.len() as u32),
+    );
+    w.nfgenmsg(libc::AF_UNSPEC as u8, 0, SUBSYS);
+    w.end();
+    Ok(w.into_bytes())
+}
+
+/// Sends a batch of `ops` in one `sendmsg` and waits for the kernel's verdict.
+///
+/// With `genid`, the kernel refuses the batch whole if another writer committed
+/// since that generation was read ([`Error::GenerationChanged`]): re-read and retry.
+///
+/// # Errors
+/// [`Error::Kernel`] naming the first failing operation; nothing was applied.
+pub fn commit_ops(
+    ops: &[Op],
+    sock: &mut NetlinkSocket,
+    genid: Option<u32>,
+    sets: &dyn SetIndex,
+) -> Result<Committed, Error> {
+    if ops.is_empty() {
+        return Ok(Committed::default());
+    }
+    // Begin, one message per operation, end.
+    let first = sock.next_seqs(ops.len() as u32 + 2);
+    let bytes = encode_ops(ops, first, genid, sets, true)?;
+    let adds = ops
+        .iter()
+        .filter(|o| matches!(o, Op::AddRule { .. } | Op::ReplaceRule { .. }))
+        .count();
+    sock.reserve_replies(adds, 1024)?;
+    sock.send(&bytes)?;
+
+    let mut replies = Replies {
+        first,
+        last: first.wrapping_add(ops.len() as u32),
+        handles: vec![None; ops.len()],
+        errors: Vec::new(),
+        begin_err: None,
+        finished: false,
+    };
+    // nfnetlink processes the batch inside sendmsg, so replies are already queued;
+    // the wait only guards against a kernel that defers them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !replies.finished {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        if !sock.recv(wait, |m| replies.take(m))? && !replies.finished {
+            return Err(Error::io(
+                "committing an nf_tables batch",
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply from the kernel"),
+            ));
         }
-        // Drain what is left (echoes and errors queued after the ACK), without waiting.
-        while sock.recv(Duration::ZERO, |m| replies.take(m))? {}
-        let Replies {
-            handles,
-            errors,
-            begin_err,
-            ..
-        } = replies;
-        if let Some(errno) = begin_err.filter(|&e| e != 0) {
-            if errno == libc::ERESTART && genid.is_some() {
-                return Err(Error::GenerationChanged {
-                    expected: genid.unwrap_or_default(),
-                });
-            }
-            if let Some(&(idx, e)) = errors.first() {
-                return Err(self.kernel_error(idx, e));
-            }
-            return Err(Error::Kernel {
-                op: format!("committing a batch of {} operations", self.ops.len()),
-                errno,
+    }
+    // Drain what is left (echoes and errors queued after the ACK), without waiting.
+    while sock.recv(Duration::ZERO, |m| replies.take(m))? {}
+    let Replies {
+        handles,
+        errors,
+        begin_err,
+        ..
+    } = replies;
+    if let Some(errno) = begin_err.filter(|&e| e != 0) {
+        if errno == libc::ERESTART && genid.is_some() {
+            return Err(Error::GenerationChanged {
+                expected: genid.unwrap_or_default(),
             });
         }
-        if let Some(&(idx, errno)) = errors.first() {
-            return Err(self.kernel_error(idx, errno));
+        if let Some(&(idx, e)) = errors.first() {
+            return Err(kernel_error(ops, idx, e));
         }
-        Ok(Committed {
-            handles,
-            bytes: bytes.len(),
-        })
+        return Err(Error::Kernel {
+            op: format!("committing a batch of {} operations", ops.len()),
+            errno,
+        });
     }
+    if let Some(&(idx, errno)) = errors.first() {
+        return Err(kernel_error(ops, idx, errno));
+    }
+    Ok(Committed {
+        handles,
+        bytes: bytes.len(),
+    })
+}
 
-    fn kernel_error(&self, idx: u32, errno: i32) -> Error {
-        let op = match self.ops.get((idx as usize).wrapping_sub(1)) {
-            Some(op) => format!("operation #{idx} of the batch, {}", op.describe()),
-            None => format!("the batch (message {idx})"),
-        };
-        Error::Kernel { op, errno }
-    }
+/// The error for the batch's message `idx` (1-based; 0 is the batch begin).
+fn kernel_error(ops: &[Op], idx: u32, errno: i32) -> Error {
+    let op = match ops.get((idx as usize).wrapping_sub(1)) {
+        Some(op) => format!("operation #{idx} of the batch, {}", op.describe()),
+        None => format!("the batch (message {idx})"),
+    };
+    Error::Kernel { op, errno }
 }
 
 /// What the kernel answered to one batch, gathered message by message.
