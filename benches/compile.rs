@@ -21,7 +21,9 @@ use common::cluster;
 use criterion::{criterion_group, criterion_main, Criterion};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use netfilter::ipset;
 use policy::{Compiler, CompilerConfig, Family, Namespace, ObjectKey, Pod, Policy};
+use ruleset::SetOp;
 
 const PODS: usize = 10_000;
 /// Extra pods cycled through by the add/delete bench, so that one iteration does not
@@ -197,6 +199,7 @@ impl Setup {
     fn burst(&mut self, c: &mut Criterion) {
         let (fwd, inv) = self.burst_deltas();
         let name = format!("burst_{}", self.label());
+        self.burst_plan(&name, &fwd, &inv);
         let mut g = c.benchmark_group("compile");
         g.sample_size(20);
         g.bench_function(&name, |b| {
@@ -213,6 +216,46 @@ impl Setup {
             })
         });
         g.finish();
+    }
+}
+
+impl Setup {
+    /// Prints what the burst asks of the kernel when it lands in one commit, as the sync
+    /// worker plans it (`plan_scoped` over the compiler's scope): the message counts that,
+    /// times the kernel's own cost per message (`ipset/bound`, `nft/bound`), bound the
+    /// scenario from below whatever netfence's own CPU time.
+    fn burst_plan(&mut self, name: &str, fwd: &[Delta], inv: &[Delta]) {
+        // The state as the kernel would hold it, with the rule handles a plan needs.
+        let desired = self.compiler.ruleset();
+        let empty = ruleset::Ruleset::new(desired.prefix()).expect("valid prefix");
+        let before = ruleset::plan(&empty, desired)
+            .and_then(|p| p.apply_in_memory(&empty))
+            .expect("applies in memory");
+        let scope = apply(&mut self.compiler, fwd);
+        let p = ruleset::plan_scoped(&before, self.compiler.ruleset(), &scope).expect("plans");
+        let (mut creates, mut destroys, mut messages, mut elements) = (0, 0, 0, 0);
+        let mut touched = std::collections::BTreeSet::new();
+        for op in p.before.iter().chain(&p.after) {
+            match op {
+                SetOp::Create { .. } => creates += 1,
+                SetOp::Destroy { .. } => destroys += 1,
+                SetOp::Add { name, members } | SetOp::Del { name, members } => {
+                    // One message per ADT nest: 64 KiB, thousands of members.
+                    messages += ipset::wire::plan_adt(members).len();
+                    elements += members.len();
+                    touched.insert(name.as_str());
+                }
+            }
+        }
+        eprintln!(
+            "{name}: one commit is {messages} ipset member messages ({elements} elements, \
+             {} of {} sets), {creates} creates, {destroys} destroys, and an nf_tables batch \
+             of {} operations",
+            touched.len(),
+            self.compiler.ruleset().sets().len(),
+            p.batch.len()
+        );
+        apply(&mut self.compiler, inv);
     }
 }
 
