@@ -29,7 +29,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-// Only `Record` and `dir` are used here; the rest serves the other benches.
+// Only `Record`, `smoke` and `write_merged` are used here; the rest serves the other benches.
 #[allow(dead_code)]
 #[path = "common/record.rs"]
 mod record;
@@ -162,15 +162,6 @@ fn churn(c: &mut Criterion) {
 /// The bench name in the records, and the records' file (`bound.jsonl`).
 const BOUND: &str = "bound";
 
-/// Whether this is a smoke pass: `--quick`, `cargo test` mode (no `--bench`: criterion
-/// runs each routine once) or `NETFENCE_BENCH_SMOKE=1`, as the other kernel benches decide.
-fn smoke() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--quick")
-        || !args.iter().any(|a| a == "--bench")
-        || std::env::var("NETFENCE_BENCH_SMOKE").is_ok_and(|v| v == "1")
-}
-
 /// Set `i`'s name, as netfence's `fit_name` (crates/ruleset/src/model.rs) names a set
 /// whose logical name is too long: `nf-p4_` and the first 25 characters of the base64url
 /// SHA-256 of a logical name, 31 bytes (`IPSET_MAXNAMELEN` - 1). Real names share the
@@ -266,7 +257,7 @@ fn series<'a>(out: &'a mut Vec<Record>, scenario: &str, extra: &[(&str, f64)]) -
         Some(i) => i,
         None => {
             let mut r = Record::new(BOUND, scenario, "kernel", 0, 0);
-            r.smoke = smoke();
+            r.smoke = record::smoke();
             for (name, v) in extra {
                 r.set(name, *v);
             }
@@ -277,40 +268,9 @@ fn series<'a>(out: &'a mut Vec<Record>, scenario: &str, extra: &[(&str, f64)]) -
     &mut out[i]
 }
 
-/// Writes this run's records to `bound.jsonl`, which `benches/nft.rs` writes too: the
-/// other bench's lines are kept, and every earlier record whose scenario starts with
-/// `prefix` is replaced, so that the file holds the last run of each bench and no slot
-/// figures of two runs (2,000 sets, or 300 in a smoke pass) mix.
-fn write_bound(prefix: &str, records: &[Record]) {
-    if records.is_empty() {
-        return;
-    }
-    let dir = record::dir();
-    let path = dir.join(format!("{BOUND}.jsonl"));
-    let mut text: String = std::fs::read_to_string(&path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            !l.trim().is_empty()
-                && !serde_json::from_str::<Record>(l)
-                    .is_ok_and(|r| r.bench == BOUND && r.scenario.starts_with(prefix))
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    for r in records {
-        text += &serde_json::to_string(r).expect("records serialize");
-        text.push('\n');
-    }
-    // The records are a by-product of the measurement: a bench that can't write them
-    // still ran, and says so.
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)) {
-        eprintln!("records: can't write {}: {e}", path.display());
-    }
-}
-
 fn bound(c: &mut Criterion) {
-    let sets = if smoke() { 300 } else { 2_000 };
-    let slots = if smoke() {
+    let sets = if record::smoke() { 300 } else { 2_000 };
+    let slots = if record::smoke() {
         vec![0, sets - 1]
     } else {
         vec![0, sets / 2, sets - 1]
@@ -366,7 +326,7 @@ fn bound(c: &mut Criterion) {
     drop(lab);
 
     summarize_bound(&records);
-    write_bound("ipset_", &records);
+    record::write_merged(BOUND, "ipset_", &records);
 }
 
 /// Medians per message and the cost per slot, to stderr.

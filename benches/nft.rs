@@ -19,7 +19,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-// Only `Record` and `dir` are used here; the rest serves the other benches.
+// Only `Record`, `smoke` and `write_merged` are used here; the rest serves the other benches.
 #[allow(dead_code)]
 #[path = "common/record.rs"]
 mod record;
@@ -174,15 +174,6 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 /// `NFNL_SUBSYS_NFTABLES` (`linux/netfilter/nfnetlink.h`): the batch's `res_id`.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
-/// Whether this is a smoke pass: `--quick`, `cargo test` mode (no `--bench`: criterion
-/// runs each routine once) or `NETFENCE_BENCH_SMOKE=1`, as the other kernel benches decide.
-fn smoke() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().any(|a| a == "--quick")
-        || !args.iter().any(|a| a == "--bench")
-        || std::env::var("NETFENCE_BENCH_SMOKE").is_ok_and(|v| v == "1")
-}
-
 /// BATCH_BEGIN and BATCH_END, numbered `first` and `first + 1`, nothing between. Only END
 /// asks for an ACK: the kernel answers it once the (empty) commit is done, so its ACK is the
 /// end of the round trip.
@@ -275,36 +266,6 @@ impl BatchLab {
     }
 }
 
-/// Writes this run's records to `bound.jsonl`, which `benches/ipset.rs` writes too: the
-/// other bench's lines are kept, and every earlier record whose scenario starts with
-/// `prefix` is replaced, so that the file holds the last run of each bench.
-fn write_bound(prefix: &str, records: &[Record]) {
-    if records.is_empty() {
-        return;
-    }
-    let dir = record::dir();
-    let path = dir.join(format!("{BOUND}.jsonl"));
-    let mut text: String = std::fs::read_to_string(&path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            !l.trim().is_empty()
-                && !serde_json::from_str::<Record>(l)
-                    .is_ok_and(|r| r.bench == BOUND && r.scenario.starts_with(prefix))
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    for r in records {
-        text += &serde_json::to_string(r).expect("records serialize");
-        text.push('\n');
-    }
-    // The records are a by-product of the measurement: a bench that can't write them
-    // still ran, and says so.
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)) {
-        eprintln!("records: can't write {}: {e}", path.display());
-    }
-}
-
 fn bound(c: &mut Criterion) {
     // (criterion name, scenario, chains, rules per chain)
     let cases = [
@@ -327,7 +288,7 @@ fn bound(c: &mut Criterion) {
         // nothing. Dropped (namespace removed) when the case is done.
         let mut lab: Option<BatchLab> = None;
         let mut rec = Record::new(BOUND, scenario, "kernel", 0, 0);
-        rec.smoke = smoke();
+        rec.smoke = record::smoke();
         rec.set("chains", chains as f64);
         rec.set("rules", (chains * per_chain) as f64);
         g.bench_function(name, |b| {
@@ -352,7 +313,7 @@ fn bound(c: &mut Criterion) {
         }
     }
     g.finish();
-    write_bound("nft_", &records);
+    record::write_merged(BOUND, "nft_", &records);
 }
 
 criterion_group!(benches, bench, bound);

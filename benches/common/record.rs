@@ -100,6 +100,45 @@ pub fn dir() -> PathBuf {
     target.join("netfence-bench")
 }
 
+/// Whether this is a smoke pass: `--quick`, `cargo test` mode (no `--bench`: criterion
+/// runs each routine once) or `NETFENCE_BENCH_SMOKE=1`.
+pub fn smoke() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--quick")
+        || !args.iter().any(|a| a == "--bench")
+        || std::env::var("NETFENCE_BENCH_SMOKE").is_ok_and(|v| v == "1")
+}
+
+/// Writes `records` to `<file>.jsonl`, a file two benches share (`bound.jsonl`: the ipset
+/// and nft benches): the other bench's lines are kept, and every earlier record of bench
+/// `file` whose scenario starts with `prefix` is replaced, so that the file holds the last
+/// run of each bench and no figures of two runs mix. [`Recorder::new`] would empty it.
+pub fn write_merged(file: &str, prefix: &str, records: &[Record]) {
+    if records.is_empty() {
+        return;
+    }
+    let path = dir().join(format!("{file}.jsonl"));
+    let mut text: String = fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            !l.trim().is_empty()
+                && !serde_json::from_str::<Record>(l)
+                    .is_ok_and(|r| r.bench == file && r.scenario.starts_with(prefix))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for r in records {
+        text += &serde_json::to_string(r).expect("records serialize");
+        text.push('\n');
+    }
+    // The records are a by-product of the measurement: a bench that can't write them
+    // still ran, and says so.
+    if let Err(e) = fs::create_dir_all(dir()).and_then(|()| fs::write(&path, text)) {
+        eprintln!("records: can't write {}: {e}", path.display());
+    }
+}
+
 /// Appends the records of one bench run to its file.
 pub struct Recorder {
     file: Option<File>,
