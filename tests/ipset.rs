@@ -790,4 +790,23 @@ fn pipelined_commands_take_one_round_trip_and_report_the_failing_one() {
         .unwrap_err();
     assert_eq!(k, 0);
     assert_eq!(entries(&sb, "nf-a"), 2);
+
+    // More than one send's worth (256 KiB): every ACK of every window is collected, and
+    // a failure in the second window still names its own command.
+    let lots: Vec<Member> = (0..24_000u32)
+        .map(|i| Member::Ip(IpAddr::V4(Ipv4Addr::from(0x0a10_0000 + i))))
+        .collect();
+    let (k, e) = ips
+        .adt_pipelined(
+            &[
+                (Adt::Add, "nf-a", &lots[..]),
+                (Adt::Add, "nf-missing", &[a2][..]),
+                (Adt::Del, "nf-a", &[a1][..]),
+            ],
+            Exist::Fail,
+        )
+        .unwrap_err();
+    assert_eq!(k, 1);
+    assert!(e.to_string().contains("nf-missing"), "{e}");
+    assert_eq!(entries(&sb, "nf-a"), 24_001);
 }

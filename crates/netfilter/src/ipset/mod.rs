@@ -792,8 +792,11 @@ impl Ipset {
         const SEND_MAX: usize = 256 * 1024;
         let mut sent = 0;
         let mut offset = 0;
-        let mut outcomes: std::collections::HashMap<u32, (i32, Option<u32>)> =
-            std::collections::HashMap::with_capacity(msgs.len());
+        // Each ACK is found by its sequence number in O(1): a burst pipelines thousands of
+        // messages, and a scan of the pending ones per ACK was quadratic in them.
+        let slot: std::collections::HashMap<u32, usize> =
+            msgs.iter().enumerate().map(|(k, m)| (m.1, k)).collect();
+        let mut outcomes: Vec<Option<(i32, Option<u32>)>> = vec![None; msgs.len()];
         while sent < msgs.len() {
             // Whole messages only: walk their lengths.
             let mut end = offset;
@@ -810,13 +813,21 @@ impl Ipset {
             self.sock
                 .send(&buf[offset..end])
                 .map_err(|e| (msgs[sent].0, e))?;
-            let want: Vec<u32> = msgs[sent..sent + n].iter().map(|m| m.1).collect();
-            while want.iter().any(|s| !outcomes.contains_key(s)) {
+            let window = sent..sent + n;
+            let mut pending = n;
+            while pending > 0 {
                 let got = self
                     .sock
                     .recv(REPLY_TIMEOUT, |m| {
-                        if m.ty == nl::NLMSG_ERROR && want.contains(&m.seq) {
-                            outcomes.insert(m.seq, wire::decode_adt_error(&m)?);
+                        if m.ty != nl::NLMSG_ERROR {
+                            return Ok(());
+                        }
+                        match slot.get(&m.seq) {
+                            Some(&k) if window.contains(&k) && outcomes[k].is_none() => {
+                                outcomes[k] = Some(wire::decode_adt_error(&m)?);
+                                pending -= 1;
+                            }
+                            _ => {}
                         }
                         Ok(())
                     })
@@ -837,8 +848,8 @@ impl Ipset {
             sent += n;
             offset = end;
         }
-        for &(i, seq, start, end) in &msgs {
-            let (errno, lineno) = outcomes[&seq];
+        for (&(i, _, start, end), outcome) in msgs.iter().zip(&outcomes) {
+            let (errno, lineno) = outcome.expect("every message in a window was answered");
             if errno == 0 {
                 continue;
             }
