@@ -95,7 +95,7 @@ fn describe(scenario: &str) -> &'static str {
         "policy_add" => "One NetworkPolicy created, until its rules are in the kernel (`benches/scenarios.rs`).",
         "policy_change" => "One NetworkPolicy changed, until the change is in the kernel (`benches/scenarios.rs`).",
         "policy_delete" => "One NetworkPolicy deleted, until its rules are gone from the kernel (`benches/scenarios.rs`).",
-        "burst" => "1,000 mixed changes submitted at once, until the last is in the kernel; `commits` is the mean number of kernel commits a burst took, `commits_max` the most (`benches/scenarios.rs`).",
+        "burst" => "1,000 mixed changes submitted at once, until the last is in the kernel; `commits` is the mean number of kernel commits a burst took, `commits_max` the most; `netfence-commit` is netfence's plan for the same burst committed alone, without compiling or planning: the kernel's share (`benches/scenarios.rs`).",
         "full_sync" => "The whole cluster into an empty kernel (`calico-full`, `nft-full`: the baselines' full restore) (`benches/scenarios.rs`).",
         "restart" => "The engine shut down without flushing and a new one started over the kernel's state, handed the same cluster, until ready and converged (`benches/scenarios.rs`).",
         "rss" => "Memory: the peak RSS of an agent process holding the cluster and an engine (`peak_rss_bytes`), the agent's own before the engine started (`agent_rss_bytes`), and the difference, the engine's (`engine_rss_bytes`) (`benches/scenarios.rs`).",
@@ -105,8 +105,12 @@ fn describe(scenario: &str) -> &'static str {
 }
 
 /// The systems' meanings, for the legend of every table.
-const SYSTEMS: [(&str, &str); 6] = [
+const SYSTEMS: [(&str, &str); 8] = [
     ("netfence", "the engine, through its public API, committing over netlink"),
+    (
+        "netfence-commit",
+        "(burst only) netfence's own plan for the same burst, compiled and planned untimed, then committed as the engine commits it: the kernel's work and netlink encoding alone, the floor under netfence's figure",
+    ),
     (
         "calico-iptables",
         "the same delta as Calico's Felix applies it: `ipset restore` and `iptables-nft-restore --noflush`",
@@ -115,6 +119,10 @@ const SYSTEMS: [(&str, &str); 6] = [
     ("calico-full", "the Calico-like baseline's full restore of the ruleset"),
     ("nft-full", "the whole ruleset through `nft -f`"),
     ("none", "no ruleset (data path reference)"),
+    (
+        "conntrack-only",
+        "(data path) one native nft chain that accepts established connections: conntrack's own cost, the least any stateful filter adds",
+    ),
 ];
 
 /// The whole report.

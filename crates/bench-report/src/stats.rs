@@ -30,9 +30,11 @@ pub const SCENARIO_ORDER: [&str; 12] = [
 ];
 
 /// Systems in the order the report shows them; others follow, by name.
-pub const SYSTEM_ORDER: [&str; 6] = [
+pub const SYSTEM_ORDER: [&str; 8] = [
     "none",
+    "conntrack-only",
     NETFENCE,
+    "netfence-commit",
     "calico-iptables",
     "nft",
     "calico-full",

@@ -202,6 +202,9 @@ fn faster(
     )
 }
 
+/// The burst's plan committed without compiling or planning (`benches/scenarios.rs`).
+const COMMIT_FLOOR: &str = "netfence-commit";
+
 /// The issue gives the burst bound without a size, so every size measured must keep it;
 /// the worst one is shown.
 fn burst(d: &Data) -> Outcome {
@@ -217,15 +220,29 @@ fn burst(d: &Data) -> Outcome {
         target,
         match worst {
             None => Err(format!("{NETFENCE}: not measured")),
-            Some((s, m)) => Ok((
-                format!(
-                    "worst {} at {} ({} sizes)",
-                    crate::report::ns(*m),
-                    size(s.key.pods, s.key.policies),
-                    judged.len()
-                ),
-                *m < 50.0 * MS,
-            )),
+            Some((s, m)) => {
+                // The same burst's kernel commit alone, where measured: the floor under
+                // the figure, shown beside it.
+                let floor = full(d, "burst", s.key.pods, s.key.policies, COMMIT_FLOOR)
+                    .ok()
+                    .and_then(|f| f.median_ns)
+                    .map(|f| {
+                        format!(
+                            "; its kernel commit alone ({COMMIT_FLOOR}) {}",
+                            crate::report::ns(f as f64)
+                        )
+                    })
+                    .unwrap_or_default();
+                Ok((
+                    format!(
+                        "worst {} at {} ({} sizes){floor}",
+                        crate::report::ns(*m),
+                        size(s.key.pods, s.key.policies),
+                        judged.len()
+                    ),
+                    *m < 50.0 * MS,
+                ))
+            }
         },
     )
 }
@@ -426,6 +443,23 @@ mod tests {
         assert_eq!(
             (x.status, x.measured.as_str()),
             (Status::Met, "19000/s vs 20000/s (-5.0%)")
+        );
+        // The commit floor of the worst size shows beside it; another size's doesn't.
+        let floors = summarize(vec![
+            rec("burst", NETFENCE, 1_000, 100, &[10_000_000]),
+            rec("burst", NETFENCE, 10_000, 1000, &[90_000_000]),
+            rec("burst", COMMIT_FLOOR, 1_000, 100, &[5_000_000]),
+            rec("burst", COMMIT_FLOOR, 10_000, 1000, &[55_000_000]),
+        ]);
+        let o = evaluate(&floors);
+        let x = find(&o, "burst");
+        assert_eq!(
+            (x.status, x.measured.as_str()),
+            (
+                Status::Missed,
+                "worst 90.0 ms at 10k pods / 1k policies (2 sizes); its kernel commit alone \
+                 (netfence-commit) 55.0 ms"
+            )
         );
     }
 }
