@@ -206,6 +206,20 @@ fn a_thousand_deltas_land_in_few_commits_and_equal_a_full_compile() {
     assert!((1..=100).contains(&commits), "{commits} commits");
     assert_eq!(after.deltas - before.deltas, 1000 - syncs);
     assert_converged(&sb, &w);
+    // a's seven `app=web` policies share one lookup through a selector chain, and
+    // iptables-nft reads it back like every other chain.
+    let save = sb.sh("iptables-nft-save", &[]);
+    assert!(!save.contains("incompatible"), "{save}");
+    let selector_line = save
+        .lines()
+        .find(|l| l.starts_with("-A nf-in-a ") && l.contains("-j nf-_"))
+        .unwrap_or_else(|| panic!("no selector chain line in nf-in-a:\n{save}"));
+    let chain = selector_line.rsplit(' ').next().expect("a target");
+    let jumps = save
+        .lines()
+        .filter(|l| l.starts_with(&format!("-A {chain} ")) && l.contains("-j nf-i-a.np"))
+        .count();
+    assert_eq!(jumps, 7, "{save}");
     let text = e.metrics_text();
     assert!(text.contains("netfence_commits_total"), "{text}");
     assert!(

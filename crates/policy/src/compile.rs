@@ -16,11 +16,21 @@
 //! nf-ingress   -m set --match-set <local pods of N> dst -g <N's ingress chain>   (per namespace N with an ingress policy)
 //!              -m mark --mark 0/IA -j DROP
 //! <N ingress>  -m mark --mark 0/IA [-m set --match-set <selected by P> dst] -j <P's ingress chain>   (per ingress policy P of N)
+//!              -m mark --mark 0/IA -m set --match-set <S> dst -j <N ingress: S>   (per set S that several policies of N select with)
 //!              -m mark --mark 0/IA -j DROP
+//! <N ingress: S>  -m mark --mark 0/IA -j <P's ingress chain>   (per ingress policy P of N selecting with S)
 //! nf-egress, <N egress>   the same with src, egress chains and EA
 //! <P ingress>  [-m set --match-set <peer> src] [-p proto [--dport a:b | -m set --match-set <named> dst,dst]]
 //!                -j MARK --set-xmark IA/IA                (one line per peer x port entry)
 //! ```
+//!
+//! Policies of one namespace that select with the same set (equal pod
+//! selectors: the generator's 100 policies per namespace select with a
+//! handful of `app` sets) share one lookup of it: their lines move to a
+//! *selector chain* `<tag>-<N>:<set>` (hashed to fit), reached by one line
+//! in the namespace chain, where the first of them stood. A policy chain
+//! only ever sets the allow mark, so the order policies are looked at in
+//! changes nothing. A set only one policy selects with keeps its line.
 //!
 //! A policy only selects pods of its own namespace, so dispatch goes by
 //! namespace first: `nf-ingress` finds the packet's namespace, and only that
@@ -96,11 +106,12 @@
 //! isolated in a direction then costs, in that direction's dispatch chain, at
 //! most one set lookup per *namespace with a policy of that direction* (the
 //! lines before its own namespace's), then in its namespace's chain one mark
-//! test and at most one set lookup per policy *of its namespace* in that
-//! direction (the mark test stops the lookups once a policy has allowed the
-//! packet), plus the lines of the policies that select it, each a constant
-//! number of hash lookups. So the cost is constant in the number of pods,
-//! linear in the namespaces with policies and in the policies of one
+//! test and at most one set lookup per *distinct selected set* of its
+//! namespace's policies in that direction (the mark test stops the lookups
+//! once a policy has allowed the packet), then a mark test per policy that
+//! selects it and the lines of those policies, each a constant number of
+//! hash lookups. So the cost is constant in the number of pods, linear in
+//! the namespaces with policies and in the distinct pod selectors of one
 //! namespace, and independent of the policies of other namespaces.
 //!
 //! # Incremental updates
@@ -635,6 +646,30 @@ pub struct Compiler {
     stale_ns: BTreeSet<(String, Direction)>,
     /// Whether `nf-ingress` (0) / `nf-egress` (1) must be rewritten.
     stale_top: [bool; 2],
+    /// The selector chains of each namespace chain, ingress (0) and egress
+    /// (1), per table: what the next rewrite of that namespace chain removes
+    /// if its grouping no longer needs them.
+    selector_chains: [HashMap<String, Vec<(TableId, String)>>; 2],
+}
+
+/// A line of a namespace or selector chain: to `target` while no policy
+/// has allowed the packet (once one has, the other policies' set lookups
+/// are skipped), and, with `set`, only for the pods in it.
+fn dispatch_line(mark: u32, set: Option<&String>, d: Direction, target: &str) -> NftRule {
+    let mut r = NftRule::new(Target::Jump(target.to_owned()));
+    r.matches.push(Match::Mark {
+        negate: false,
+        value: 0,
+        mask: mark,
+    });
+    if let Some(set) = set {
+        r.matches.push(Match::Set {
+            negate: false,
+            name: set.clone(),
+            dirs: vec![pod_dir(d)],
+        });
+    }
+    r
 }
 
 /// The built-in `filter` chain of a hook, for the hooks netfence can use.
@@ -678,6 +713,7 @@ impl Compiler {
             memberships: HashMap::new(),
             moves: Vec::new(),
             dispatching: [BTreeSet::new(), BTreeSet::new()],
+            selector_chains: [HashMap::new(), HashMap::new()],
             stale_ns: BTreeSet::new(),
             // The skeleton writes both, with only their final drop.
             stale_top: [true, true],
@@ -842,6 +878,17 @@ impl Compiler {
         self.rs.chain_name(&format!("{tag}-{ns}"))
     }
 
+    /// The chain of the policies of namespace `ns` that select with `set`
+    /// in direction `d`. A `:` is in neither namespace nor policy names, so
+    /// the name can't be another namespace's or policy's chain.
+    fn selector_chain(&self, ns: &str, d: Direction, set: &str) -> String {
+        let tag = match d {
+            Direction::Ingress => "in",
+            Direction::Egress => "eg",
+        };
+        self.rs.chain_name(&format!("{tag}-{ns}:{set}"))
+    }
+
     fn mark(&self, d: Direction) -> u32 {
         match d {
             Direction::Ingress => self.config.ingress_mark,
@@ -970,6 +1017,10 @@ impl Compiler {
             self.stale_top[dir_index(d)] |= changed;
             let chain = self.namespace_chain(&ns, d);
             let mark = self.mark(d);
+            let old_selectors = self.selector_chains[dir_index(d)]
+                .remove(&ns)
+                .unwrap_or_default();
+            let mut selectors: Vec<(TableId, String)> = Vec::new();
             for (f, t) in &tables {
                 self.scope.chain(t, &chain);
                 if !has {
@@ -978,25 +1029,48 @@ impl Compiler {
                 }
                 self.rs.add_chain(t, &chain, None)?;
                 self.rs.clear_chain(t, &chain);
+                // Policies that select with the same set share one lookup:
+                // a line per set, going to a chain of those policies' lines
+                // when there are several. Lines keep their first policy's
+                // place; the order of policies is free, as a policy chain
+                // only ever sets the allow mark.
+                let mut by_set: Vec<(Option<&String>, Vec<&String>)> = Vec::new();
                 for l in lines.iter().filter(|l| l.family == *f) {
-                    let mut r = NftRule::new(Target::Jump(l.chain.clone()));
-                    // Once a policy has allowed the packet, the other
-                    // policies' set lookups are skipped.
-                    r.matches.push(Match::Mark {
-                        negate: false,
-                        value: 0,
-                        mask: mark,
-                    });
-                    if let Some(set) = &l.set {
-                        r.matches.push(Match::Set {
-                            negate: false,
-                            name: set.clone(),
-                            dirs: vec![pod_dir(d)],
-                        });
+                    match by_set.iter_mut().find(|(s, _)| *s == l.set.as_ref()) {
+                        Some((_, chains)) => chains.push(&l.chain),
+                        None => by_set.push((l.set.as_ref(), vec![&l.chain])),
                     }
-                    self.rs.push_rule(t, &chain, r)?;
+                }
+                for (set, policies) in by_set {
+                    let (Some(set), true) = (set, policies.len() > 1) else {
+                        for p in policies {
+                            self.rs
+                                .push_rule(t, &chain, dispatch_line(mark, set, d, p))?;
+                        }
+                        continue;
+                    };
+                    let sel = self.selector_chain(&ns, d, set);
+                    self.rs.add_chain(t, &sel, None)?;
+                    self.rs.clear_chain(t, &sel);
+                    for p in policies {
+                        self.rs
+                            .push_rule(t, &sel, dispatch_line(mark, None, d, p))?;
+                    }
+                    self.scope.chain(t, &sel);
+                    self.rs
+                        .push_rule(t, &chain, dispatch_line(mark, Some(set), d, &sel))?;
+                    selectors.push((t.clone(), sel));
                 }
                 self.rs.push_rule(t, &chain, unmarked_drop(mark))?;
+            }
+            for (t, sel) in old_selectors {
+                if !selectors.contains(&(t.clone(), sel.clone())) {
+                    self.rs.remove_chain(&t, &sel);
+                    self.scope.chain(&t, &sel);
+                }
+            }
+            if !selectors.is_empty() {
+                self.selector_chains[dir_index(d)].insert(ns, selectors);
             }
         }
         for d in [Direction::Ingress, Direction::Egress] {

@@ -605,6 +605,77 @@ fn pod_churn_in_a_namespace_with_policies_changes_set_members_only() {
 }
 
 #[test]
+fn policies_with_one_selector_share_one_lookup_through_a_selector_chain() {
+    let mut c = compiler(Some("n1"));
+    c.upsert_namespace(ns("a", &[]));
+    c.upsert_pod(pod("a", "web", &[("app", "web")], 1));
+    c.upsert_pod(pod("a", "db", &[("app", "db")], 2));
+    let before = c.ruleset().clone();
+    let allow_from = |name: &str, selector: &str, from: &str| Policy {
+        ingress: Some(vec![Rule {
+            peers: vec![Peer::Pods {
+                namespaces: NamespaceScope::Only("a".into()),
+                pods: sel(from),
+            }],
+            ports: vec![],
+        }]),
+        ..deny_ingress("a", name, selector)
+    };
+    // web: two policies, one set; db: one policy, its own line.
+    c.upsert_policy(allow_from("web-1", "app=web", "app=db"))
+        .unwrap();
+    c.upsert_policy(deny_ingress("a", "db", "app=db")).unwrap();
+    c.upsert_policy(allow_from("web-2", "app=web", "app=web"))
+        .unwrap();
+    let rs = c.ruleset();
+    let (targets, sets) = chain_refs(rs, "nf-in-a");
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    assert_eq!(targets[0], "nf-i-a.db");
+    assert_eq!(sets.len(), 2);
+    let selector = targets[1].clone();
+    assert!(selector.starts_with("nf-_"), "{selector}");
+    let (inner, inner_sets) = chain_refs(rs, &selector);
+    assert_eq!(inner, ["nf-i-a.web-1", "nf-i-a.web-2"]);
+    assert!(inner_sets.is_empty(), "one lookup for both: {inner_sets:?}");
+    // Both policies still decide: db may reach web (web-1), web may reach
+    // web (web-2, from a second web pod), db is isolated by its own.
+    c.upsert_pod(pod("a", "web2", &[("app", "web")], 3));
+    let v = |src: &str, dst: &str| {
+        verdict(
+            c.ruleset(),
+            Hook::Forward,
+            &Packet::tcp(src.parse().unwrap(), dst.parse().unwrap(), 80),
+        )
+    };
+    assert_eq!(v("10.244.0.2", "10.244.0.1"), Verdict::Accept);
+    assert_eq!(v("10.244.0.3", "10.244.0.1"), Verdict::Accept);
+    assert_eq!(v("192.0.2.1", "10.244.0.1"), Verdict::Drop);
+    assert_eq!(v("10.244.0.1", "10.244.0.2"), Verdict::Drop);
+    // Down to one web policy: back to a line of its own, and the selector
+    // chain goes, in a plan that touches only a's chains.
+    let p = plan_of(&c, |c| {
+        c.delete_policy(&ObjectKey::new("a", "web-2")).unwrap()
+    });
+    assert!(p.to_string().contains(&selector), "{p}");
+    c.delete_policy(&ObjectKey::new("a", "web-2")).unwrap();
+    let t = TableId::filter(ruleset::Family::Ipv4);
+    assert!(c.ruleset().chain(&t, &selector).is_none());
+    assert_eq!(
+        chain_refs(c.ruleset(), "nf-in-a").0,
+        ["nf-i-a.db", "nf-i-a.web-1"]
+    );
+    // And back: the same selector chain, by name.
+    c.upsert_policy(allow_from("web-2", "app=web", "app=web"))
+        .unwrap();
+    assert_eq!(chain_refs(c.ruleset(), "nf-in-a").0[1], selector);
+    for name in ["web-1", "web-2", "db"] {
+        c.delete_policy(&ObjectKey::new("a", name)).unwrap();
+    }
+    c.delete_pod(&ObjectKey::new("a", "web2"));
+    assert_eq!(c.ruleset().owned_view(), before.owned_view());
+}
+
+#[test]
 fn a_namespace_losing_its_last_policy_loses_its_line_chain_and_set() {
     let mut c = compiler(Some("n1"));
     for n in ["a", "b"] {
