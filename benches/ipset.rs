@@ -30,6 +30,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 // Only `Record`, `smoke` and `write_merged` are used here; the rest serves the other benches.
+#[path = "common/ns_command.rs"]
+mod ns_command;
 #[allow(dead_code)]
 #[path = "common/record.rs"]
 mod record;
@@ -37,9 +39,7 @@ mod record;
 use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -59,8 +59,7 @@ fn addr(base: u32, i: u32) -> Member {
 
 /// Runs `ipset ARGS` inside the namespace `ns`, feeding `stdin`; panics on failure.
 fn tool(ns: &File, args: &[&str], stdin: Option<&str>) {
-    let fd = ns.as_raw_fd();
-    let mut cmd = Command::new("ipset");
+    let mut cmd = ns_command::ns_command(ns.try_clone().expect("the namespace file"), "ipset");
     cmd.args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -69,16 +68,6 @@ fn tool(ns: &File, args: &[&str], stdin: Option<&str>) {
         })
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: only async-signal-safe setns between fork and exec; `fd` stays open in the
-    // parent for the whole benchmark.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let mut child = cmd.spawn().expect("running ipset");
     if let Some(input) = stdin {
         child

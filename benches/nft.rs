@@ -20,13 +20,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 // Only `Record`, `smoke` and `write_merged` are used here; the rest serves the other benches.
+#[path = "common/ns_command.rs"]
+mod ns_command;
 #[allow(dead_code)]
 #[path = "common/record.rs"]
 mod record;
 
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -36,23 +35,6 @@ use netfilter::nft::{
 use netfilter::nl::{self, MsgWriter};
 use netfilter::{Error, NetlinkSocket};
 use record::Record;
-
-/// A command that runs inside the namespace: setns in the child, so the baseline pays
-/// for iptables-nft itself and not for `ip netns exec`.
-pub fn ns_command(ns: &str, prog: &str) -> Command {
-    let f = std::fs::File::open(format!("/run/netns/{ns}")).expect("netns file");
-    let mut c = Command::new(prog);
-    // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    c
-}
 
 fn rule() -> Rule {
     Rule {
@@ -147,11 +129,14 @@ fn bench(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..n {
                 let t = Instant::now();
-                let st = ns_command(&sb.name, "iptables-nft")
-                    .args(["-A", "nf-bench"])
-                    .args(&args)
-                    .status()
-                    .expect("iptables-nft");
+                let st = ns_command::ns_command(
+                    std::fs::File::open(format!("/run/netns/{}", sb.name)).expect("netns file"),
+                    "iptables-nft",
+                )
+                .args(["-A", "nf-bench"])
+                .args(&args)
+                .status()
+                .expect("iptables-nft");
                 total += t.elapsed();
                 assert!(st.success());
             }

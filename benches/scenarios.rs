@@ -761,17 +761,7 @@ fn commit_floor(c: &mut Criterion, mode: &Mode, run: &SizeRun, results: &mut Res
     let ch = &run.changes(mode, Scenario::Burst)[0];
     let ns = Netns::new(BENCH, "commit");
     let config = size.engine_config(&ns);
-    let tables: Vec<ruleset::TableId> = config
-        .compiler
-        .families
-        .iter()
-        .map(|f| {
-            ruleset::TableId::filter(match f {
-                policy::Family::Ipv4 => ruleset::Family::Ipv4,
-                policy::Family::Ipv6 => ruleset::Family::Ipv6,
-            })
-        })
-        .collect();
+    let tables = config.compiler.tables();
     let prefix = config.compiler.prefix.clone();
     let mut compiler = policy::Compiler::new(config.compiler).expect("valid compiler config");
     let g = &size.gen;

@@ -9,8 +9,6 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::Write as _;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -79,22 +77,15 @@ impl Netns {
     /// `program args...` inside the namespace, with `input` on stdin; its stdout, or its
     /// stderr as the error.
     pub fn run(&self, program: &str, args: &[&str], input: &str) -> Result<String, String> {
-        let fd = self.file.as_raw_fd();
-        let mut cmd = Command::new(program);
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| format!("opening {}: {e}", self.name))?;
+        let mut cmd = super::ns_command::ns_command(file, program);
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: only the async-signal-safe setns(2) runs between fork and exec; `fd`
-        // stays open in the parent for as long as `self` lives.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("starting {program}: {e}"))?;

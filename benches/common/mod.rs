@@ -26,4 +26,5 @@ pub mod calico;
 pub mod cluster;
 pub mod harness;
 pub mod nft_native;
+pub mod ns_command;
 pub mod record;

@@ -10,9 +10,7 @@ use serde_json::json;
 
 use super::error::{CliError, EXIT_DRIFT, EXIT_OK};
 use super::input::Input;
-use super::{
-    compile, tables, warn, write_json, CompileArgs, FilesArg, Format, NetnsArg, OutputArg,
-};
+use super::{compile, warn, write_json, CompileArgs, FilesArg, Format, NetnsArg, OutputArg};
 
 /// Arguments of `netfence diff`.
 #[derive(Debug, Args)]
@@ -49,7 +47,7 @@ pub fn run(args: &DiffArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let what = format!("reading {netns}");
     let mut kernel = Kernel::open(&netns).map_err(|e| CliError::ruleset(&what, &netns, &e))?;
     let current = kernel
-        .observe(&config.prefix, &tables(&config))
+        .observe(&config.prefix, &config.tables())
         .map_err(|e| CliError::ruleset(&what, &netns, &e))?;
     let p = plan(&current, &desired)
         .map_err(|e| CliError::ruleset(format!("planning for {netns}"), &netns, &e))?;

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use netfence::policy::{Compiler, CompilerConfig};
-use netfence::ruleset::{Netns, Ruleset, TableId};
+use netfence::ruleset::{Netns, Ruleset};
 
 use error::{CliError, EXIT_INVALID, EXIT_OK};
 use input::Input;
@@ -310,20 +310,6 @@ fn config_error(e: netfence::policy::Error) -> CliError {
         },
         other => CliError::invalid(other.to_string()),
     }
-}
-
-/// The `filter` tables of the families the compiler enforces: what to observe.
-pub fn tables(config: &CompilerConfig) -> Vec<TableId> {
-    config
-        .families
-        .iter()
-        .map(|f| {
-            TableId::filter(match f {
-                netfence::policy::Family::Ipv4 => netfence::ruleset::Family::Ipv4,
-                netfence::policy::Family::Ipv6 => netfence::ruleset::Family::Ipv6,
-            })
-        })
-        .collect()
 }
 
 /// The namespace as scripts name it: the name or path given to `--netns`, `None` for the

@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::error::{CliError, EXIT_DRIFT, EXIT_OK};
 use super::input::{plural, Input};
 use super::plan::{hook_name, policy_name};
-use super::{compile, tables, warn, write_json, CompileArgs, Format, NetnsArg, OutputArg};
+use super::{compile, warn, write_json, CompileArgs, Format, NetnsArg, OutputArg};
 
 /// Arguments of `netfence status`.
 #[derive(Debug, Args)]
@@ -137,7 +137,7 @@ pub fn run(args: &StatusArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let what = format!("reading {netns}");
     let mut kernel = Kernel::open(&netns).map_err(|e| CliError::ruleset(&what, &netns, &e))?;
     let current = kernel
-        .observe(&config.prefix, &tables(&config))
+        .observe(&config.prefix, &config.tables())
         .map_err(|e| CliError::ruleset(&what, &netns, &e))?;
     let files = match &desired {
         None => None,

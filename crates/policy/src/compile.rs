@@ -194,6 +194,16 @@ impl Default for CompilerConfig {
 }
 
 impl CompilerConfig {
+    /// The tables a ruleset of this config has rules in: `filter` of each
+    /// family, in the configured order. What to observe, and what a flush
+    /// empties.
+    pub fn tables(&self) -> Vec<TableId> {
+        self.families
+            .iter()
+            .map(|&f| TableId::filter(nf_family(f)))
+            .collect()
+    }
+
     /// Checks the config: a prefix [`Ruleset::new`] accepts, at least one
     /// family and none twice, a non-empty node name, and non-zero marks that
     /// share no bit (a shared bit would let an egress allow pass for an

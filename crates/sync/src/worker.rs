@@ -88,17 +88,7 @@ impl Worker {
             field: "compiler",
             reason: e.to_string(),
         })?;
-        let tables: Vec<TableId> = config
-            .compiler
-            .families
-            .iter()
-            .map(|f| {
-                TableId::filter(match f {
-                    policy::Family::Ipv4 => ruleset::Family::Ipv4,
-                    policy::Family::Ipv6 => ruleset::Family::Ipv6,
-                })
-            })
-            .collect();
+        let tables = config.compiler.tables();
         let current = kernel
             .observe(&config.compiler.prefix, &tables)
             .map_err(Error::Start)?;
