@@ -83,7 +83,7 @@ use common::harness::{
     BaselineNs, DeltaPair, FullLoad, Mode, NetfenceSide, Netns, Size, SETTLE,
 };
 use common::record::{self, Record, Recorder};
-use common::{calico, cluster};
+use common::{calico, cluster, harness};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
 use policy::k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -893,6 +893,8 @@ fn baseline(
         let check = wanted && !(mode.quick && alternate);
         let probe = check.then(|| {
             prepare(data, &mut side);
+            // The tools' peak RSS from here on is this scenario's, not the load's.
+            harness::take_tool_peak_rss();
             let ns = &side.as_ref().expect("loaded").0;
             let d = &data.as_ref().expect("rendered").pairs[s.index()]
                 .as_ref()
@@ -955,7 +957,11 @@ fn baseline(
             let ns = &side.as_ref().expect("loaded").0;
             ns.apply(&pairs[(turn - 1) / 2 % pairs.len()], false);
         }
-        results.add(rec);
+        let tools = harness::take_tool_peak_rss();
+        results.add(rec.map(|mut r| {
+            r.set("tool_rss_bytes", tools as f64);
+            r
+        }));
     }
     let loaded = side.take().map(|(_, t)| t);
 
@@ -970,22 +976,21 @@ fn baseline(
     };
     let full_system = which.full_system();
     let wanted = bench_wanted(&id("full_sync", full_system, run));
+    harness::take_tool_peak_rss();
     let probe = wanted.then(|| {
         let timed = loaded.unwrap_or_else(|| full_load(data));
         Probe {
             wall: timed + Duration::from_millis(50),
         }
     });
-    results.add(run_bench(
-        c,
-        mode,
-        "full_sync",
-        full_system,
-        run,
-        probe,
-        FULL,
-        || full_load(data),
-    ));
+    let rec = run_bench(c, mode, "full_sync", full_system, run, probe, FULL, || {
+        full_load(data)
+    });
+    let tools = harness::take_tool_peak_rss();
+    results.add(rec.map(|mut r| {
+        r.set("tool_rss_bytes", tools as f64);
+        r
+    }));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -996,11 +1001,14 @@ fn baseline(
 struct RssReport {
     /// Resident set once the cluster's objects are generated, before the engine starts.
     agent_rss_bytes: u64,
-    /// The process's peak resident set at the end.
+    /// The process's peak resident set over every scenario.
     peak_rss_bytes: u64,
     /// Whether the peak could be reset after generation (`/proc/self/clear_refs`); if
-    /// not, `agent_rss_bytes` is the generation's peak, and the difference understates.
+    /// not, `agent_rss_bytes` is the generation's peak, the differences understate, and
+    /// every scenario's figure is the peak so far.
     hwm_reset: bool,
+    /// The process's peak resident set during each scenario, by scenario name.
+    scenarios: Vec<(String, u64)>,
 }
 
 /// The child's side of the RSS measurement (`NETFENCE_BENCH_RSS_CHILD=<pods>,<policies>`):
@@ -1009,10 +1017,14 @@ struct RssReport {
 ///
 /// It generates the cluster and the deltas it will apply, returns freed heap to the
 /// kernel (`malloc_trim`) and resets the peak-RSS mark to the current resident set, which
-/// it reports as `agent_rss_bytes`. It then starts an engine in a fresh namespace, hands
-/// it the whole cluster, waits until it is ready and converged, applies a pod relabel, a
-/// policy change and a burst of 1,000 deltas (each undone), and reports the process's
-/// peak (`VmHWM`) as `peak_rss_bytes`.
+/// it reports as `agent_rss_bytes`. It then runs the scenarios one after the other, each
+/// once, and reports the process's peak (`VmHWM`) during each: the full sync (an engine
+/// in a fresh namespace, handed the whole cluster, until ready and converged), a pod
+/// added and one deleted, each change scenario (its change, then its inverse), and a
+/// restart (that engine shut down, a new one adopting the namespace). Before each
+/// scenario after the first, the heap is trimmed and the mark reset again, so that a
+/// scenario's figure is the resident set it started from plus what it added; the
+/// process's overall peak, `peak_rss_bytes`, is the largest of them.
 ///
 /// `peak - agent` is what the engine added at its peak over an agent that already holds
 /// the objects: its model (the converted objects it keeps), the compiled ruleset, the
@@ -1034,37 +1046,58 @@ fn rss_child(spec: &str) {
         changes: OnceCell::new(),
     };
     let size = run.size(&mode);
-    let deltas: Vec<&Change> = [
-        Scenario::PodRelabel,
-        Scenario::PolicyChange,
-        Scenario::Burst,
-    ]
-    .into_iter()
-    .map(|s| &run.changes(&mode, s)[0])
-    .collect();
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    // "5" resets VmHWM to the current resident set (Linux 4.0 and later).
-    let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let agent = record::peak_rss_bytes().expect("VmHWM in /proc/self/status");
+    let changes: Vec<(Scenario, &Change)> = Scenario::CHANGES
+        .into_iter()
+        .map(|s| (s, &run.changes(&mode, s)[0]))
+        .collect();
+    // "5" resets VmHWM to the current resident set (Linux 4.0 and later); the trim
+    // first, so that the mark starts from what is really held.
+    let reset = || {
+        // SAFETY: malloc_trim only returns free heap pages to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        std::fs::write("/proc/self/clear_refs", "5").is_ok()
+    };
+    let hwm = || record::peak_rss_bytes().expect("VmHWM in /proc/self/status");
+    let hwm_reset = reset();
+    let agent = hwm();
 
+    let mut scenarios = Vec::new();
     let ns = Netns::new(BENCH, "rss");
     let engine = Engine::start(size.engine_config(&ns)).expect("starting the engine");
     load_cluster(&engine, size);
-    for ch in deltas {
+    scenarios.push(("full_sync".to_owned(), hwm()));
+    let (pod_ns, pod_name) = size.extra_key(0);
+    reset();
+    await_engine(&engine, engine.upsert_pod(&size.nf_extra[0]), "the pod add");
+    scenarios.push(("pod_add".to_owned(), hwm()));
+    reset();
+    await_engine(
+        &engine,
+        engine.delete_pod(&pod_ns, &pod_name),
+        "the pod delete",
+    );
+    scenarios.push(("pod_delete".to_owned(), hwm()));
+    for (s, ch) in changes {
+        reset();
         submit(&engine, &ch.forward);
         submit(&engine, &ch.inverse);
+        scenarios.push((s.name().to_owned(), hwm()));
     }
-    await_engine(&engine, engine.sync(), "the last delta");
-    let peak = record::peak_rss_bytes().expect("VmHWM in /proc/self/status");
+    engine.shutdown();
+    drop(engine);
+    reset();
+    let engine = Engine::start(size.engine_config(&ns)).expect("restarting the engine");
+    load_cluster(&engine, size);
+    scenarios.push(("restart".to_owned(), hwm()));
     drop(engine);
     drop(ns);
     let report = RssReport {
         agent_rss_bytes: agent,
-        peak_rss_bytes: peak,
+        peak_rss_bytes: scenarios.iter().map(|(_, b)| *b).max().unwrap_or(agent),
         hwm_reset,
+        scenarios,
     };
     println!(
         "{}",
@@ -1104,6 +1137,17 @@ fn rss(mode: &Mode, run: &SizeRun, results: &mut Results) {
         );
     }
     results.add(Some(r));
+    // Each scenario's figure joins that scenario's own netfence record (the report
+    // merges records of one key): a row with no samples of its own.
+    for (scenario, peak) in &report.scenarios {
+        let mut r = Record::new(BENCH, scenario, "netfence", run.pods, run.policies);
+        r.smoke = mode.smoke;
+        r.set(
+            "engine_rss_bytes",
+            peak.saturating_sub(report.agent_rss_bytes) as f64,
+        );
+        results.add(Some(r));
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ use common::harness::{
     NetfenceSide, Size, PODS, SETTLE,
 };
 use common::record::{Record, Recorder};
-use common::{calico, cluster, record};
+use common::{calico, cluster, harness, record};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 
 /// The bench's name: its namespaces' prefix and its records' file.
@@ -227,6 +227,8 @@ struct Row {
     /// netfence's own view over the measured deltas: commits, mean commit time, mean
     /// operations per commit.
     nf_commits: Option<(u64, f64, f64)>,
+    /// The baselines' tools' peak RSS over each (scenario, system)'s deltas, in bytes.
+    tool_rss: Vec<(&'static str, &'static str, u64)>,
 }
 
 impl Row {
@@ -257,6 +259,13 @@ impl Row {
             r.smoke = smoke;
             for d in &samples.0 {
                 r.push(*d);
+            }
+            if let Some((.., peak)) = self
+                .tool_rss
+                .iter()
+                .find(|(o, sys, _)| *o == scenario && *sys == system)
+            {
+                r.set("tool_rss_bytes", *peak as f64);
             }
             if system == "netfence" {
                 if let Some((commits, secs, ops)) = self.nf_commits {
@@ -375,6 +384,8 @@ fn bench(c: &mut Criterion) {
                     let d = deltas.get_or_insert_with(|| PodDeltas::new(&size));
                     base = Some(BaselineSide::new(&size, which, d));
                 }
+                // The tools' peak RSS from here on is the deltas', not the load's.
+                harness::take_tool_peak_rss();
                 let mut g = c.benchmark_group(group);
                 g.sample_size(10).sampling_mode(SamplingMode::Flat);
                 if let (Some(s), false) = (&base, mode.smoke) {
@@ -387,7 +398,11 @@ fn bench(c: &mut Criterion) {
                 let samples = row.baseline(which, add);
                 g.bench_function(BenchmarkId::new(system, &label), |b| {
                     let d = deltas.get_or_insert_with(|| PodDeltas::new(&size));
-                    let s = base.get_or_insert_with(|| BaselineSide::new(&size, which, d));
+                    if base.is_none() {
+                        base = Some(BaselineSide::new(&size, which, d));
+                        harness::take_tool_peak_rss();
+                    }
+                    let s = base.as_ref().expect("built");
                     b.iter_custom(|iters| {
                         let mut total = Duration::ZERO;
                         for _ in 0..iters {
@@ -412,6 +427,8 @@ fn bench(c: &mut Criterion) {
                     });
                 });
                 g.finish();
+                row.tool_rss
+                    .push((op, system, harness::take_tool_peak_rss()));
             }
         }
         drop(deltas);

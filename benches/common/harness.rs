@@ -8,9 +8,9 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use policy::k8s_openapi::api::core::v1::Pod;
@@ -75,7 +75,8 @@ impl Netns {
     }
 
     /// `program args...` inside the namespace, with `input` on stdin; its stdout, or its
-    /// stderr as the error.
+    /// stderr as the error. The program's peak RSS goes into [`take_tool_peak_rss`]'s
+    /// running maximum.
     pub fn run(&self, program: &str, args: &[&str], input: &str) -> Result<String, String> {
         let file = self
             .file
@@ -92,19 +93,37 @@ impl Netns {
         let mut stdin = child.stdin.take().expect("piped stdin");
         let fed = stdin.write_all(input.as_bytes());
         drop(stdin);
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("waiting for {program}: {e}"))?;
-        if !out.status.success() {
+        // Read both pipes to the end before reaping, as `wait_with_output` does, but reap
+        // with `wait4` for the child's resource usage, which `std` does not expose.
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let errors = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = stderr.read_to_end(&mut v);
+            v
+        });
+        let mut stdout = Vec::new();
+        let read = child
+            .stdout
+            .take()
+            .expect("piped stdout")
+            .read_to_end(&mut stdout);
+        let stderr = errors.join().unwrap_or_default();
+        let (status, maxrss_kib) =
+            reap(&child).map_err(|e| format!("waiting for {program}: {e}"))?;
+        TOOL_PEAK_RSS.fetch_max(maxrss_kib.saturating_mul(1024), Ordering::Relaxed);
+        if status != Some(0) {
+            let how = status.map_or("killed by a signal".to_owned(), |c| {
+                format!("exit status {c}")
+            });
             return Err(format!(
-                "{program} {args:?} in {}: {}: {}",
+                "{program} {args:?} in {}: {how}: {}",
                 self.name,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                String::from_utf8_lossy(&stderr).trim()
             ));
         }
+        read.map_err(|e| format!("reading {program}'s output: {e}"))?;
         fed.map_err(|e| format!("feeding {program}: {e}"))?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
     }
 
     /// As [`Self::run`], panicking on failure.
@@ -112,6 +131,37 @@ impl Netns {
         self.run(program, args, input)
             .unwrap_or_else(|e| panic!("{e}"))
     }
+}
+
+/// The largest peak RSS of any program [`Netns::run`] ran since the last call, in bytes:
+/// what the baselines' tools (`iptables-nft-restore`, `ipset`, `nft`) held at most.
+pub fn take_tool_peak_rss() -> u64 {
+    TOOL_PEAK_RSS.swap(0, Ordering::Relaxed)
+}
+
+static TOOL_PEAK_RSS: AtomicU64 = AtomicU64::new(0);
+
+/// Waits for `child` to end: its exit code (`None` if a signal ended it) and its peak
+/// RSS in KiB (`ru_maxrss`).
+fn reap(child: &std::process::Child) -> std::io::Result<(Option<i32>, u64)> {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    let mut status = 0;
+    // SAFETY: rusage is plain data, and all zeroes is a valid value of it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: the pointers are to live locals; `pid` is our own unreaped child, and
+        // `std` never reaps it behind our back (its `Child` is only dropped after this).
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    Ok((code, u64::try_from(usage.ru_maxrss).unwrap_or(0)))
 }
 
 impl Drop for Netns {

@@ -242,7 +242,14 @@ pub fn render(d: &Data, env: &RunEnv, notes: Option<&str>, plots: &[Plotted]) ->
         w,
         "\nIn the tables, `× netfence` is the system's median over netfence's at the same \
          size: how many times longer it takes. Medians and p99 are nearest-rank over every \
-         timed iteration; `n` is their count."
+         timed iteration; `n` is their count.\n\n\
+         Memory, per scenario: `engine_rss_bytes` (netfence) is the peak RSS of an agent \
+         process running the scenario once, minus what the agent held before its engine \
+         started (see `rss`; the peak mark is reset before each scenario, so a figure is \
+         the resident set the scenario started from plus what it added). \
+         `tool_rss_bytes` (baselines) is the largest peak RSS of any process the \
+         baseline ran for the scenario (`iptables-nft-restore`, `ipset`, `nft`), from \
+         `wait4`; the daemon that would drive those tools (Felix) is not included."
     );
 
     let _ = writeln!(w, "\n## Scenarios");

@@ -306,6 +306,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_figures_only_record_joins_the_timed_one_of_its_key() {
+        // The RSS child's per-scenario memory: no samples, one figure, written by
+        // another bench than the timings.
+        let mut mem = rec("pod_add", NETFENCE, 1000, 100, &[]);
+        mem.bench = "scenarios".into();
+        mem.set("engine_rss_bytes", 5e6);
+        let mut timed = rec("pod_add", NETFENCE, 1000, 100, &[10, 20, 30]);
+        timed.bench = "sync".into();
+        timed.set("commits", 3.0);
+        let d = summarize(vec![timed, mem]);
+        let x = d.get("pod_add", 1000, 100, NETFENCE).unwrap();
+        assert_eq!((x.n, x.median_ns), (3, Some(20)));
+        assert_eq!(
+            (x.get("commits"), x.get("engine_rss_bytes")),
+            (Some(3.0), Some(5e6))
+        );
+        assert_eq!(x.bench, "sync, scenarios");
+    }
+
+    #[test]
     fn order_follows_the_report_not_the_alphabet() {
         let d = summarize(vec![
             rec("tcp_connect", "none", 1000, 100, &[1]),
