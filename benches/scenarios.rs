@@ -59,6 +59,11 @@
 //! ([`record`]) and to criterion; a summary table (median, p99, ratios to each baseline,
 //! commits per burst, peak RSS) and a line per target go to stderr at the end.
 //!
+//! Memory: each baseline record carries `tool_rss_bytes`, the largest peak RSS of the
+//! tools it ran ([`harness::take_tool_peak_rss`]); the engine's, per scenario and overall,
+//! comes from a child process ([`rss_child`]), and joins each scenario's netfence record
+//! as `engine_rss_bytes`.
+//!
 //! `cargo bench --bench scenarios` (root; about 30 minutes on two cores, most of it the baselines' bursts and full
 //! loads at 10k pods; each size's
 //! cluster and namespaces are built on first use, so a filter such as `-- 5000p_100np`
