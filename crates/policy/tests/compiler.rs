@@ -466,6 +466,15 @@ fn policy_changes_change_rules_and_dispatch_lines() {
 
 /// The jump targets and set lookups of every owned rule of `chain` in the
 /// IPv4 table, as (targets, sets) in order.
+/// The verdict on a forwarded TCP connect from `src` to port 80 of `dst`.
+fn tcp_80(rs: &Ruleset, src: &str, dst: &str) -> Verdict {
+    verdict(
+        rs,
+        Hook::Forward,
+        &Packet::tcp(src.parse().unwrap(), dst.parse().unwrap(), 80),
+    )
+}
+
 fn chain_refs(rs: &Ruleset, chain: &str) -> (Vec<String>, Vec<String>) {
     let t = TableId::filter(ruleset::Family::Ipv4);
     let c = rs
@@ -640,13 +649,7 @@ fn policies_with_one_selector_share_one_lookup_through_a_selector_chain() {
     // Both policies still decide: db may reach web (web-1), web may reach
     // web (web-2, from a second web pod), db is isolated by its own.
     c.upsert_pod(pod("a", "web2", &[("app", "web")], 3));
-    let v = |src: &str, dst: &str| {
-        verdict(
-            c.ruleset(),
-            Hook::Forward,
-            &Packet::tcp(src.parse().unwrap(), dst.parse().unwrap(), 80),
-        )
-    };
+    let v = |src: &str, dst: &str| tcp_80(c.ruleset(), src, dst);
     assert_eq!(v("10.244.0.2", "10.244.0.1"), Verdict::Accept);
     assert_eq!(v("10.244.0.3", "10.244.0.1"), Verdict::Accept);
     assert_eq!(v("192.0.2.1", "10.244.0.1"), Verdict::Drop);
@@ -811,13 +814,7 @@ fn overlapping_blocks_of_two_peers_do_not_cancel_each_other() {
     })
     .unwrap();
     let rs = c.ruleset();
-    let v = |src: &str, dst: &str| {
-        verdict(
-            rs,
-            Hook::Forward,
-            &Packet::tcp(src.parse().unwrap(), dst.parse().unwrap(), 80),
-        )
-    };
+    let v = |src: &str, dst: &str| tcp_80(rs, src, dst);
     assert_eq!(v("10.1.2.3", "10.244.0.1"), Verdict::Accept);
     assert_eq!(v("10.1.3.3", "10.244.0.1"), Verdict::Drop);
     assert_eq!(v("10.2.0.1", "10.244.0.1"), Verdict::Accept);
@@ -851,13 +848,7 @@ fn only_local_pods_are_isolated_and_remote_peers_still_count() {
     let iso = c.ruleset().set("nf-iso-in4").unwrap();
     assert_eq!(iso.len(), 1);
     assert!(iso.matches("10.244.0.1".parse().unwrap()));
-    let v = |src: &str, dst: &str| {
-        verdict(
-            c.ruleset(),
-            Hook::Forward,
-            &Packet::tcp(src.parse().unwrap(), dst.parse().unwrap(), 80),
-        )
-    };
+    let v = |src: &str, dst: &str| tcp_80(c.ruleset(), src, dst);
     assert_eq!(v("10.244.0.2", "10.244.0.1"), Verdict::Accept);
     assert_eq!(v("192.0.2.1", "10.244.0.1"), Verdict::Drop);
     // The remote pod is not isolated here: its own node enforces it.
