@@ -66,6 +66,10 @@
 //! use, so a filter such as `-- 1000p` skips the others). With `--quick`, in `cargo test`
 //! mode, or with `NETFENCE_BENCH_SMOKE=1`, only 1,000 pods / 100 policies run, briefly
 //! (the CI line takes about 5 s); their figures are not comparable.
+//!
+//! `NETFENCE_DATAPATH_DUMP=<dir>` writes each sandbox's `iptables-nft-save -c` to
+//! `<dir>/<system>-<size>.save` before it goes: every rule's packet counter after the run,
+//! which shows the rules a connection's packets met.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -926,6 +930,14 @@ fn bench(c: &mut Criterion) {
                 continue;
             };
             let conntrack = w.conntrack_entries();
+            if let Ok(dir) = std::env::var("NETFENCE_DATAPATH_DUMP") {
+                // The rules' counters after the run: which rules the connects met.
+                let out = w.node.sh("iptables-nft-save", &["-c"]);
+                let file = format!("{dir}/{}-{lbl}.save", system.name());
+                if let Err(e) = std::fs::write(&file, out) {
+                    eprintln!("datapath: writing {file}: {e}");
+                }
+            }
             drop(w);
             if !mode.smoke {
                 std::thread::sleep(SETTLE);

@@ -158,6 +158,115 @@ fn check(i: usize, family: Family, rule: &Rule) -> Result<(), String> {
     Ok(())
 }
 
+/// A comment in the rule's userdata, where netfence keeps its identities: `nft`'s
+/// `comment "..."` writes the same bytes, `iptables-nft-save` prints it as the last
+/// match, and netfence's dump decodes it. One rule for the bytes (nft can't write xt
+/// matches), one with matches on both sides of where a `-m comment` would stand.
+#[test]
+fn userdata_comments_are_what_nft_writes_and_iptables_nft_save_prints() {
+    for (i, (family, src, nft_family)) in [
+        (Family::Ipv4, "192.0.2.1", "ip"),
+        (Family::Ipv6, "2001:db8::1", "ip6"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = setup(&format!("u{i}"));
+        let mut plain = Rule::new(nft::Target::Accept);
+        let host = if i == 0 { 32 } else { 128 };
+        plain.src = Some(nft::Neg::is(format!("{src}/{host}").parse().unwrap()));
+        plain.comment = Some("nf:abc def".into());
+        let mut rich = Rule::new(nft::Target::Drop);
+        rich.protocol = Some(nft::Neg::is(nft::Protocol::Tcp));
+        rich.matches = vec![
+            nft::Match::Ports {
+                sport: None,
+                dport: Some(nft::Neg::is(nft::PortRange::single(80))),
+            },
+            nft::Match::Set {
+                negate: false,
+                name: SETS[if i == 0 { 0 } else { 2 }].0.into(),
+                dirs: vec![nft::SetDir::Src],
+            },
+        ];
+        rich.comment = Some("nf:rich".into());
+
+        p.oracle.sh_stdin(
+            restore_cmd(family),
+            &[],
+            &format!("*filter\n:{CHAIN} - [0:0]\n:{CHAIN2} - [0:0]\nCOMMIT\n"),
+        );
+        p.oracle.sh(
+            "nft",
+            &[
+                "add",
+                "rule",
+                nft_family,
+                "filter",
+                CHAIN,
+                nft_family,
+                "saddr",
+                src,
+                "counter",
+                "accept",
+                "comment",
+                "\"nf:abc def\"",
+            ],
+        );
+        let mut sock = NetlinkSocket::open(&p.ours.netns()).unwrap();
+        let mut tx = Transaction::new();
+        tx.push(Op::AddTable {
+            family,
+            table: "filter".into(),
+        });
+        for c in [CHAIN, CHAIN2] {
+            tx.push(Op::AddChain {
+                family,
+                table: "filter".into(),
+                chain: ChainSpec {
+                    name: c.into(),
+                    base: None,
+                },
+            });
+        }
+        tx.push(Op::AddRule {
+            family,
+            table: "filter".into(),
+            chain: CHAIN.into(),
+            rule: plain.clone(),
+            position: Position::Append,
+        });
+        tx.commit(&mut sock, None, &set_index).unwrap();
+        assert_eq!(p.oracle.netlink_dump(), p.ours.netlink_dump(), "{family}");
+
+        tx = Transaction::new();
+        tx.push(Op::AddRule {
+            family,
+            table: "filter".into(),
+            chain: CHAIN.into(),
+            rule: rich.clone(),
+            position: Position::Append,
+        });
+        tx.commit(&mut sock, None, &set_index).unwrap();
+        let dumped: Vec<Option<Rule>> =
+            nft::list_rules(&mut sock, family, "filter", Some(CHAIN), &set_name)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.rule)
+                .collect();
+        assert_eq!(dumped, [Some(plain.clone()), Some(rich.clone())]);
+        let save = p.ours.sh(save_cmd(family), &[]);
+        for r in [&plain, &rich] {
+            let want = format!("-A {CHAIN} {}", r.to_iptables(family));
+            assert!(save.lines().any(|l| l == want), "no {want:?} in\n{save}");
+        }
+        assert!(
+            !p.ours.netlink_dump().contains("match name comment"),
+            "a userdata comment adds no expression"
+        );
+    }
+}
+
 #[test]
 fn every_shape_matches_iptables_nft() {
     let shapes = shapes();

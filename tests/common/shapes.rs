@@ -456,6 +456,7 @@ pub fn shapes() -> Vec<(Family, Rule)> {
                     mask: 0x20000,
                 },
             ],
+            comment: None,
             target: Target::Jump(CHAIN2.into()),
         },
     );

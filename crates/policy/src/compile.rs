@@ -20,7 +20,7 @@
 //!              -m mark --mark 0/IA -j DROP
 //! <N ingress: S>  -m mark --mark 0/IA -j <P's ingress chain>   (per ingress policy P of N selecting with S)
 //! nf-egress, <N egress>   the same with src, egress chains and EA
-//! <P ingress>  [-m set --match-set <peer> src] [-p proto [--dport a:b | -m set --match-set <named> dst,dst]]
+//! <P ingress>  [-p proto [--dport a:b]] [-m set --match-set <peer> src] [-m set --match-set <named> dst,dst]
 //!                -j MARK --set-xmark IA/IA                (one line per peer x port entry)
 //! ```
 //!
@@ -110,7 +110,10 @@
 //! namespace's policies in that direction (the mark test stops the lookups
 //! once a policy has allowed the packet), then a mark test per policy that
 //! selects it and the lines of those policies, each a constant number of
-//! hash lookups. So the cost is constant in the number of pods, linear in
+//! hash lookups (none when its port number differs: the port compare comes
+//! first). No rule carries a `-m comment` match, an xt call per rule a packet
+//! meets: identities live in the rules' userdata ([`ruleset::OwnedRule`]).
+//! So the cost is constant in the number of pods, linear in
 //! the namespaces with policies and in the distinct pod selectors of one
 //! namespace, and independent of the policies of other namespaces.
 //!
@@ -1299,15 +1302,22 @@ impl Compiler {
                         value: mark,
                         mask: mark,
                     });
-                    if let Some(m) = peer {
-                        r.matches.push(m.clone());
-                    }
-                    if let Some((proto, m)) = port {
-                        r.protocol = Some(Neg::is(nft_protocol(*proto)));
-                        if let Some(m) = m {
-                            r.matches.push(m.clone());
+                    // A port number is a native compare, a set an xt match through
+                    // nft_compat: the number goes first, so that a packet for another
+                    // port costs no lookup. A named port is a set, after the peer's.
+                    let (number, named) = match port {
+                        Some((proto, m)) => {
+                            r.protocol = Some(Neg::is(nft_protocol(*proto)));
+                            match m {
+                                Some(m @ Match::Ports { .. }) => (Some(m), None),
+                                m => (None, m.as_ref()),
+                            }
                         }
-                    }
+                        None => (None, None),
+                    };
+                    r.matches.extend(number.cloned());
+                    r.matches.extend(peer.clone());
+                    r.matches.extend(named.cloned());
                     // Equal lines mark the same packets: one is enough.
                     if !lines.contains(&r) {
                         lines.push(r);

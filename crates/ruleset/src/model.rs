@@ -6,9 +6,13 @@
 //! else is *foreign*: recorded when observed, never changed.
 //!
 //! # Rule identity
-//! Every owned rule carries, as its first match, `-m comment --comment <marker><id>`,
-//! where the marker comes from the prefix (`nf-` gives `nf:`) and the id is 16 characters
-//! of base64url of a SHA-256 over the rule's table, chain and content. A dump therefore
+//! Every owned rule carries the comment `<marker><id>` in its userdata, where `nft` keeps
+//! `comment "..."` and which `iptables-nft-save` prints as a last `-m comment --comment`.
+//! An xt comment match would run for every packet the rule sees; userdata costs packets
+//! nothing. (Rules written by earlier versions carry it as their first `-m comment` match
+//! and are still recognised.) The marker comes from the prefix (`nf-` gives `nf:`) and
+//! the id is 16 characters of base64url of a SHA-256 over the rule's table, chain and
+//! content. A dump therefore
 //! maps back to the model without any state file: [`OwnedRule::id`] is recomputed from
 //! what the kernel holds, and a rule whose comment does not match its content is a stray
 //! to delete, whoever wrote it.
@@ -127,11 +131,11 @@ impl PartialEq for OwnedRule {
 }
 
 impl OwnedRule {
-    /// The rule as the kernel holds it: the identity comment first, then the content.
+    /// The rule as the kernel holds it: the content, with the identity as its userdata
+    /// comment (which, unlike a `-m comment` match, costs packets nothing).
     pub fn kernel_rule(&self, marker: &str) -> Rule {
         let mut r = self.rule.clone();
-        r.matches
-            .insert(0, Match::Comment(format!("{marker}{}", self.id)));
+        r.comment = Some(format!("{marker}{}", self.id));
         r
     }
 }
@@ -146,6 +150,9 @@ pub struct OpaqueRule {
 }
 
 /// One rule in a chain.
+// Nearly every entry is `Owned`: boxing it would cost each rule an allocation to shrink
+// the few foreign and stray ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// netfence's.
@@ -754,6 +761,13 @@ impl Ruleset {
                 format!("comments starting with {marker:?} are netfence's rule identities"),
             ));
         }
+        if rule.comment.is_some() {
+            return Err(Error::invalid(
+                what(),
+                "the userdata comment carries netfence's rule identity; use a -m comment \
+                 match for a comment of your own",
+            ));
+        }
         let id = (0..MAX_DUPLICATES)
             .map(|k| RuleId::compute(table, chain, &rule, k))
             .find(|id| !c.contains(id))
@@ -967,9 +981,22 @@ impl Ruleset {
                 Entry::Foreign(opaque(text()))
             };
         };
-        let claimed = match rule.matches.first() {
-            Some(Match::Comment(c)) => c.strip_prefix(self.marker.as_str()),
-            _ => None,
+        let marker = self.marker.as_str();
+        let mut content = rule.clone();
+        let claimed = if let Some(c) = rule.comment.as_deref().and_then(|c| c.strip_prefix(marker))
+        {
+            content.comment = None;
+            Some(c)
+        } else {
+            // Written before identities moved to userdata: a leading `-m comment`. Still
+            // netfence's, with the same identity (which hashes the content only); it keeps
+            // its xt match until its content changes and it is rewritten.
+            match rule.matches.first() {
+                Some(Match::Comment(c)) => c.strip_prefix(marker).inspect(|_| {
+                    content.matches.remove(0);
+                }),
+                _ => None,
+            }
         };
         let Some(claimed) = claimed else {
             return if owned_chain {
@@ -978,8 +1005,6 @@ impl Ruleset {
                 Entry::Foreign(opaque(rule.to_iptables(table.family)))
             };
         };
-        let mut content = rule.clone();
-        content.matches.remove(0);
         let id = (claimed.len() == ID_LEN)
             .then(|| {
                 (0..MAX_DUPLICATES)
@@ -1257,5 +1282,34 @@ mod tests {
             r.classify(&t, "FORWARD", &empty, None, Some(9), || "raw".into()),
             Entry::Foreign(_)
         ));
+    }
+
+    #[test]
+    fn identities_live_in_userdata_and_the_older_comment_match_still_counts() {
+        let mut r = Ruleset::default();
+        let t = tid();
+        r.add_chain(&t, "nf-a", None).unwrap();
+        let mut look = Rule::new(Target::Drop);
+        look.matches.push(Match::Comment("mine".into()));
+        let id = r.push_rule(&t, "nf-a", look).unwrap();
+        let owned = r.chain(&t, "nf-a").unwrap().owned().next().unwrap().clone();
+        let k = owned.kernel_rule(r.marker());
+        assert_eq!(k.comment.as_deref(), Some(format!("nf:{id}").as_str()));
+        assert_eq!(k.matches, owned.rule.matches, "no match added");
+        // As an earlier netfence wrote it: the identity as the leading `-m comment`.
+        let mut legacy = owned.rule.clone();
+        legacy.matches.insert(0, Match::Comment(format!("nf:{id}")));
+        let empty = Chain::new(None);
+        for (what, rule) in [("userdata", &k), ("comment match", &legacy)] {
+            match r.classify(&t, "nf-a", &empty, Some(rule), Some(7), String::new) {
+                Entry::Owned(o) => assert_eq!(o, owned, "{what}"),
+                e => panic!("{what}: {e:?}"),
+            }
+        }
+        // The userdata slot is the identity's: a desired rule can't bring its own.
+        let mut own = Rule::new(Target::Accept);
+        own.comment = Some("hello".into());
+        let e = r.push_rule(&t, "nf-a", own).unwrap_err().to_string();
+        assert!(e.contains("userdata comment"), "{e}");
     }
 }

@@ -15,6 +15,7 @@ use nftnl::nftnl_sys as sys;
 
 use super::expr::{cmp_op, meta_key, range_op, verdict, NFT_REG_1, NFT_REG_VERDICT};
 use super::rule::{Family, Iface, Match, Neg, PortRange, Protocol, Rule, Target};
+use super::udata;
 use super::xt;
 use crate::error::Error;
 
@@ -127,6 +128,17 @@ impl RuleBox {
     pub(crate) fn set_u32(&self, attr: u32, v: u32) {
         // SAFETY: valid rule.
         unsafe { sys::nftnl_rule_set_u32(self.0.as_ptr(), attr as u16, v) };
+    }
+    fn set_data(&self, attr: u32, v: &[u8]) {
+        // SAFETY: valid rule; libnftnl copies the bytes.
+        unsafe {
+            sys::nftnl_rule_set_data(
+                self.0.as_ptr(),
+                attr as u16,
+                v.as_ptr().cast(),
+                v.len() as u32,
+            )
+        };
     }
     pub(crate) fn set_u64(&self, attr: u32, v: u64) {
         // SAFETY: valid rule.
@@ -369,6 +381,18 @@ pub fn validate(rule: &Rule, family: Family) -> Result<(), Error> {
             }
         }
     }
+    if let Some(c) = &rule.comment {
+        if c.len() > udata::MAX_COMMENT_LEN || c.contains('\0') {
+            return bad(
+                "comment",
+                format!(
+                    "userdata comment of {} bytes exceeds {} or has NUL",
+                    c.len(),
+                    udata::MAX_COMMENT_LEN
+                ),
+            );
+        }
+    }
     let bad_chain = |c: &str| c.is_empty() || c.len() > MAX_CHAIN_NAME || c.contains('\0');
     let tcp = proto.is_some_and(|p| !p.negate && p.value == Protocol::Tcp);
     match &rule.target {
@@ -478,6 +502,9 @@ pub(crate) fn build(rule: &Rule, family: Family, sets: &dyn SetIndex) -> Result<
                 r.push(xt_match(xt::comment::NAME, 0, &xt::comment::encode(c)));
             }
         }
+    }
+    if let Some(c) = &rule.comment {
+        r.set_data(sys::NFTNL_RULE_USERDATA, &udata::comment(c));
     }
     let ctr = ExprBox::new("counter");
     ctr.u64(sys::NFTNL_EXPR_CTR_PACKETS, 0)

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod encode;
 pub mod expr;
 pub mod rule;
+pub mod udata;
 pub mod xt;
 
 use std::time::Duration;
@@ -976,8 +977,13 @@ pub fn parse_rule(
     let exprs = expr::decode_exprs(&r.raw.exprs)?;
     // A rule carrying userdata netfence does not write is foreign. (The kernel keeps
     // NFTA_RULE_COMPAT for itself and never dumps it, so it can't be checked here.)
-    if r.raw.userdata.is_none() {
-        if let Some((rule, counters)) = decode::lift(&exprs, family, set_name) {
+    let comment = match &r.raw.userdata {
+        None => Some(None),
+        Some(data) => udata::parse_comment(data).map(Some),
+    };
+    if let Some(comment) = comment {
+        if let Some((mut rule, counters)) = decode::lift(&exprs, family, set_name) {
+            rule.comment = comment;
             r.rule = Some(rule);
             r.counters = counters;
         }

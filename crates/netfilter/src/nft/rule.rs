@@ -405,6 +405,11 @@ pub struct Rule {
     pub dst: Option<Neg<IpNet>>,
     /// `-m ...`, in order.
     pub matches: Vec<Match>,
+    /// A comment kept in the rule's userdata (`NFTA_RULE_USERDATA`), where `nft` keeps
+    /// `comment "..."`, rather than in an expression. A `-m comment` match is an xt match
+    /// that the kernel calls for every packet the rule sees; this costs packets nothing.
+    /// `iptables-nft-save` prints it as a `-m comment --comment` after the other matches.
+    pub comment: Option<String>,
     /// `-j` / `-g`.
     pub target: Target,
 }
@@ -419,15 +424,19 @@ impl Rule {
             src: None,
             dst: None,
             matches: Vec::new(),
+            comment: None,
             target,
         }
     }
 
-    /// The text of the first `-m comment`, netfence's carrier for a rule's identity.
+    /// The userdata comment, or else the text of the first `-m comment`: how a reader
+    /// names the rule.
     pub fn comment(&self) -> Option<&str> {
-        self.matches.iter().find_map(|m| match m {
-            Match::Comment(c) => Some(c.as_str()),
-            _ => None,
+        self.comment.as_deref().or_else(|| {
+            self.matches.iter().find_map(|m| match m {
+                Match::Comment(c) => Some(c.as_str()),
+                _ => None,
+            })
         })
     }
 
@@ -537,6 +546,10 @@ impl Rule {
                     let _ = write!(s, " -m comment --comment {}", save_quote(c));
                 }
             }
+        }
+        // iptables-nft-save appends the userdata comment to the matches it decoded.
+        if let Some(c) = &self.comment {
+            let _ = write!(s, " -m comment --comment {}", save_quote(c));
         }
         match &self.target {
             Target::Accept => s.push_str(" -j ACCEPT"),
