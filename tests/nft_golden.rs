@@ -61,21 +61,8 @@ fn restore_cmd(f: Family) -> &'static str {
     }
 }
 
-fn check(i: usize, family: Family, rule: &Rule) -> Result<(), String> {
-    let p = setup(&format!("g{i}"));
-    let line = rule.to_iptables(family);
-    let restore =
-        format!("*filter\n:{CHAIN} - [0:0]\n:{CHAIN2} - [0:0]\n-A {CHAIN} {line}\nCOMMIT\n");
-    let out = p.oracle.run_stdin(restore_cmd(family), &[], &restore);
-    if !out.status.success() {
-        return Err(format!(
-            "{} refused the rendered line: {}",
-            restore_cmd(family),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-
-    let mut sock = NetlinkSocket::open(&p.ours.netns()).map_err(|e| e.to_string())?;
+/// A transaction that starts by making table `filter` with the shapes' two chains.
+fn with_chains(family: Family) -> Transaction {
     let mut tx = Transaction::new();
     tx.push(Op::AddTable {
         family,
@@ -91,6 +78,25 @@ fn check(i: usize, family: Family, rule: &Rule) -> Result<(), String> {
             },
         });
     }
+    tx
+}
+
+fn check(i: usize, family: Family, rule: &Rule) -> Result<(), String> {
+    let p = setup(&format!("g{i}"));
+    let line = rule.to_iptables(family);
+    let restore =
+        format!("*filter\n:{CHAIN} - [0:0]\n:{CHAIN2} - [0:0]\n-A {CHAIN} {line}\nCOMMIT\n");
+    let out = p.oracle.run_stdin(restore_cmd(family), &[], &restore);
+    if !out.status.success() {
+        return Err(format!(
+            "{} refused the rendered line: {}",
+            restore_cmd(family),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+
+    let mut sock = NetlinkSocket::open(&p.ours.netns()).map_err(|e| e.to_string())?;
+    let mut tx = with_chains(family);
     let add = tx.push(Op::AddRule {
         family,
         table: "filter".into(),
@@ -214,21 +220,7 @@ fn userdata_comments_are_what_nft_writes_and_iptables_nft_save_prints() {
             ],
         );
         let mut sock = NetlinkSocket::open(&p.ours.netns()).unwrap();
-        let mut tx = Transaction::new();
-        tx.push(Op::AddTable {
-            family,
-            table: "filter".into(),
-        });
-        for c in [CHAIN, CHAIN2] {
-            tx.push(Op::AddChain {
-                family,
-                table: "filter".into(),
-                chain: ChainSpec {
-                    name: c.into(),
-                    base: None,
-                },
-            });
-        }
+        let mut tx = with_chains(family);
         tx.push(Op::AddRule {
             family,
             table: "filter".into(),
