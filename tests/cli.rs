@@ -176,7 +176,8 @@ fn render_needs_no_root_and_no_kernel() {
         "*filter",
         ":nf-i-shop.db-from-web - [0:0]",
         "-A FORWARD -m comment --comment \"nf:",
-        "-A nf-i-shop.db-from-web -p tcp -m tcp --dport 5432 -m set --match-set nf-p4_",
+        "-A nf-i-shop.db-from-web -p tcp -m tcp --dport 5432 -m set --match-set nf-",
+        ".p4 src -m comment --comment \"nf:",
         "-j MARK --set-xmark 0x10000/0x10000",
         "# ip6tables-save (IPv6)",
         "# ipset save",
@@ -294,7 +295,7 @@ fn diff_shows_the_plan_and_a_changed_file_converges() {
     assert!(
         d.stdout
             .lines()
-            .any(|l| l.starts_with("  ipset add nf-p4_") && l.ends_with(" 10.244.1.12")),
+            .any(|l| l.starts_with("  ipset add nf-") && l.ends_with(".p4 10.244.1.12")),
         "{}",
         d.stdout
     );
@@ -330,7 +331,7 @@ fn diff_shows_the_plan_and_a_changed_file_converges() {
     let sets = sb.sh("ipset", &["save"]);
     assert!(
         sets.lines()
-            .any(|l| l.starts_with("add nf-p4_") && l.ends_with(" 10.244.1.12")),
+            .any(|l| l.starts_with("add nf-") && l.ends_with(".p4 10.244.1.12")),
         "{sets}"
     );
     assert!(!sets.contains("add nf-iso-in4 10.244.1.10"), "{sets}");
