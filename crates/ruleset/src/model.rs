@@ -982,29 +982,32 @@ impl Ruleset {
             };
         };
         let marker = self.marker.as_str();
-        let mut content = rule.clone();
-        let claimed = if let Some(c) = rule.comment.as_deref().and_then(|c| c.strip_prefix(marker))
-        {
-            content.comment = None;
-            Some(c)
-        } else {
-            // Written before identities moved to userdata: a leading `-m comment`. Still
-            // netfence's, with the same identity (which hashes the content only); it keeps
-            // its xt match until its content changes and it is rewritten.
-            match rule.matches.first() {
-                Some(Match::Comment(c)) => c.strip_prefix(marker).inspect(|_| {
-                    content.matches.remove(0);
-                }),
-                _ => None,
-            }
+        // The identity in userdata; or, written before identities moved there, in a
+        // leading `-m comment` (`legacy`). Still netfence's, with the same identity (which
+        // hashes the content only); it keeps its xt match until its content changes and
+        // it is rewritten.
+        let legacy = || match rule.matches.first() {
+            Some(Match::Comment(c)) => c.strip_prefix(marker),
+            _ => None,
         };
-        let Some(claimed) = claimed else {
+        let claimed = match rule.comment.as_deref().and_then(|c| c.strip_prefix(marker)) {
+            Some(c) => Some((c, false)),
+            None => legacy().map(|c| (c, true)),
+        };
+        let Some((claimed, legacy)) = claimed else {
             return if owned_chain {
                 Entry::Stray(opaque(rule.to_iptables(table.family)))
             } else {
                 Entry::Foreign(opaque(rule.to_iptables(table.family)))
             };
         };
+        // Only a claimed rule is copied: most rules of a base chain are other writers'.
+        let mut content = rule.clone();
+        if legacy {
+            content.matches.remove(0);
+        } else {
+            content.comment = None;
+        }
         let id = (claimed.len() == ID_LEN)
             .then(|| {
                 (0..MAX_DUPLICATES)
