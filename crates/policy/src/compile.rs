@@ -571,6 +571,21 @@ struct SetState {
     counts: HashMap<Member, u32>,
 }
 
+impl SetState {
+    /// Counts one contribution of `m` (`delta` 1) or takes one back (-1).
+    /// True when that makes `m` come or go: its count left or reached zero.
+    fn count(&mut self, m: Member, delta: i32) -> bool {
+        let c = self.counts.entry(m).or_insert(0);
+        let before = *c;
+        *c = c.saturating_add_signed(delta);
+        let after = *c;
+        if after == 0 {
+            self.counts.remove(&m);
+        }
+        (before == 0) != (after == 0)
+    }
+}
+
 /// The line a policy adds, for one family and direction, to its namespace's
 /// chain of that direction: "the packet's pod is in `set`: go through `chain`".
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1132,7 +1147,7 @@ impl Compiler {
                     let mut r = NftRule::new(Target::Goto(self.namespace_chain(ns, d)));
                     r.matches.push(Match::Set {
                         negate: false,
-                        name: SetKey::Ips(namespace_group(ns), *f).name(&self.rs),
+                        name: self.set_name(&SetKey::Ips(namespace_group(ns), *f)),
                         dirs: vec![pod_dir(d)],
                     });
                     r
@@ -1148,6 +1163,17 @@ impl Compiler {
     }
 
     // -- policies -----------------------------------------------------------
+
+    /// The kernel name of set `key`: the live set's, when there is one. A
+    /// policy delta names every set its lines look up and a namespace's
+    /// first or last policy renames none but rewrites every namespace line;
+    /// a map lookup is cheaper than hashing each definition again.
+    fn set_name(&self, key: &SetKey) -> String {
+        match self.set_ids.get(key) {
+            Some(&id) => self.sets[id].name.clone(),
+            None => key.name(&self.rs),
+        }
+    }
 
     fn policy_chain(&self, p: &Policy, d: Direction) -> String {
         // A namespace name is a DNS label and has no '.', so `ns.name` can't
@@ -1187,7 +1213,7 @@ impl Compiler {
                 out.dispatch.push(Dispatch {
                     family: f,
                     dir: d,
-                    set: (!everyone).then(|| sel_key.name(&self.rs)),
+                    set: (!everyone).then(|| self.set_name(&sel_key)),
                     chain: self.policy_chain(p, d),
                 });
                 out.uses.insert(Use {
@@ -1245,7 +1271,7 @@ impl Compiler {
                 };
                 peers.push(Some(Match::Set {
                     negate: false,
-                    name: key.name(&self.rs),
+                    name: self.set_name(&key),
                     dirs: vec![peer_dir],
                 }));
                 uses.insert(Use {
@@ -1292,7 +1318,7 @@ impl Compiler {
                             pr.protocol,
                             Some(Match::Set {
                                 negate: false,
-                                name: key.name(&self.rs),
+                                name: self.set_name(&key),
                                 dirs: vec![SetDir::Dst, SetDir::Dst],
                             }),
                         )));
@@ -1494,6 +1520,12 @@ impl Compiler {
 
     /// Adds (`delta` 1) or takes back (-1) the contribution of every member
     /// of `group` to `set`.
+    ///
+    /// [`count`] one member at a time would look the set up by name in the
+    /// ruleset and in the scope once per member: filling a new set for a
+    /// policy delta did both thousands of times. Here each is looked up once,
+    /// and a set the scope already holds whole (a new one always is) records
+    /// no members, which the planner would not read.
     fn contribute_members(&mut self, group: GroupId, set: SetId, delta: i32) {
         let Compiler {
             groups,
@@ -1503,12 +1535,28 @@ impl Compiler {
             scope,
             ..
         } = self;
+        let s = &mut sets[set];
+        let mut target = rs.set_mut(&s.name);
+        let whole = scope.sets.contains(&s.name);
+        let mut changed: Vec<Member> = Vec::new();
         for k in &groups[group].members {
-            if let Some(pod) = cluster.pod(k) {
-                for m in members_of(&sets[set].key, pod).iter() {
-                    count(sets, rs, scope, set, *m, delta);
+            let Some(pod) = cluster.pod(k) else { continue };
+            for m in members_of(&s.key, pod).iter() {
+                if !s.count(*m, delta) {
+                    continue;
+                }
+                put(target.as_deref_mut(), *m, delta);
+                if !whole {
+                    changed.push(*m);
                 }
             }
+        }
+        if !changed.is_empty() {
+            scope
+                .members
+                .entry(s.name.clone())
+                .or_default()
+                .extend(changed);
         }
     }
 
@@ -1903,25 +1951,24 @@ fn count(
     delta: i32,
 ) {
     let s = &mut sets[set];
-    let c = s.counts.entry(m).or_insert(0);
-    let before = *c;
-    *c = c.saturating_add_signed(delta);
-    let after = *c;
-    if after == 0 {
-        s.counts.remove(&m);
+    if !s.count(m, delta) {
+        return;
     }
-    if (before == 0) != (after == 0) {
-        if let Some(set) = rs.set_mut(&s.name) {
-            if after > 0 {
-                // The member fits by construction: the set's family
-                // picked the address.
-                let _ = set.insert(m);
-            } else {
-                set.remove(&m);
-            }
-        }
-        // Only this member: the plan then costs the change, not the set.
-        scope.member(&s.name, m);
+    put(rs.set_mut(&s.name), m, delta);
+    // Only this member: the plan then costs the change, not the set.
+    scope.member(&s.name, m);
+}
+
+/// Puts `m` into the ruleset's copy of a set (`delta` 1) or takes it out
+/// (-1), once its count said it comes or goes.
+fn put(set: Option<&mut IpSet>, m: Member, delta: i32) {
+    let Some(set) = set else { return };
+    if delta > 0 {
+        // The member fits by construction: the set's family picked the
+        // address.
+        let _ = set.insert(m);
+    } else {
+        set.remove(&m);
     }
 }
 
