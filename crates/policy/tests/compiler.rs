@@ -480,8 +480,6 @@ fn policy_changes_change_rules_and_dispatch_lines() {
     assert_eq!(c2.ruleset().owned_view(), before.owned_view());
 }
 
-/// The jump targets and set lookups of every owned rule of `chain` in the
-/// IPv4 table, as (targets, sets) in order.
 /// The verdict on a forwarded TCP connect from `src` to port 80 of `dst`.
 fn tcp_80(rs: &Ruleset, src: &str, dst: &str) -> Verdict {
     verdict(
@@ -491,6 +489,8 @@ fn tcp_80(rs: &Ruleset, src: &str, dst: &str) -> Verdict {
     )
 }
 
+/// The jump targets and set lookups of every owned rule of `chain` in the
+/// IPv4 table, as (targets, sets) in order.
 fn chain_refs(rs: &Ruleset, chain: &str) -> (Vec<String>, Vec<String>) {
     let t = TableId::filter(ruleset::Family::Ipv4);
     let c = rs

@@ -12,10 +12,9 @@
 //! nothing. (Rules written by earlier versions carry it as their first `-m comment` match
 //! and are still recognised.) The marker comes from the prefix (`nf-` gives `nf:`) and
 //! the id is 16 characters of base64url of a SHA-256 over the rule's table, chain and
-//! content. A dump therefore
-//! maps back to the model without any state file: [`OwnedRule::id`] is recomputed from
-//! what the kernel holds, and a rule whose comment does not match its content is a stray
-//! to delete, whoever wrote it.
+//! content. A dump therefore maps back to the model without any state file:
+//! [`OwnedRule::id`] is recomputed from what the kernel holds, and a rule whose comment
+//! does not match its content is a stray to delete, whoever wrote it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
