@@ -81,6 +81,12 @@ pub struct RuleId(String);
 impl RuleId {
     /// The id of the `occurrence`-th copy (from 0) of `rule` in `table`/`chain`.
     pub fn compute(table: &TableId, chain: &str, rule: &Rule, occurrence: usize) -> Self {
+        Self::of_text(table, chain, &rule.to_iptables(table.family), occurrence)
+    }
+
+    /// [`Self::compute`] from the rule's `iptables-save` text, for a caller that tries
+    /// several occurrences: rendering the rule costs more than hashing it.
+    fn of_text(table: &TableId, chain: &str, text: &str, occurrence: usize) -> Self {
         let mut h = Sha256::new();
         // A version tag, so that a future change of the scheme can't collide with today's.
         h.update(b"netfence-rule-v1\0");
@@ -90,7 +96,7 @@ impl RuleId {
         h.update(b"\0");
         h.update(chain.as_bytes());
         h.update(b"\0");
-        h.update(rule.to_iptables(table.family).as_bytes());
+        h.update(text.as_bytes());
         h.update(b"\0");
         h.update(occurrence.to_le_bytes());
         let d = h.finalize();
@@ -746,9 +752,11 @@ impl Ruleset {
                 )
             })?;
         let n = c.entries().len() + 1;
+        let rule = canonical(rule);
+        // Rendered once: for the identity, and for the error that names the rule (as it
+        // would be stored: addresses masked to their prefix).
         let text = rule.to_iptables(table.family);
         let what = || format!("rule #{n} of chain {table} {chain} ({text})");
-        let rule = canonical(rule);
         nft::validate(&rule, table.family).map_err(|e| Error::invalid(what(), e.to_string()))?;
         if rule
             .matches
@@ -768,7 +776,7 @@ impl Ruleset {
             ));
         }
         let id = (0..MAX_DUPLICATES)
-            .map(|k| RuleId::compute(table, chain, &rule, k))
+            .map(|k| RuleId::of_text(table, chain, &text, k))
             .find(|id| !c.contains(id))
             .ok_or_else(|| {
                 Error::invalid(
