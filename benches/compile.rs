@@ -2,8 +2,8 @@
 //! recompiled incrementally at 10,000 pods with 1,000 and with 100 policies, next to the
 //! full compile of the 1,000-policy cluster as the baseline, measured in the same run;
 //! and a burst of 1,000 mixed deltas (the mix of `benches/scenarios.rs`'s burst) at
-//! 1,000 pods / 100 policies, 10,000 / 100 and 10,000 / 1,000: the compiler's share of
-//! that scenario.
+//! 1,000 pods / 100 and 1,000 policies, 10,000 / 100 and 10,000 / 1,000: the compiler's
+//! share of that scenario.
 //!
 //! The clusters come from the shared generator (`benches/common/cluster.rs`), the one
 //! `benches/sync.rs` feeds the engine, and the compiler is configured as the sync bench
@@ -194,9 +194,9 @@ impl Setup {
         (fwd, inv)
     }
 
-    /// The burst applied as the sync worker applies one: every delta, then
-    /// `take_scope()` and `ruleset()`. Only the forward burst is timed; its inverse
-    /// (untimed) restores the cluster for the next iteration.
+    /// The burst applied as the sync worker applies one: every delta with dispatch
+    /// held, then `settle()`, `take_scope()` and `ruleset()`. Only the forward burst is
+    /// timed; its inverse (untimed) restores the cluster for the next iteration.
     fn burst(&mut self, c: &mut Criterion) {
         let (fwd, inv) = self.burst_deltas();
         let name = format!("burst_{}", self.label());
@@ -272,8 +272,10 @@ enum Delta {
 /// Deltas in a burst, as in `benches/scenarios.rs`.
 const BURST: usize = 1_000;
 
-/// Applies `deltas` and takes the scope, reading the ruleset as the worker does.
+/// Applies `deltas` and takes the scope, reading the ruleset as the worker does: with
+/// dispatch held for the burst.
 fn apply(c: &mut Compiler, deltas: &[Delta]) -> ruleset::Scope {
+    c.hold_dispatch();
     for d in deltas {
         match d {
             Delta::Namespace(n) => c.upsert_namespace(n.clone()),
@@ -283,6 +285,7 @@ fn apply(c: &mut Compiler, deltas: &[Delta]) -> ruleset::Scope {
             Delta::DeletePolicy(k) => c.delete_policy(k).expect("compiles"),
         }
     }
+    c.settle().expect("the burst settles");
     let scope = c.take_scope();
     std::hint::black_box(c.ruleset());
     scope
@@ -301,6 +304,7 @@ fn bench(c: &mut Criterion) {
     small.burst(c);
     drop(small);
     Setup::new(1_000, 100).burst(c);
+    Setup::new(1_000, 1_000).burst(c);
 }
 
 criterion_group!(benches, bench);

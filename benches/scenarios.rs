@@ -792,9 +792,11 @@ fn commit_floor(c: &mut Criterion, mode: &Mode, run: &SizeRun, results: &mut Res
                 state: &ruleset::Ruleset,
                 leftover: &mut ruleset::Scope,
                 ops: &[Op]| {
+        compiler.hold_dispatch();
         for op in ops {
             feed(compiler, op);
         }
+        compiler.settle().expect("the burst settles");
         let mut scope = std::mem::take(leftover);
         scope.merge(compiler.take_scope());
         ruleset::plan_scoped(state, compiler.ruleset(), &scope).expect("plans the burst")

@@ -137,6 +137,8 @@ impl Worker {
             };
             let mut burst = Burst::default();
             let mut taken = 0;
+            // A burst's policy deltas rewrite each namespace's dispatch chains once.
+            self.compiler.hold_dispatch();
             for cmd in first.into_iter().chain(rx.try_iter()) {
                 self.take(cmd, &mut burst);
                 taken += 1;
@@ -144,6 +146,7 @@ impl Worker {
                     break;
                 }
             }
+            self.settle();
             if burst.shutdown {
                 tracing::info!("engine shut down; the kernel keeps its state");
                 return;
@@ -259,6 +262,18 @@ impl Worker {
             Command::Reconcile(t) => burst.reconciles.push(t),
             Command::Flush(t) => burst.flush = Some(t),
             Command::Shutdown => burst.shutdown = true,
+        }
+    }
+
+    /// Ends the compiler's hold on dispatch rewrites. Its error is a compiler bug that
+    /// no single delta can be blamed for; the state is then rebuilt as after a failed
+    /// first compile, and the next commit plans it whole.
+    fn settle(&mut self) {
+        if let Err(e) = self.compiler.settle() {
+            tracing::error!(error = %e, "rewriting the dispatch chains; rebuilding delta by delta");
+            let cluster = self.compiler.cluster().clone();
+            self.replay(&cluster);
+            self.full = true;
         }
     }
 
