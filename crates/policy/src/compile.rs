@@ -150,7 +150,7 @@ use ruleset::{
 };
 
 use crate::error::Error;
-use crate::index::SelectorIndex;
+use crate::index::{PodIndex, SelectorIndex};
 use crate::model::{
     Cluster, Direction, Family, IpBlock, Namespace, NamespaceScope, ObjectKey, Peer, Pod, Policy,
     Port, Protocol, Rule,
@@ -664,6 +664,9 @@ pub struct Compiler {
     any: SelectorIndex<GroupId>,
     /// Groups of scope `Selected`, indexed by namespace selector.
     by_namespace: SelectorIndex<GroupId>,
+    /// The cluster's pods by namespace and label, for new groups to find
+    /// their members in.
+    pod_index: PodIndex,
     policies: BTreeMap<ObjectKey, PolicyState>,
     /// The groups each pod is in, sorted, by pod key (pods in none are
     /// absent): one lookup tells a pod delta every group the pod leaves or
@@ -747,6 +750,7 @@ impl Compiler {
             selected: SelectorIndex::new(),
             any: SelectorIndex::new(),
             by_namespace: SelectorIndex::new(),
+            pod_index: PodIndex::new(),
             policies: BTreeMap::new(),
             memberships: HashMap::new(),
             moves: Vec::new(),
@@ -840,6 +844,7 @@ impl Compiler {
         // then scans the pods its groups can hold, once per group.
         fresh.cluster = cluster.clone();
         for pod in cluster.pods() {
+            fresh.pod_index.insert(pod);
             fresh.spoof_changed(None, Some(pod));
         }
         for p in cluster.policies() {
@@ -875,12 +880,17 @@ impl Compiler {
     pub fn upsert_pod(&mut self, pod: impl Into<Arc<Pod>>) {
         let pod = pod.into();
         let old = self.cluster.upsert_pod(pod.clone());
+        if let Some(old) = &old {
+            self.pod_index.remove(old);
+        }
+        self.pod_index.insert(&pod);
         self.pod_changed(old.as_deref(), Some(&pod));
     }
 
     /// Removes a pod. Changes set members only.
     pub fn delete_pod(&mut self, key: &ObjectKey) {
         if let Some(old) = self.cluster.delete_pod(key) {
+            self.pod_index.remove(&old);
             self.pod_changed(Some(&old), None);
         }
     }
@@ -1648,24 +1658,37 @@ impl Compiler {
             return id;
         }
         // The scope is settled by where the pods are looked for, once per
-        // namespace: only labels and locality are left to test per pod. (A
-        // new group scans every pod it may hold, and a namespace lookup per
-        // pod was most of the cost of a policy delta.) Namespaces come in
-        // name order and their pods in name order, so the keys arrive sorted.
-        let fits = |p: &&Arc<Pod>| g.pods.matches(&p.labels) && (!g.local || self.is_local(p));
-        let key = |p: &Arc<Pod>| p.key();
-        let members: BTreeSet<ObjectKey> = match &g.ns {
-            NsScope::Only(n) => self.cluster.pods_in(n).filter(fits).map(key).collect(),
-            NsScope::Selected(s) => self
-                .cluster
+        // namespace, and the pod selector by which pods are looked at: those
+        // with the label it is filed under (`PodIndex`). Only the selector
+        // itself and locality are left to test per candidate. (A new group
+        // tested every pod it may hold, and that was most of the cost of a
+        // policy delta.)
+        let (cluster, pod_index) = (&self.cluster, &self.pod_index);
+        let mut keys: Vec<ObjectKey> = Vec::new();
+        let mut visit = |p: &Arc<Pod>| {
+            if g.pods.matches(&p.labels) && (!g.local || self.is_local(p)) {
+                keys.push(p.key());
+            }
+        };
+        let narrows = PodIndex::narrows(&g.pods);
+        let mut scan = |ns: &str| {
+            if narrows {
+                pod_index.for_each_candidate(ns, &g.pods, &mut visit);
+            } else {
+                cluster.pods_in(ns).for_each(&mut visit);
+            }
+        };
+        match &g.ns {
+            NsScope::Only(n) => scan(n),
+            NsScope::Selected(s) => cluster
                 .namespaces()
                 .filter(|ns| s.matches(&ns.labels))
-                .flat_map(|ns| self.cluster.pods_in(&ns.name))
-                .filter(fits)
-                .map(key)
-                .collect(),
-            NsScope::Any => self.cluster.pods().filter(fits).map(key).collect(),
-        };
+                .for_each(|ns| scan(&ns.name)),
+            // Every pod, whether its namespace is known or not.
+            NsScope::Any if narrows => pod_index.namespaces().for_each(scan),
+            NsScope::Any => cluster.pods().for_each(visit),
+        }
+        let members: BTreeSet<ObjectKey> = keys.into_iter().collect();
         let id = self.groups.insert(GroupState {
             def: g.clone(),
             members,

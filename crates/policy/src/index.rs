@@ -1,4 +1,6 @@
-//! An inverted index from labels to the selectors that can match them.
+//! Inverted indexes on labels: from labels to the selectors that can match
+//! them ([`SelectorIndex`]), and from selectors to the pods they can match
+//! ([`PodIndex`]).
 //!
 //! A pod delta must cost time in proportion to the selectors it touches, not
 //! to the number of selectors in the cluster. Every selector that matches a
@@ -14,7 +16,9 @@
 //! [`LabelSelector::matches`] on each.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
+use crate::model::Pod;
 use crate::selector::{LabelSelector, Labels, Operator};
 
 /// Where a selector is filed.
@@ -185,6 +189,121 @@ impl<T: Ord + Clone> SelectorIndex<T> {
     }
 }
 
+/// The pods of each namespace by label: where a new group looks for its
+/// members.
+///
+/// A policy delta creates groups, and each new group used to test every pod
+/// of every namespace it may hold against its pod selector: about 3,100 pods
+/// per namespace-selected group at 10,000 pods, which was a fifth of the
+/// compiler's time in a burst. Filed by `(key, value)`, a selector's
+/// candidates are the pods that carry the label it is filed under in
+/// [`SelectorIndex`] (an `In` value, an `Exists` key), usually a few of the
+/// namespace's pods. It holds the cluster's own `Arc`s: a pointer per label
+/// of each pod, and a bucket per label value of a namespace.
+#[derive(Debug, Default)]
+pub struct PodIndex {
+    by_ns: HashMap<String, ByLabel>,
+}
+
+/// One namespace's pods, by label key, then value.
+type ByLabel = HashMap<String, HashMap<String, Vec<Arc<Pod>>>>;
+
+impl PodIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Files `pod` under each of its labels.
+    pub fn insert(&mut self, pod: &Arc<Pod>) {
+        let labels = self.by_ns.entry(pod.namespace.clone()).or_default();
+        for (k, v) in &pod.labels {
+            // Look up before inserting: the key and value strings are copied
+            // only for a bucket that is new.
+            let values = match labels.get_mut(k) {
+                Some(values) => values,
+                None => labels.entry(k.clone()).or_default(),
+            };
+            match values.get_mut(v) {
+                Some(pods) => pods.push(pod.clone()),
+                None => {
+                    values.insert(v.clone(), vec![pod.clone()]);
+                }
+            }
+        }
+    }
+
+    /// Unfiles `pod`, the very `Arc` that was filed. Buckets that empty go,
+    /// so that the index does not grow with every label value ever seen.
+    pub fn remove(&mut self, pod: &Arc<Pod>) {
+        let Some(labels) = self.by_ns.get_mut(&pod.namespace) else {
+            return;
+        };
+        for (k, v) in &pod.labels {
+            let Some(values) = labels.get_mut(k) else {
+                continue;
+            };
+            if let Some(pods) = values.get_mut(v) {
+                // A bucket holds the pods of one namespace with one label
+                // value: a short scan, and order means nothing.
+                if let Some(at) = pods.iter().position(|p| Arc::ptr_eq(p, pod)) {
+                    pods.swap_remove(at);
+                }
+                if pods.is_empty() {
+                    values.remove(v);
+                }
+            }
+            if values.is_empty() {
+                labels.remove(k);
+            }
+        }
+        if labels.is_empty() {
+            self.by_ns.remove(&pod.namespace);
+        }
+    }
+
+    /// The namespaces with a pod that has a label.
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        self.by_ns.keys().map(String::as_str)
+    }
+
+    /// Whether `sel` has a positive requirement to find its candidates by.
+    /// Without one every pod is a candidate, even one with no label, which
+    /// the index does not hold: scan the namespace instead.
+    pub fn narrows(sel: &LabelSelector) -> bool {
+        !matches!(slot(sel), Slot::Always)
+    }
+
+    /// Calls `f` on every pod of namespace `ns` that `sel` may match, each
+    /// once: a superset of the matches, as for [`SelectorIndex`]. Calls
+    /// nothing for a selector that does not [narrow](Self::narrows).
+    pub fn for_each_candidate(&self, ns: &str, sel: &LabelSelector, mut f: impl FnMut(&Arc<Pod>)) {
+        let Some(labels) = self.by_ns.get(ns) else {
+            return;
+        };
+        match slot(sel) {
+            Slot::Values(key, wanted) => {
+                let Some(values) = labels.get(key) else {
+                    return;
+                };
+                // A pod has one value per key: the buckets are disjoint.
+                for v in wanted {
+                    values.get(v).into_iter().flatten().for_each(&mut f);
+                }
+            }
+            Slot::Key(key) => {
+                labels
+                    .get(key)
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|(_, p)| p)
+                    .for_each(f);
+            }
+            Slot::Always => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +347,66 @@ mod tests {
             idx.remove(s, &i);
         }
         assert!(idx.is_empty());
+    }
+
+    fn pod(ns: &str, name: &str, l: &[(&str, &str)]) -> Arc<Pod> {
+        Arc::new(Pod {
+            namespace: ns.into(),
+            name: name.into(),
+            labels: labels(l),
+            ipv4: None,
+            ipv6: None,
+            named_ports: Default::default(),
+            node_name: None,
+            host_interface: None,
+        })
+    }
+
+    fn names(idx: &PodIndex, ns: &str, sel: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        idx.for_each_candidate(ns, &sel.parse().unwrap(), |p| {
+            assert!(out.insert(p.name.clone()), "{} came twice", p.name);
+        });
+        out
+    }
+
+    #[test]
+    fn pod_candidates_cover_matches_by_namespace_and_label() {
+        let pods = [
+            pod("a", "web1", &[("app", "web"), ("tier", "fe")]),
+            pod("a", "web2", &[("app", "web")]),
+            pod("a", "db", &[("app", "db"), ("tier", "be")]),
+            pod("b", "web3", &[("app", "web")]),
+            pod("a", "bare", &[]),
+        ];
+        let mut idx = PodIndex::new();
+        for p in &pods {
+            idx.insert(p);
+        }
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(names(&idx, "a", "app=web"), set(&["web1", "web2"]));
+        assert_eq!(
+            names(&idx, "a", "app in (web,db)"),
+            set(&["web1", "web2", "db"])
+        );
+        assert_eq!(names(&idx, "a", "tier"), set(&["web1", "db"]));
+        assert_eq!(names(&idx, "b", "app=web,tier=fe"), set(&["web3"]));
+        assert_eq!(names(&idx, "c", "app=web"), set(&[]));
+        // Without a positive requirement every pod is a candidate, labelled
+        // or not: the caller scans instead.
+        for sel in ["", "!tier", "app!=web"] {
+            assert!(!PodIndex::narrows(&sel.parse().unwrap()), "{sel}");
+        }
+        // A relabel is a remove of the old Arc and an insert of the new.
+        let moved = pod("a", "web2", &[("app", "db")]);
+        idx.remove(&pods[1]);
+        idx.insert(&moved);
+        assert_eq!(names(&idx, "a", "app=web"), set(&["web1"]));
+        assert_eq!(names(&idx, "a", "app=db"), set(&["db", "web2"]));
+        // Emptied buckets and namespaces go.
+        for p in [&pods[0], &pods[2], &moved, &pods[3], &pods[4]] {
+            idx.remove(p);
+        }
+        assert!(idx.by_ns.is_empty(), "{:?}", idx.by_ns);
     }
 }
