@@ -216,10 +216,16 @@ impl PodIndex {
 
     /// Files `pod` under each of its labels.
     pub fn insert(&mut self, pod: &Arc<Pod>) {
-        let labels = self.by_ns.entry(pod.namespace.clone()).or_default();
+        if pod.labels.is_empty() {
+            return;
+        }
+        // Look up before inserting, here and below: a pod delta copies the
+        // namespace, key and value strings only for a bucket that is new.
+        let labels = match self.by_ns.get_mut(&pod.namespace) {
+            Some(labels) => labels,
+            None => self.by_ns.entry(pod.namespace.clone()).or_default(),
+        };
         for (k, v) in &pod.labels {
-            // Look up before inserting: the key and value strings are copied
-            // only for a bucket that is new.
             let values = match labels.get_mut(k) {
                 Some(values) => values,
                 None => labels.entry(k.clone()).or_default(),
