@@ -138,8 +138,9 @@
 //! direction. No rewrite costs more than the policies of one namespace or
 //! the namespaces with policies.
 //!
-//! Groups and sets are handled by small integer ids on the pod path; their
-//! definitions (selectors, strings) are hashed only when policies change.
+//! Pods, groups and sets are handled by small integer ids on the pod path: a
+//! pod's key is looked up once per pod delta, and group and set definitions
+//! (selectors, strings) are hashed only when policies change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -470,6 +471,13 @@ struct GroupId(u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct SetId(u32);
 
+/// A pod's slot in [`Compiler`]'s pod slab, for as long as the pod is in the
+/// cluster. Groups hold their members by id: a pod is in dozens of groups,
+/// and by key each membership cost a copy of two strings, and each use of
+/// it a search by string compares and a lookup of the pod by key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct PodId(u32);
+
 /// An id into a [`Slab`].
 trait SlabId: Copy {
     fn from_slot(slot: u32) -> Self;
@@ -488,6 +496,15 @@ impl SlabId for GroupId {
 impl SlabId for SetId {
     fn from_slot(slot: u32) -> Self {
         SetId(slot)
+    }
+    fn slot(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl SlabId for PodId {
+    fn from_slot(slot: u32) -> Self {
+        PodId(slot)
     }
     fn slot(self) -> usize {
         self.0 as usize
@@ -552,9 +569,9 @@ impl<I: SlabId, T> std::ops::IndexMut<I> for Slab<I, T> {
 struct GroupState {
     /// What the group is; the key of [`Compiler::group_ids`].
     def: Group,
-    /// Pods in the group now (by key: a pod without an address still counts,
-    /// and contributes once it has one).
-    members: BTreeSet<ObjectKey>,
+    /// Pods in the group now (a pod without an address still counts, and
+    /// contributes once it has one).
+    members: BTreeSet<PodId>,
     /// The sets this group feeds, with how many uses ask for each. Few (one
     /// per family and kind of use), so a scan beats a map.
     feeds: Vec<(SetId, usize)>,
@@ -597,6 +614,17 @@ struct Dispatch {
     set: Option<String>,
     /// The policy's chain of this direction.
     chain: String,
+}
+
+/// A pod of the cluster, in the compiler's pod slab.
+#[derive(Debug)]
+struct PodSlot {
+    /// The pod as it is now (the cluster's own `Arc`).
+    pod: Arc<Pod>,
+    /// The groups it is in, sorted: one look tells a pod delta every group
+    /// the pod leaves or stays in, where asking each candidate group would
+    /// cost a search of its members per candidate.
+    groups: Vec<GroupId>,
 }
 
 /// What the compiler remembers of a compiled policy.
@@ -664,15 +692,14 @@ pub struct Compiler {
     any: SelectorIndex<GroupId>,
     /// Groups of scope `Selected`, indexed by namespace selector.
     by_namespace: SelectorIndex<GroupId>,
+    /// The cluster's pods, by id.
+    pods: Slab<PodId, PodSlot>,
+    /// The id of every pod of the cluster: looked up once per pod delta.
+    pod_ids: HashMap<ObjectKey, PodId>,
     /// The cluster's pods by namespace and label, for new groups to find
     /// their members in.
-    pod_index: PodIndex,
+    pod_index: PodIndex<PodId>,
     policies: BTreeMap<ObjectKey, PolicyState>,
-    /// The groups each pod is in, sorted, by pod key (pods in none are
-    /// absent): one lookup tells a pod delta every group the pod leaves or
-    /// stays in, where asking each candidate group would cost a search of
-    /// its members per candidate.
-    memberships: HashMap<ObjectKey, Vec<GroupId>>,
     /// Scratch of [`Self::pod_changed`], kept for its allocation:
     /// (group, was in, is in).
     moves: Vec<(GroupId, bool, bool)>,
@@ -750,9 +777,10 @@ impl Compiler {
             selected: SelectorIndex::new(),
             any: SelectorIndex::new(),
             by_namespace: SelectorIndex::new(),
+            pods: Slab::new(),
+            pod_ids: HashMap::new(),
             pod_index: PodIndex::new(),
             policies: BTreeMap::new(),
-            memberships: HashMap::new(),
             moves: Vec::new(),
             dispatching: [BTreeSet::new(), BTreeSet::new()],
             selector_chains: [HashMap::new(), HashMap::new()],
@@ -844,7 +872,7 @@ impl Compiler {
         // then scans the pods its groups can hold, once per group.
         fresh.cluster = cluster.clone();
         for pod in cluster.pods() {
-            fresh.pod_index.insert(pod);
+            fresh.new_pod(pod.clone());
             fresh.spoof_changed(None, Some(pod));
         }
         for p in cluster.policies() {
@@ -880,19 +908,39 @@ impl Compiler {
     pub fn upsert_pod(&mut self, pod: impl Into<Arc<Pod>>) {
         let pod = pod.into();
         let old = self.cluster.upsert_pod(pod.clone());
-        if let Some(old) = &old {
-            self.pod_index.remove(old);
-        }
-        self.pod_index.insert(&pod);
-        self.pod_changed(old.as_deref(), Some(&pod));
+        let id = match &old {
+            Some(old) => {
+                let id = self.pod_ids[&pod.key()];
+                self.pod_index.remove(old, id);
+                self.pod_index.insert(&pod, id);
+                self.pods[id].pod = pod.clone();
+                id
+            }
+            None => self.new_pod(pod.clone()),
+        };
+        self.pod_changed(id, old.as_deref(), Some(&pod));
     }
 
     /// Removes a pod. Changes set members only.
     pub fn delete_pod(&mut self, key: &ObjectKey) {
         if let Some(old) = self.cluster.delete_pod(key) {
-            self.pod_index.remove(&old);
-            self.pod_changed(Some(&old), None);
+            let id = self.pod_ids.remove(key).expect("every pod has an id");
+            self.pod_index.remove(&old, id);
+            self.pod_changed(id, Some(&old), None);
+            let slot = self.pods.remove(id);
+            debug_assert!(slot.is_some_and(|s| s.groups.is_empty()));
         }
+    }
+
+    /// Gives a pod new to the cluster its id, in no group yet.
+    fn new_pod(&mut self, pod: Arc<Pod>) -> PodId {
+        let id = self.pods.insert(PodSlot {
+            pod: pod.clone(),
+            groups: Vec::new(),
+        });
+        self.pod_index.insert(&pod, id);
+        self.pod_ids.insert(pod.key(), id);
+        id
     }
 
     /// Inserts or replaces a namespace. Changes set members only.
@@ -1589,7 +1637,7 @@ impl Compiler {
     fn contribute_members(&mut self, group: GroupId, set: SetId, delta: i32) {
         let Compiler {
             groups,
-            cluster,
+            pods,
             sets,
             rs,
             scope,
@@ -1599,9 +1647,8 @@ impl Compiler {
         let mut target = rs.set_mut(&s.name);
         let whole = scope.sets.contains(&s.name);
         let mut changed: Vec<Member> = Vec::new();
-        for k in &groups[group].members {
-            let Some(pod) = cluster.pod(k) else { continue };
-            for m in members_of(&s.key, pod).iter() {
+        for &id in &groups[group].members {
+            for m in members_of(&s.key, &pods[id].pod).iter() {
                 if !s.count(*m, delta) {
                     continue;
                 }
@@ -1646,9 +1693,9 @@ impl Compiler {
         ns_ok && g.pods.matches(&p.pod.labels) && (!g.local || p.local)
     }
 
-    /// Records that the pod `key` joined (`is`) or left group `g`.
-    fn set_membership(&mut self, key: &ObjectKey, g: GroupId, is: bool) {
-        set_membership(&mut self.memberships, key, g, is);
+    /// Records in the pod's slot that it joined (`is`) or left group `g`.
+    fn set_membership(&mut self, id: PodId, g: GroupId, is: bool) {
+        set_membership(&mut self.pods[id], g, is);
     }
 
     /// The group's id: its state, created (scanning the pods it can hold)
@@ -1663,39 +1710,33 @@ impl Compiler {
         // itself and locality are left to test per candidate. (A new group
         // tested every pod it may hold, and that was most of the cost of a
         // policy delta.)
-        let (cluster, pod_index) = (&self.cluster, &self.pod_index);
-        let mut keys: Vec<ObjectKey> = Vec::new();
-        let mut visit = |p: &Arc<Pod>| {
-            if g.pods.matches(&p.labels) && (!g.local || self.is_local(p)) {
-                keys.push(p.key());
-            }
-        };
-        let narrows = PodIndex::narrows(&g.pods);
+        let (pods, pod_index) = (&self.pods, &self.pod_index);
+        let mut members: Vec<PodId> = Vec::new();
         let mut scan = |ns: &str| {
-            if narrows {
-                pod_index.for_each_candidate(ns, &g.pods, &mut visit);
-            } else {
-                cluster.pods_in(ns).for_each(&mut visit);
-            }
+            pod_index.for_each_candidate(ns, &g.pods, |id| {
+                let p = &pods[id].pod;
+                if g.pods.matches(&p.labels) && (!g.local || self.is_local(p)) {
+                    members.push(id);
+                }
+            });
         };
         match &g.ns {
             NsScope::Only(n) => scan(n),
-            NsScope::Selected(s) => cluster
+            NsScope::Selected(s) => self
+                .cluster
                 .namespaces()
                 .filter(|ns| s.matches(&ns.labels))
                 .for_each(|ns| scan(&ns.name)),
             // Every pod, whether its namespace is known or not.
-            NsScope::Any if narrows => pod_index.namespaces().for_each(scan),
-            NsScope::Any => cluster.pods().for_each(visit),
+            NsScope::Any => pod_index.namespaces().for_each(scan),
         }
-        let members: BTreeSet<ObjectKey> = keys.into_iter().collect();
         let id = self.groups.insert(GroupState {
             def: g.clone(),
-            members,
+            members: members.iter().copied().collect(),
             feeds: Vec::new(),
         });
-        for k in &self.groups[id].members {
-            set_membership(&mut self.memberships, k, id, true);
+        for p in members {
+            set_membership(&mut self.pods[p], id, true);
         }
         self.group_ids.insert(g.clone(), id);
         match &g.ns {
@@ -1713,8 +1754,8 @@ impl Compiler {
         let Some(st) = self.groups.remove(id) else {
             return;
         };
-        for k in &st.members {
-            self.set_membership(k, id, false);
+        for &p in &st.members {
+            self.set_membership(p, id, false);
         }
         self.group_ids.remove(&st.def);
         let g = &st.def;
@@ -1747,13 +1788,11 @@ impl Compiler {
 
     /// Moves one pod's contributions from its old to its new state, for
     /// every group it was in and every group its new labels may put it in.
-    fn pod_changed(&mut self, old: Option<&Pod>, new: Option<&Pod>) {
+    fn pod_changed(&mut self, id: PodId, old: Option<&Pod>, new: Option<&Pod>) {
         self.spoof_changed(old, new);
-        let Some(any) = new.or(old) else { return };
-        let key = any.key();
         let mut moves = std::mem::take(&mut self.moves);
         moves.clear();
-        let was_in: &[GroupId] = self.memberships.get(&key).map_or(&[], Vec::as_slice);
+        let was_in: &[GroupId] = &self.pods[id].groups;
         let facts = new.map(|p| self.facts(p));
         for &g in was_in {
             let is = facts
@@ -1774,28 +1813,16 @@ impl Compiler {
             self.selected.for_each_candidate(&p.pod.labels, &mut joins);
             self.any.for_each_candidate(&p.pod.labels, &mut joins);
         }
-        // The pod's groups from now on, sorted as `memberships` keeps them
-        // (in the entry's own allocation when it has one).
-        let now = moves.iter().filter(|m| m.2).map(|m| m.0);
-        if let Some(v) = self.memberships.get_mut(&key) {
-            v.clear();
-            v.extend(now);
-            v.sort_unstable();
-            if v.is_empty() {
-                self.memberships.remove(&key);
-            }
-        } else {
-            let mut v: Vec<GroupId> = now.collect();
-            if !v.is_empty() {
-                v.sort_unstable();
-                self.memberships.insert(key.clone(), v);
-            }
-        }
+        // The pod's groups from now on, sorted as its slot keeps them.
+        let groups = &mut self.pods[id].groups;
+        groups.clear();
+        groups.extend(moves.iter().filter(|m| m.2).map(|m| m.0));
+        groups.sort_unstable();
         self.in_group_order(&mut moves);
         for &(g, was, is) in &moves {
             self.move_pod(
                 g,
-                &key,
+                id,
                 was.then_some(old).flatten(),
                 is.then_some(new).flatten(),
             );
@@ -1805,15 +1832,15 @@ impl Compiler {
 
     /// Updates group `g` for a pod that was in it as `old` (or not, `None`)
     /// and is in it as `new` (or not): its members and every fed set. The
-    /// caller updates [`Self::memberships`].
-    fn move_pod(&mut self, g: GroupId, key: &ObjectKey, old: Option<&Pod>, new: Option<&Pod>) {
+    /// caller updates the pod's [`PodSlot::groups`].
+    fn move_pod(&mut self, g: GroupId, id: PodId, old: Option<&Pod>, new: Option<&Pod>) {
         let st = &mut self.groups[g];
         match (old, new) {
             (None, Some(_)) => {
-                st.members.insert(key.clone());
+                st.members.insert(id);
             }
             (_, None) => {
-                st.members.remove(key);
+                st.members.remove(&id);
             }
             // Still a member: only its contributions may change.
             (Some(_), Some(_)) => {}
@@ -1887,61 +1914,41 @@ impl Compiler {
         }
         self.in_group_order(&mut cands);
         cands.dedup_by_key(|c| c.0);
-        let pods: Vec<Arc<Pod>> = self.cluster.pods_in(name).cloned().collect();
         // Every pod here has the same namespace labels: look them up once.
-        let ns_labels = self.cluster.namespace(name).map(|ns| ns.labels.clone());
+        let ns_labels = self.cluster.namespace(name).map(|ns| &ns.labels);
         let mut moved = Vec::new();
         for &(g, ..) in &cands {
-            for pod in &pods {
+            for &id in self.pod_index.pods_in(name) {
+                let slot = &self.pods[id];
                 let facts = PodFacts {
-                    pod,
-                    ns_labels: ns_labels.as_ref(),
-                    local: self.is_local(pod),
+                    pod: &slot.pod,
+                    ns_labels,
+                    local: self.is_local(&slot.pod),
                 };
-                let key = pod.key();
-                let was = self.groups[g].members.contains(&key);
+                let was = slot.groups.binary_search(&g).is_ok();
                 let is = self.holds(&self.groups[g].def, &facts);
                 if was != is {
-                    moved.push((g, pod.clone(), key, was, is));
+                    moved.push((g, id, slot.pod.clone(), was, is));
                 }
             }
         }
-        for (g, pod, key, was, is) in moved {
-            self.set_membership(&key, g, is);
+        for (g, id, pod, was, is) in moved {
+            self.set_membership(id, g, is);
             let p = Some(&*pod);
-            self.move_pod(
-                g,
-                &key,
-                was.then_some(p).flatten(),
-                is.then_some(p).flatten(),
-            );
+            self.move_pod(g, id, was.then_some(p).flatten(), is.then_some(p).flatten());
         }
     }
 }
 
-/// Records in `memberships` that the pod `key` joined (`is`) or left group
-/// `g`. A free function so that callers may hold borrows of other fields.
-fn set_membership(
-    memberships: &mut HashMap<ObjectKey, Vec<GroupId>>,
-    key: &ObjectKey,
-    g: GroupId,
-    is: bool,
-) {
-    match memberships.get_mut(key) {
-        Some(groups) => match (groups.binary_search(&g), is) {
-            (Err(at), true) => groups.insert(at, g),
-            (Ok(at), false) => {
-                groups.remove(at);
-                if groups.is_empty() {
-                    memberships.remove(key);
-                }
-            }
-            _ => {}
-        },
-        None if is => {
-            memberships.insert(key.clone(), vec![g]);
+/// Records in a pod's slot that it joined (`is`) or left group `g`. A free
+/// function so that callers may hold borrows of other fields.
+fn set_membership(slot: &mut PodSlot, g: GroupId, is: bool) {
+    match (slot.groups.binary_search(&g), is) {
+        (Err(at), true) => slot.groups.insert(at, g),
+        (Ok(at), false) => {
+            slot.groups.remove(at);
         }
-        None => {}
+        _ => {}
     }
 }
 

@@ -16,7 +16,6 @@
 //! [`LabelSelector::matches`] on each.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use crate::model::Pod;
 use crate::selector::{LabelSelector, Labels, Operator};
@@ -189,8 +188,8 @@ impl<T: Ord + Clone> SelectorIndex<T> {
     }
 }
 
-/// The pods of each namespace by label: where a new group looks for its
-/// members.
+/// The pods of each namespace, whole and by label, as ids of the caller's
+/// choosing: where a new group looks for its members.
 ///
 /// A policy delta creates groups, and each new group used to test every pod
 /// of every namespace it may hold against its pod selector: about 3,100 pods
@@ -198,114 +197,136 @@ impl<T: Ord + Clone> SelectorIndex<T> {
 /// compiler's time in a burst. Filed by `(key, value)`, a selector's
 /// candidates are the pods that carry the label it is filed under in
 /// [`SelectorIndex`] (an `In` value, an `Exists` key), usually a few of the
-/// namespace's pods. It holds the cluster's own `Arc`s: a pointer per label
-/// of each pod, and a bucket per label value of a namespace.
-#[derive(Debug, Default)]
-pub struct PodIndex {
-    by_ns: HashMap<String, ByLabel>,
+/// namespace's pods. A selector with no positive requirement gets every pod
+/// of the namespace, labelled or not.
+///
+/// It files ids, not pods: the compiler's small pod ids, so that a new
+/// group's members are found without a key lookup or a key copy per pod.
+#[derive(Debug)]
+pub struct PodIndex<I> {
+    by_ns: HashMap<String, NsPods<I>>,
 }
 
-/// One namespace's pods, by label key, then value.
-type ByLabel = HashMap<String, HashMap<String, Vec<Arc<Pod>>>>;
+/// One namespace's pods.
+#[derive(Debug)]
+struct NsPods<I> {
+    /// Every pod, in no order.
+    all: Vec<I>,
+    /// The pods by label key, then value.
+    by_label: HashMap<String, HashMap<String, Vec<I>>>,
+}
 
-impl PodIndex {
+impl<I> Default for PodIndex<I> {
+    fn default() -> Self {
+        PodIndex {
+            by_ns: HashMap::new(),
+        }
+    }
+}
+
+impl<I: Copy + PartialEq> PodIndex<I> {
     /// An empty index.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Files `pod` under each of its labels.
-    pub fn insert(&mut self, pod: &Arc<Pod>) {
-        if pod.labels.is_empty() {
-            return;
-        }
+    /// Files `pod` as `id` under its namespace and each of its labels.
+    pub fn insert(&mut self, pod: &Pod, id: I) {
         // Look up before inserting, here and below: a pod delta copies the
         // namespace, key and value strings only for a bucket that is new.
-        let labels = match self.by_ns.get_mut(&pod.namespace) {
-            Some(labels) => labels,
-            None => self.by_ns.entry(pod.namespace.clone()).or_default(),
+        let ns = match self.by_ns.get_mut(&pod.namespace) {
+            Some(ns) => ns,
+            None => self.by_ns.entry(pod.namespace.clone()).or_insert(NsPods {
+                all: Vec::new(),
+                by_label: HashMap::new(),
+            }),
         };
+        ns.all.push(id);
         for (k, v) in &pod.labels {
-            let values = match labels.get_mut(k) {
+            let values = match ns.by_label.get_mut(k) {
                 Some(values) => values,
-                None => labels.entry(k.clone()).or_default(),
+                None => ns.by_label.entry(k.clone()).or_default(),
             };
             match values.get_mut(v) {
-                Some(pods) => pods.push(pod.clone()),
+                Some(ids) => ids.push(id),
                 None => {
-                    values.insert(v.clone(), vec![pod.clone()]);
+                    values.insert(v.clone(), vec![id]);
                 }
             }
         }
     }
 
-    /// Unfiles `pod`, the very `Arc` that was filed. Buckets that empty go,
-    /// so that the index does not grow with every label value ever seen.
-    pub fn remove(&mut self, pod: &Arc<Pod>) {
-        let Some(labels) = self.by_ns.get_mut(&pod.namespace) else {
+    /// Unfiles `id`, filed as `pod` (the same namespace and labels). Buckets
+    /// that empty go, so that the index does not grow with every label value
+    /// ever seen.
+    pub fn remove(&mut self, pod: &Pod, id: I) {
+        let Some(ns) = self.by_ns.get_mut(&pod.namespace) else {
             return;
         };
+        // Buckets are in no order, and a scan of small ids is short even
+        // over a namespace's every pod.
+        let unfile = |ids: &mut Vec<I>| {
+            if let Some(at) = ids.iter().position(|i| *i == id) {
+                ids.swap_remove(at);
+            }
+        };
+        unfile(&mut ns.all);
+        if ns.all.is_empty() {
+            self.by_ns.remove(&pod.namespace);
+            return;
+        }
         for (k, v) in &pod.labels {
-            let Some(values) = labels.get_mut(k) else {
+            let Some(values) = ns.by_label.get_mut(k) else {
                 continue;
             };
-            if let Some(pods) = values.get_mut(v) {
-                // A bucket holds the pods of one namespace with one label
-                // value: a short scan, and order means nothing.
-                if let Some(at) = pods.iter().position(|p| Arc::ptr_eq(p, pod)) {
-                    pods.swap_remove(at);
-                }
-                if pods.is_empty() {
+            if let Some(ids) = values.get_mut(v) {
+                unfile(ids);
+                if ids.is_empty() {
                     values.remove(v);
                 }
             }
             if values.is_empty() {
-                labels.remove(k);
+                ns.by_label.remove(k);
             }
-        }
-        if labels.is_empty() {
-            self.by_ns.remove(&pod.namespace);
         }
     }
 
-    /// The namespaces with a pod that has a label.
+    /// The namespaces with a pod.
     pub fn namespaces(&self) -> impl Iterator<Item = &str> {
         self.by_ns.keys().map(String::as_str)
     }
 
-    /// Whether `sel` has a positive requirement to find its candidates by.
-    /// Without one every pod is a candidate, even one with no label, which
-    /// the index does not hold: scan the namespace instead.
-    pub fn narrows(sel: &LabelSelector) -> bool {
-        !matches!(slot(sel), Slot::Always)
+    /// Every pod of namespace `ns`, in no order.
+    pub fn pods_in(&self, ns: &str) -> &[I] {
+        self.by_ns.get(ns).map_or(&[], |n| n.all.as_slice())
     }
 
     /// Calls `f` on every pod of namespace `ns` that `sel` may match, each
-    /// once: a superset of the matches, as for [`SelectorIndex`]. Calls
-    /// nothing for a selector that does not [narrow](Self::narrows).
-    pub fn for_each_candidate(&self, ns: &str, sel: &LabelSelector, mut f: impl FnMut(&Arc<Pod>)) {
-        let Some(labels) = self.by_ns.get(ns) else {
+    /// once: a superset of the matches, as for [`SelectorIndex`]. Without a
+    /// positive requirement in `sel` that is every pod of the namespace.
+    pub fn for_each_candidate(&self, ns: &str, sel: &LabelSelector, mut f: impl FnMut(I)) {
+        let Some(ns) = self.by_ns.get(ns) else {
             return;
         };
         match slot(sel) {
             Slot::Values(key, wanted) => {
-                let Some(values) = labels.get(key) else {
+                let Some(values) = ns.by_label.get(key) else {
                     return;
                 };
                 // A pod has one value per key: the buckets are disjoint.
                 for v in wanted {
-                    values.get(v).into_iter().flatten().for_each(&mut f);
+                    values.get(v).into_iter().flatten().for_each(|i| f(*i));
                 }
             }
             Slot::Key(key) => {
-                labels
+                ns.by_label
                     .get(key)
                     .into_iter()
                     .flatten()
-                    .flat_map(|(_, p)| p)
-                    .for_each(f);
+                    .flat_map(|(_, ids)| ids)
+                    .for_each(|i| f(*i));
             }
-            Slot::Always => {}
+            Slot::Always => ns.all.iter().for_each(|i| f(*i)),
         }
     }
 }
@@ -355,8 +376,8 @@ mod tests {
         assert!(idx.is_empty());
     }
 
-    fn pod(ns: &str, name: &str, l: &[(&str, &str)]) -> Arc<Pod> {
-        Arc::new(Pod {
+    fn pod(ns: &str, name: &str, l: &[(&str, &str)]) -> Pod {
+        Pod {
             namespace: ns.into(),
             name: name.into(),
             labels: labels(l),
@@ -365,20 +386,25 @@ mod tests {
             named_ports: Default::default(),
             node_name: None,
             host_interface: None,
-        })
+        }
     }
 
-    fn names(idx: &PodIndex, ns: &str, sel: &str) -> BTreeSet<String> {
+    /// The pods filed as their index in `pods`, by name.
+    fn names(idx: &PodIndex<usize>, pods: &[Pod], ns: &str, sel: &str) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        idx.for_each_candidate(ns, &sel.parse().unwrap(), |p| {
-            assert!(out.insert(p.name.clone()), "{} came twice", p.name);
+        idx.for_each_candidate(ns, &sel.parse().unwrap(), |i| {
+            assert!(
+                out.insert(pods[i].name.clone()),
+                "{} came twice",
+                pods[i].name
+            );
         });
         out
     }
 
     #[test]
     fn pod_candidates_cover_matches_by_namespace_and_label() {
-        let pods = [
+        let mut pods = vec![
             pod("a", "web1", &[("app", "web"), ("tier", "fe")]),
             pod("a", "web2", &[("app", "web")]),
             pod("a", "db", &[("app", "db"), ("tier", "be")]),
@@ -386,33 +412,38 @@ mod tests {
             pod("a", "bare", &[]),
         ];
         let mut idx = PodIndex::new();
-        for p in &pods {
-            idx.insert(p);
+        for (i, p) in pods.iter().enumerate() {
+            idx.insert(p, i);
         }
         let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
-        assert_eq!(names(&idx, "a", "app=web"), set(&["web1", "web2"]));
+        assert_eq!(names(&idx, &pods, "a", "app=web"), set(&["web1", "web2"]));
         assert_eq!(
-            names(&idx, "a", "app in (web,db)"),
+            names(&idx, &pods, "a", "app in (web,db)"),
             set(&["web1", "web2", "db"])
         );
-        assert_eq!(names(&idx, "a", "tier"), set(&["web1", "db"]));
-        assert_eq!(names(&idx, "b", "app=web,tier=fe"), set(&["web3"]));
-        assert_eq!(names(&idx, "c", "app=web"), set(&[]));
-        // Without a positive requirement every pod is a candidate, labelled
-        // or not: the caller scans instead.
+        assert_eq!(names(&idx, &pods, "a", "tier"), set(&["web1", "db"]));
+        assert_eq!(names(&idx, &pods, "b", "app=web,tier=fe"), set(&["web3"]));
+        assert_eq!(names(&idx, &pods, "c", "app=web"), set(&[]));
+        // Without a positive requirement every pod of the namespace is a
+        // candidate, labelled or not.
+        let all_a = set(&["web1", "web2", "db", "bare"]);
         for sel in ["", "!tier", "app!=web"] {
-            assert!(!PodIndex::narrows(&sel.parse().unwrap()), "{sel}");
+            assert_eq!(names(&idx, &pods, "a", sel), all_a, "{sel}");
         }
-        // A relabel is a remove of the old Arc and an insert of the new.
+        assert_eq!(names(&idx, &pods, "b", ""), set(&["web3"]));
+        // A relabel is a remove as filed and an insert as it is now.
         let moved = pod("a", "web2", &[("app", "db")]);
-        idx.remove(&pods[1]);
-        idx.insert(&moved);
-        assert_eq!(names(&idx, "a", "app=web"), set(&["web1"]));
-        assert_eq!(names(&idx, "a", "app=db"), set(&["db", "web2"]));
+        idx.remove(&pods[1], 1);
+        idx.insert(&moved, 1);
+        pods[1] = moved;
+        assert_eq!(names(&idx, &pods, "a", "app=web"), set(&["web1"]));
+        assert_eq!(names(&idx, &pods, "a", "app=db"), set(&["db", "web2"]));
+        assert_eq!(idx.pods_in("a").len(), 4);
         // Emptied buckets and namespaces go.
-        for p in [&pods[0], &pods[2], &moved, &pods[3], &pods[4]] {
-            idx.remove(p);
+        for (i, p) in pods.iter().enumerate() {
+            idx.remove(p, i);
         }
         assert!(idx.by_ns.is_empty(), "{:?}", idx.by_ns);
+        assert_eq!(idx.namespaces().count(), 0);
     }
 }
