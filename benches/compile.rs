@@ -3,7 +3,9 @@
 //! full compile of the 1,000-policy cluster as the baseline, measured in the same run;
 //! and a burst of 1,000 mixed deltas (the mix of `benches/scenarios.rs`'s burst) at
 //! 1,000 pods / 100 and 1,000 policies, 10,000 / 100 and 10,000 / 1,000: the compiler's
-//! share of that scenario.
+//! share of that scenario; and the planning of that burst's commit (`plan/burst_*`,
+//! `ruleset::plan_scoped` over the burst's scope, as the sync worker plans it), the
+//! planner's share.
 //!
 //! The clusters come from the shared generator (`benches/common/cluster.rs`), the one
 //! `benches/sync.rs` feeds the engine, and the compiler is configured as the sync bench
@@ -200,7 +202,7 @@ impl Setup {
     fn burst(&mut self, c: &mut Criterion) {
         let (fwd, inv) = self.burst_deltas();
         let name = format!("burst_{}", self.label());
-        self.burst_plan(&name, &fwd, &inv);
+        self.burst_plan(c, &name, &fwd, &inv);
         let mut g = c.benchmark_group("compile");
         g.sample_size(20);
         g.bench_function(&name, |b| {
@@ -224,8 +226,9 @@ impl Setup {
     /// Prints what the burst asks of the kernel when it lands in one commit, as the sync
     /// worker plans it (`plan_scoped` over the compiler's scope): the message counts that,
     /// times the kernel's own cost per message (`ipset/bound`, `nft/bound`), bound the
-    /// scenario from below whatever netfence's own CPU time.
-    fn burst_plan(&mut self, name: &str, fwd: &[Delta], inv: &[Delta]) {
+    /// scenario from below whatever netfence's own CPU time. Then times that plan
+    /// (`plan/burst_*`): the planner's share of the scenario, after the compiler's.
+    fn burst_plan(&mut self, c: &mut Criterion, name: &str, fwd: &[Delta], inv: &[Delta]) {
         // The state as the kernel would hold it, with the rule handles a plan needs.
         let desired = self.compiler.ruleset();
         let empty = ruleset::Ruleset::new(desired.prefix()).expect("valid prefix");
@@ -256,6 +259,12 @@ impl Setup {
             self.compiler.ruleset().sets().len(),
             p.batch.len()
         );
+        let mut g = c.benchmark_group("plan");
+        g.sample_size(20);
+        g.bench_function(name, |b| {
+            b.iter(|| ruleset::plan_scoped(&before, self.compiler.ruleset(), &scope))
+        });
+        g.finish();
         apply(&mut self.compiler, inv);
     }
 }

@@ -281,11 +281,29 @@ impl Scope {
     }
 
     /// Adds everything in `other`.
+    ///
+    /// The larger tree of each pair is kept and the smaller inserted into it: the sync
+    /// layer merges a burst's scope (tens of thousands of members) into the few sets a
+    /// last commit left over, and inserting the burst's members one by one into an
+    /// empty scope was 0.8 ms of a 1,000-delta burst at 10,000 pods.
     pub fn merge(&mut self, other: Scope) {
-        self.chains.extend(other.chains);
-        self.sets.extend(other.sets);
-        for (set, members) in other.members {
-            self.members.entry(set).or_default().extend(members);
+        fn union<T: Ord>(into: &mut BTreeSet<T>, mut from: BTreeSet<T>) {
+            if into.len() < from.len() {
+                std::mem::swap(into, &mut from);
+            }
+            into.extend(from);
+        }
+        union(&mut self.chains, other.chains);
+        union(&mut self.sets, other.sets);
+        if self.members.len() < other.members.len() {
+            let mine = std::mem::replace(&mut self.members, other.members);
+            for (set, members) in mine {
+                union(self.members.entry(set).or_default(), members);
+            }
+        } else {
+            for (set, members) in other.members {
+                union(self.members.entry(set).or_default(), members);
+            }
         }
     }
 
@@ -411,19 +429,28 @@ fn plan_sets(
         match hinted {
             // Only the hinted keys, in key order as the whole comparison would give them.
             Some(members) => {
-                let keys: BTreeSet<MemberKey> = members
+                // A sorted vector: `members` is sorted already, and keys only merge
+                // a network's match and nomatch members.
+                let mut keys: Vec<MemberKey> = members
                     .iter()
                     .filter_map(|m| d.key(*m).or_else(|| c.key(*m)))
                     .collect();
+                keys.sort_unstable();
+                keys.dedup();
+                // One lookup per side and key: in sets of thousands the lookups are
+                // cache misses, most of the planner's time in a burst at 10,000 pods.
+                // Adds and removals go to separate lists, each still in key order.
                 for k in &keys {
-                    if let Some((dir, m)) = d.entries().get(k).and_then(|&f| added(k, f)) {
-                        changes[slot(dir)][0].push(m);
-                    }
-                }
-                for k in &keys {
-                    if let (None, Some(&cflag)) = (d.entries().get(k), c.entries().get(k)) {
-                        let (dir, m) = removed(k, cflag);
-                        changes[slot(dir)][1].push(m);
+                    match (d.entries().get(k), c.entries().get(k)) {
+                        (Some(&dflag), cflag) if cflag != Some(&dflag) => {
+                            let dir = if dflag { Dir::Shrink } else { Dir::Grow };
+                            changes[slot(dir)][0].push(k.member(dflag));
+                        }
+                        (None, Some(&cflag)) => {
+                            let (dir, m) = removed(k, cflag);
+                            changes[slot(dir)][1].push(m);
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -1140,5 +1167,38 @@ mod tests {
         let l = longest_increasing(&seq);
         assert_eq!(l, vec![(1, 0), (2, 1), (4, 2)]);
         assert!(longest_increasing(&[]).is_empty());
+    }
+
+    #[test]
+    fn merge_is_the_union_whichever_side_is_larger() {
+        let t = TableId::new(crate::Family::Ipv4, "filter");
+        let ip = |n: u8| Member::Ip(std::net::IpAddr::from([10, 0, 0, n]));
+        let mut small = Scope::default();
+        small.chain(&t, "a").set("s1").member("m1", ip(1));
+        let mut large = Scope::default();
+        large.chain(&t, "b").chain(&t, "c").set("s2").set("s3");
+        large
+            .member("m1", ip(2))
+            .member("m1", ip(3))
+            .member("m2", ip(4));
+        let mut want = small.clone();
+        for (tb, c) in &large.chains {
+            want.chain(tb, c);
+        }
+        for s in &large.sets {
+            want.set(s);
+        }
+        for (s, ms) in &large.members {
+            for m in ms {
+                want.member(s, *m);
+            }
+        }
+        let mut a = small.clone();
+        a.merge(large.clone());
+        let mut b = large;
+        b.merge(small);
+        assert_eq!(a, want);
+        assert_eq!(b, want);
+        assert_eq!(want.members["m1"].len(), 3);
     }
 }

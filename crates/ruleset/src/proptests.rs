@@ -518,8 +518,8 @@ proptest! {
 }
 
 proptest! {
-    /// Planning within a scope that holds every changed object (and any others) gives
-    /// exactly the full plan.
+    /// Planning within a scope that holds every changed object (and any others), sets
+    /// whole or by their members, gives exactly the full plan.
     #[test]
     fn scoped_plans_equal_full_plans(a in shape(), b in shape(), x in extras(), extra in any::<u8>()) {
         let current = kernel_state(&build(&a), &x);
@@ -538,8 +538,20 @@ proptest! {
                 }
             }
             for n in rs.sets().keys() {
-                if current.set(n) != desired.set(n) || extra & 1 == 1 {
-                    scope.set(n);
+                let (c, d) = (current.set(n), desired.set(n));
+                if c != d || extra & 1 == 1 {
+                    match (c, d) {
+                        // By members, as the compiler scopes a pod delta: every member
+                        // of either side, a superset of the change (flag flips included).
+                        (Some(c), Some(d)) if extra & 2 == 2 => {
+                            for m in c.members().chain(d.members()) {
+                                scope.member(n, m);
+                            }
+                        }
+                        _ => {
+                            scope.set(n);
+                        }
+                    }
                 }
             }
         }
