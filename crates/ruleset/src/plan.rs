@@ -429,8 +429,9 @@ fn plan_sets(
         match hinted {
             // Only the hinted keys, in key order as the whole comparison would give them.
             Some(members) => {
-                // A sorted vector: `members` is sorted already, and keys only merge
-                // a network's match and nomatch members.
+                // A vector, sorted and deduplicated, is cheaper to build than a tree,
+                // and the sort has little to do: `members` comes sorted, and its keys
+                // only merge a network's match and nomatch members.
                 let mut keys: Vec<MemberKey> = members
                     .iter()
                     .filter_map(|m| d.key(*m).or_else(|| c.key(*m)))
