@@ -911,8 +911,12 @@ impl Compiler {
         let id = match &old {
             Some(old) => {
                 let id = self.pod_ids[&pod.key()];
-                self.pod_index.remove(old, id);
-                self.pod_index.insert(&pod, id);
+                // Most updates change an address or a port, not the labels the
+                // index files by: refiling would unfile and refile every label.
+                if old.labels != pod.labels {
+                    self.pod_index.remove(old, id);
+                    self.pod_index.insert(&pod, id);
+                }
                 self.pods[id].pod = pod.clone();
                 id
             }
