@@ -543,6 +543,10 @@ impl<I: SlabId, T> Slab<I, T> {
         }
     }
 
+    fn get_mut(&mut self, id: I) -> Option<&mut T> {
+        self.slots.get_mut(id.slot())?.as_mut()
+    }
+
     fn remove(&mut self, id: I) -> Option<T> {
         let value = self.slots.get_mut(id.slot())?.take();
         if value.is_some() {
@@ -586,6 +590,11 @@ struct SetState {
     uses: usize,
     /// How many contributions each member has.
     counts: HashMap<Member, u32>,
+    /// Members whose presence changed since the scope last took them, in
+    /// no order and possibly repeated: see [`Compiler::touched`].
+    touched: Vec<Member>,
+    /// How many distinct members `touched` held when last deduplicated.
+    touched_kept: usize,
 }
 
 impl SetState {
@@ -674,6 +683,12 @@ pub struct Compiler {
     cluster: Cluster,
     rs: Ruleset,
     scope: Scope,
+    /// The sets with [`SetState::touched`] members not yet in the scope.
+    /// A pod delta changes a member in each of tens of sets; recording
+    /// each in the scope looked the set up there by name, which was a
+    /// third of the cost of counting members in a burst. The members go
+    /// to the scope, one lookup per set, when it is taken.
+    touched: Vec<SetId>,
     groups: Slab<GroupId, GroupState>,
     /// The id of every live group: looked up when policies change, never
     /// on the pod path.
@@ -768,6 +783,7 @@ impl Compiler {
             cluster: Cluster::new(),
             rs,
             scope: Scope::default(),
+            touched: Vec::new(),
             groups: Slab::new(),
             group_ids: HashMap::new(),
             sets: Slab::new(),
@@ -823,6 +839,28 @@ impl Compiler {
     /// rewritten: [`Self::settle`] first.
     pub fn take_scope(&mut self) -> Scope {
         debug_assert!(!self.held, "take the scope after settle()");
+        for id in std::mem::take(&mut self.touched) {
+            // A set removed since has its name in the scope's whole sets;
+            // a slot reused by a new set is new, so whole as well.
+            let Some(s) = self.sets.get_mut(id) else {
+                continue;
+            };
+            let mut members = std::mem::take(&mut s.touched);
+            if members.is_empty() || self.scope.sets.contains(&s.name) {
+                continue;
+            }
+            members.sort_unstable();
+            members.dedup();
+            match self.scope.members.get_mut(&s.name) {
+                Some(have) => have.extend(members),
+                // Built from sorted members in one pass.
+                None => {
+                    self.scope
+                        .members
+                        .insert(s.name.clone(), members.into_iter().collect());
+                }
+            }
+        }
         std::mem::take(&mut self.scope)
     }
 
@@ -896,6 +934,12 @@ impl Compiler {
             scope.set(s);
         }
         fresh.scope = scope;
+        // Every set is whole in that scope: no member needs naming.
+        for id in std::mem::take(&mut fresh.touched) {
+            if let Some(s) = fresh.sets.get_mut(id) {
+                s.touched = Vec::new();
+            }
+        }
         // Whoever held dispatch still settles: the hold spans the compile.
         fresh.held = self.held;
         *self = fresh;
@@ -1130,6 +1174,8 @@ impl Compiler {
             name: name.clone(),
             uses: 0,
             counts: HashMap::new(),
+            touched: Vec::new(),
+            touched_kept: 0,
         });
         self.set_ids.insert(key, id);
         if spoof {
@@ -1570,6 +1616,8 @@ impl Compiler {
                     name,
                     uses: 0,
                     counts: HashMap::new(),
+                    touched: Vec::new(),
+                    touched_kept: 0,
                 });
                 self.set_ids.insert(u.set.clone(), id);
                 id
@@ -1864,10 +1912,10 @@ impl Compiler {
         let n = new.map(|p| members_of(key, p)).unwrap_or_default();
         // Add first: a member both taken and given never blinks out.
         for m in n.iter().filter(|m| !o.contains(m)) {
-            count(&mut self.sets, &mut self.rs, &mut self.scope, set, *m, 1);
+            count(&mut self.sets, &mut self.rs, &mut self.touched, set, *m, 1);
         }
         for m in o.iter().filter(|m| !n.contains(m)) {
-            count(&mut self.sets, &mut self.rs, &mut self.scope, set, *m, -1);
+            count(&mut self.sets, &mut self.rs, &mut self.touched, set, *m, -1);
         }
     }
 
@@ -2023,13 +2071,13 @@ fn members_of(key: &SetKey, pod: &Pod) -> Members {
 }
 
 /// Counts one contribution of member `m` to a set (`delta` 1) or takes one
-/// back (-1); the set's content, and the scope, change only when the count
-/// leaves or reaches zero. A free function over the fields it needs, so that
-/// callers may hold borrows of the others.
+/// back (-1); the set's content, and its members for the scope, change only
+/// when the count leaves or reaches zero. A free function over the fields it
+/// needs, so that callers may hold borrows of the others.
 fn count(
     sets: &mut Slab<SetId, SetState>,
     rs: &mut Ruleset,
-    scope: &mut Scope,
+    touched: &mut Vec<SetId>,
     set: SetId,
     m: Member,
     delta: i32,
@@ -2040,7 +2088,18 @@ fn count(
     }
     put(rs.set_mut(&s.name), m, delta);
     // Only this member: the plan then costs the change, not the set.
-    scope.member(&s.name, m);
+    if s.touched.is_empty() {
+        touched.push(set);
+        s.touched_kept = 0;
+    }
+    if s.touched.len() >= 64 && s.touched.len() >= 2 * s.touched_kept {
+        // A caller that never takes the scope must not grow this without
+        // bound: a member flipping back and forth is kept once.
+        s.touched.sort_unstable();
+        s.touched.dedup();
+        s.touched_kept = s.touched.len();
+    }
+    s.touched.push(m);
 }
 
 /// Puts `m` into the ruleset's copy of a set (`delta` 1) or takes it out

@@ -669,6 +669,49 @@ fn pod_churn_in_a_namespace_with_policies_changes_set_members_only() {
         .matches("10.244.0.7".parse().unwrap()));
 }
 
+/// Hundreds of pod deltas between two takes of the scope: the compiler
+/// keeps the changed members per set and compacts them as they pile up, and
+/// the scope it finally hands over still plans what a full plan does.
+#[test]
+fn a_scope_taken_after_many_deltas_plans_the_same() {
+    let c = {
+        let mut c = compiler(Some("n1"));
+        c.upsert_namespace(ns("a", &[]));
+        c.upsert_policy(deny_ingress("a", "web", "app=web"))
+            .unwrap();
+        c
+    };
+    let mut stays = 0;
+    let p = plan_of(&c, |c| {
+        // Each pod comes and goes and comes back; every other one stays.
+        for round in 0..3 {
+            for host in 1..=200u8 {
+                let name = format!("web-{host}");
+                if round == 1 {
+                    c.delete_pod(&ObjectKey::new("a", &name));
+                } else if round == 0 || host % 2 == 0 {
+                    c.upsert_pod(pod("a", &name, &[("app", "web")], host));
+                }
+            }
+        }
+        stays = 100;
+    });
+    assert!(members_only(&p), "more than members:\n{p}");
+    // Per family, each staying pod joins the namespace, selected and
+    // isolation sets, and nothing else is added or removed.
+    let added: usize = p
+        .before
+        .iter()
+        .chain(&p.after)
+        .map(|op| match op {
+            SetOp::Add { members, .. } => members.len(),
+            SetOp::Del { members, .. } => panic!("a member removed: {members:?}"),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(added, stays * 3 * 2);
+}
+
 #[test]
 fn policies_with_one_selector_share_one_lookup_through_a_selector_chain() {
     let mut c = compiler(Some("n1"));
