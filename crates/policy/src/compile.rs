@@ -615,6 +615,23 @@ impl SetState {
         }
         (before == 0) != (after == 0)
     }
+
+    /// Notes for the scope that `m`, of set `id`, came or went; `touched`
+    /// is [`Compiler::touched`].
+    fn touch(&mut self, id: SetId, m: Member, touched: &mut Vec<SetId>) {
+        if self.touched.is_empty() {
+            touched.push(id);
+            self.touched_kept = 0;
+        }
+        if self.touched.len() >= 64 && self.touched.len() >= 2 * self.touched_kept {
+            // A caller that never takes the scope must not grow this without
+            // bound: a member flipping back and forth is kept once.
+            self.touched.sort_unstable();
+            self.touched.dedup();
+            self.touched_kept = self.touched.len();
+        }
+        self.touched.push(m);
+    }
 }
 
 /// The line a policy adds, for one family and direction, to its namespace's
@@ -1687,10 +1704,10 @@ impl Compiler {
     /// of `group` to `set`.
     ///
     /// [`count`] one member at a time would look the set up by name in the
-    /// ruleset and in the scope once per member: filling a new set for a
-    /// policy delta did both thousands of times. Here each is looked up once,
-    /// and a set the scope already holds whole (a new one always is) records
-    /// no members, which the planner would not read.
+    /// ruleset once per member: filling a new set for a policy delta did that
+    /// thousands of times. Here it is looked up once, and a set the scope
+    /// already holds whole (a new one always is) notes no members, which the
+    /// planner would not read.
     fn contribute_members(&mut self, group: GroupId, set: SetId, delta: i32) {
         let Compiler {
             groups,
@@ -1698,12 +1715,12 @@ impl Compiler {
             sets,
             rs,
             scope,
+            touched,
             ..
         } = self;
         let s = &mut sets[set];
         let mut target = rs.set_mut(&s.name);
         let whole = scope.sets.contains(&s.name);
-        let mut changed: Vec<Member> = Vec::new();
         for &id in &groups[group].members {
             for m in members_of(&s.key, &pods[id].pod).iter() {
                 if !s.count(*m, delta) {
@@ -1711,16 +1728,9 @@ impl Compiler {
                 }
                 put(target.as_deref_mut(), *m, delta);
                 if !whole {
-                    changed.push(*m);
+                    s.touch(set, *m, touched);
                 }
             }
-        }
-        if !changed.is_empty() {
-            scope
-                .members
-                .entry(s.name.clone())
-                .or_default()
-                .extend(changed);
         }
     }
 
@@ -2093,18 +2103,7 @@ fn count(
     }
     put(rs.set_mut(&s.name), m, delta);
     // Only this member: the plan then costs the change, not the set.
-    if s.touched.is_empty() {
-        touched.push(set);
-        s.touched_kept = 0;
-    }
-    if s.touched.len() >= 64 && s.touched.len() >= 2 * s.touched_kept {
-        // A caller that never takes the scope must not grow this without
-        // bound: a member flipping back and forth is kept once.
-        s.touched.sort_unstable();
-        s.touched.dedup();
-        s.touched_kept = s.touched.len();
-    }
-    s.touched.push(m);
+    s.touch(set, m, touched);
 }
 
 /// Puts `m` into the ruleset's copy of a set (`delta` 1) or takes it out
