@@ -414,6 +414,64 @@ fn a_policy_delete_completes_without_waiting_for_its_sets_to_be_released() {
     assert_converged(&sb, &w);
 }
 
+/// A set destroy the kernel defers (a rule still holds the set) is tried again later, but
+/// it must not hold back the deltas that come meanwhile: each used to wait for that retry
+/// (50 ms) before its commit ran.
+#[test]
+fn a_set_the_kernel_keeps_does_not_hold_back_later_deltas() {
+    let sb = Sandbox::new("sync-held");
+    let mut w = base_world();
+    let e = Engine::start(config(&sb)).unwrap();
+    let cs = w.feed(&e);
+    e.ready().wait().unwrap();
+    wait_all(cs);
+
+    // A rule of someone else's holds one of the sets that deleting a/db frees, so the
+    // kernel refuses its destroy for as long as that rule stays.
+    let with = w.compiled();
+    w.policies.remove(&("a".into(), "db".into())).unwrap();
+    let without = w.compiled();
+    let held = with
+        .sets()
+        .iter()
+        .find(|(n, s)| s.family == ruleset::Family::Ipv4 && without.set(n).is_none())
+        .map(|(n, _)| n.clone())
+        .expect("a/db has an IPv4 set of its own");
+    let foreign = [
+        "INPUT",
+        "-m",
+        "set",
+        "--match-set",
+        &held,
+        "src",
+        "-j",
+        "ACCEPT",
+    ];
+    sb.sh("iptables-nft", &[&["-A"][..], &foreign].concat());
+    e.delete_policy("a", "db").wait().unwrap();
+    assert!(e.status().deferred_destroys > 0, "{:?}", e.status());
+
+    let t0 = std::time::Instant::now();
+    for i in 0..10u32 {
+        e.upsert_pod(&w.pod(pod("b", &format!("h{i}"), &[], &[&ip4(200 + i)])))
+            .wait()
+            .unwrap();
+    }
+    let took = t0.elapsed();
+    // Held back, ten deltas one after another took at least 10 x 50 ms.
+    assert!(took < Duration::from_millis(250), "10 deltas took {took:?}");
+    assert!(e.status().deferred_destroys > 0, "{:?}", e.status());
+
+    // Released, the set goes with the engine's own retry.
+    sb.sh("iptables-nft", &[&["-D"][..], &foreign].concat());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while e.status().deferred_destroys > 0 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", e.status());
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_converged(&sb, &w);
+}
+
 #[test]
 fn a_concurrent_iptables_writer_loses_nothing_and_neither_does_netfence() {
     let sb = Sandbox::new("sync-writer");

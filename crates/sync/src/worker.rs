@@ -58,7 +58,11 @@ pub(crate) struct Worker {
     /// Plan everything, not just the scope: after `ready` and after every observation.
     full: bool,
     backoff: Duration,
+    /// When a failed commit may be tried again: no commit runs before then.
     retry_at: Option<Instant>,
+    /// When to try again the set destroys the kernel deferred, if no commit has by then.
+    /// Unlike `retry_at` it holds nothing back: every commit tries them too.
+    deferred_at: Option<Instant>,
     reconcile_at: Option<Instant>,
     last_error: Option<CommitError>,
     /// Set destroys the kernel deferred in the last commit (see [`crate::Status`]).
@@ -114,6 +118,7 @@ impl Worker {
             full: true,
             backoff,
             retry_at: None,
+            deferred_at: None,
             reconcile_at: None,
             last_error: None,
             deferred: 0,
@@ -303,10 +308,10 @@ impl Worker {
             return None;
         }
         let retry = self.retry_at.filter(|_| self.has_work());
-        match (retry, self.reconcile_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [retry, self.deferred_at, self.reconcile_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn has_work(&self) -> bool {
@@ -356,7 +361,11 @@ impl Worker {
         self.scope = leftover;
         self.full = false;
         self.backoff = self.config.retry_min;
-        self.retry_at = (!self.scope.is_empty()).then(|| Instant::now() + DEFERRED_RETRY);
+        self.retry_at = None;
+        // A wake-up, not a gate: holding commits back until then made the deltas behind
+        // a policy delete (whose sets the kernel releases a moment after the rules) wait
+        // up to DEFERRED_RETRY for nothing.
+        self.deferred_at = (!self.scope.is_empty()).then(|| Instant::now() + DEFERRED_RETRY);
         self.last_error = None;
         self.converged = true;
         // Status first: a caller woken by its completion must see the state that fired it.
@@ -392,6 +401,8 @@ impl Worker {
         }
         self.full = true;
         self.retry_at = Some(Instant::now() + self.backoff);
+        // The retry plans everything, the deferred destroys too.
+        self.deferred_at = None;
         self.backoff = (self.backoff * 2).min(self.config.retry_max);
     }
 
