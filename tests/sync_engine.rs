@@ -108,6 +108,15 @@ fn wait_all(cs: Vec<sync::Completion>) {
     }
 }
 
+/// An engine on `sb` that has taken `w` as its full list and committed it.
+fn start_converged(sb: &Sandbox, w: &World) -> Engine {
+    let e = Engine::start(config(sb)).unwrap();
+    let cs = w.feed(&e);
+    e.ready().wait().unwrap();
+    wait_all(cs);
+    e
+}
+
 fn ip4(i: u32) -> String {
     format!("10.244.{}.{}", i / 250, i % 250 + 1)
 }
@@ -232,10 +241,7 @@ fn a_thousand_deltas_land_in_few_commits_and_equal_a_full_compile() {
 fn a_restart_adopts_without_flushing_and_never_opens_the_isolated_pod() {
     let sb = Sandbox::new("sync-restart");
     let mut w = base_world();
-    let e1 = Engine::start(config(&sb)).unwrap();
-    let cs = w.feed(&e1);
-    e1.ready().wait().unwrap();
-    wait_all(cs);
+    let e1 = start_converged(&sb, &w);
 
     // Sample the kernel all through the restart: api may reach db on 5432, nobody else
     // may reach db at all.
@@ -303,10 +309,7 @@ fn wait_all_but_ready(w: &World, e: &Engine) {
 fn tampering_is_repaired_by_one_reconcile_each() {
     let sb = Sandbox::new("sync-tamper");
     let w = base_world();
-    let e = Engine::start(config(&sb)).unwrap();
-    let cs = w.feed(&e);
-    e.ready().wait().unwrap();
-    wait_all(cs);
+    let e = start_converged(&sb, &w);
     assert_converged(&sb, &w);
     // Nothing changed: the cheap check says so and nothing is dumped.
     let r = e.reconcile().wait().unwrap();
@@ -346,10 +349,7 @@ fn tampering_is_repaired_by_one_reconcile_each() {
 fn a_failure_no_retry_cures_is_reported_as_such_and_clears_on_success() {
     let sb = Sandbox::new("sync-hopeless");
     let w = base_world();
-    let e = Engine::start(config(&sb)).unwrap();
-    let cs = w.feed(&e);
-    e.ready().wait().unwrap();
-    wait_all(cs);
+    let e = start_converged(&sb, &w);
     assert_eq!(e.status().last_error, None);
 
     // `ipset swap` gives netfence's referenced set another capacity under the same name:
@@ -391,10 +391,7 @@ fn a_failure_no_retry_cures_is_reported_as_such_and_clears_on_success() {
 fn a_policy_delete_completes_without_waiting_for_its_sets_to_be_released() {
     let sb = Sandbox::new("sync-deferred");
     let mut w = base_world();
-    let e = Engine::start(config(&sb)).unwrap();
-    let cs = w.feed(&e);
-    e.ready().wait().unwrap();
-    wait_all(cs);
+    let e = start_converged(&sb, &w);
     let sets_before = observe(&sb).sets().len();
 
     w.policies.remove(&("a".into(), "db".into())).unwrap();
@@ -421,10 +418,7 @@ fn a_policy_delete_completes_without_waiting_for_its_sets_to_be_released() {
 fn a_set_the_kernel_keeps_does_not_hold_back_later_deltas() {
     let sb = Sandbox::new("sync-held");
     let mut w = base_world();
-    let e = Engine::start(config(&sb)).unwrap();
-    let cs = w.feed(&e);
-    e.ready().wait().unwrap();
-    wait_all(cs);
+    let e = start_converged(&sb, &w);
 
     // A rule of someone else's holds one of the sets that deleting a/db frees, so the
     // kernel refuses its destroy for as long as that rule stays.
@@ -476,10 +470,7 @@ fn a_set_the_kernel_keeps_does_not_hold_back_later_deltas() {
 fn a_concurrent_iptables_writer_loses_nothing_and_neither_does_netfence() {
     let sb = Sandbox::new("sync-writer");
     let mut w = base_world();
-    let e = Engine::start(config(&sb)).unwrap();
-    let cs = w.feed(&e);
-    e.ready().wait().unwrap();
-    wait_all(cs);
+    let e = start_converged(&sb, &w);
     sb.sh(
         "iptables-nft",
         &["-A", "FORWARD", "-s", "198.51.100.1", "-j", "DROP"],
@@ -555,10 +546,7 @@ fn a_concurrent_iptables_writer_loses_nothing_and_neither_does_netfence() {
 fn invalid_deltas_are_rejected_alone_with_messages() {
     let sb = Sandbox::new("sync-invalid");
     let mut w = base_world();
-    let e = Engine::start(config(&sb)).unwrap();
-    let cs = w.feed(&e);
-    e.ready().wait().unwrap();
-    wait_all(cs);
+    let e = start_converged(&sb, &w);
 
     let mut bad_cidr = policy("a", "bad-cidr", sel(&[]), Some(sel(&[])), 80);
     bad_cidr.spec.as_mut().unwrap().ingress.as_mut().unwrap()[0].from =
@@ -616,10 +604,7 @@ fn flush_removes_what_netfence_owns_and_nothing_else() {
         "iptables-nft",
         &["-A", "FORWARD", "-s", "198.51.100.1", "-j", "DROP"],
     );
-    let e = Engine::start(config(&sb)).unwrap();
-    let cs = w.feed(&e);
-    e.ready().wait().unwrap();
-    wait_all(cs);
+    let e = start_converged(&sb, &w);
     assert!(sb.sh("iptables-nft-save", &[]).contains("nf-fw"));
 
     e.flush().wait().unwrap();
