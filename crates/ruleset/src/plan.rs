@@ -467,6 +467,11 @@ fn plan_sets(
                         changes[slot(dir)][1].push(m);
                     }
                 }
+                // The sets are hashed: put each list in key order, as the hinted path
+                // gives it, so that a plan is the same whichever way it was made.
+                for list in changes.iter_mut().flatten() {
+                    list.sort_unstable_by_key(|m| d.key(*m).or_else(|| c.key(*m)));
+                }
             }
         }
         // The closing direction goes first.
