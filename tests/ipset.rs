@@ -639,6 +639,47 @@ fn index_by_name_and_name_by_index() {
 }
 
 #[test]
+fn indexes_in_one_round_trip_agree_with_one_by_one() {
+    let sb = Sandbox::new("ips-idxs");
+    let mut ips = open(&sb);
+    let d = CreateOptions::default();
+    // More sets than the kernel's first slot array (256), so indexes past a growth count.
+    let names: Vec<String> = (0..600).map(|i| format!("nf-x{i}")).collect();
+    for n in &names {
+        ips.create(n, SetType::HashIp, Family::Ipv4, &d).unwrap();
+    }
+    // Out of creation order, with a repeat: answers come back matched by sequence number.
+    let mut asked: Vec<&str> = names.iter().rev().map(String::as_str).collect();
+    asked.push("nf-x7");
+    let got = ips.indexes_of(&asked).unwrap();
+    assert_eq!(got.len(), asked.len());
+    for (name, idx) in asked.iter().zip(&got) {
+        assert_eq!(*idx, ips.index_of(name).unwrap(), "{name}");
+    }
+    assert!(ips.indexes_of(&[]).unwrap().is_empty());
+
+    // One missing set fails the call, naming that set, and the socket stays usable.
+    let e = ips
+        .indexes_of(&["nf-x1", "nf-missing", "nf-x2"])
+        .unwrap_err();
+    assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
+    assert!(
+        e.to_string()
+            .contains("getting the index of set nf-missing"),
+        "{e}"
+    );
+    assert_eq!(
+        ips.indexes_of(&["nf-x2"]).unwrap(),
+        [ips.index_of("nf-x2").unwrap()]
+    );
+    let long = "x".repeat(40);
+    assert!(matches!(
+        ips.indexes_of(&["nf-x1", &long]),
+        Err(Error::Invalid { .. })
+    ));
+}
+
+#[test]
 fn invalid_input_is_rejected_and_changes_nothing() {
     let sb = Sandbox::new("ips-inv");
     let mut ips = open(&sb);

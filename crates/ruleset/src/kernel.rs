@@ -5,7 +5,7 @@
 //! identities come from the rules' comments), so a restarted process adopts what an
 //! earlier one left, and nothing is written to disk.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use netfilter::ipset::{self, CreateOptions, Exist, Ipset};
@@ -440,18 +440,22 @@ impl Kernel {
     fn commit(&mut self, ops: &[Op]) -> Result<(usize, Vec<Option<u64>>), netfilter::Error> {
         // xt `set` matches carry kernel set indexes: resolve them now, fresh, so that a
         // set destroyed and recreated by someone else is never referenced by a stale index.
-        let mut index: HashMap<String, u16> = HashMap::new();
+        // All in one round trip: a burst's rules name hundreds of sets.
+        let mut names: Vec<&str> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for op in ops {
             let rule = match op {
                 Op::AddRule { rule, .. } | Op::ReplaceRule { rule, .. } => rule,
                 _ => continue,
             };
             for s in rule.set_names() {
-                if !index.contains_key(s) {
-                    index.insert(s.to_owned(), self.ipset.index_of(s)?);
+                if seen.insert(s) {
+                    names.push(s);
                 }
             }
         }
+        let found = self.ipset.indexes_of(&names)?;
+        let index: HashMap<&str, u16> = names.into_iter().zip(found).collect();
         let lookup = |n: &str| {
             index
                 .get(n)
