@@ -603,6 +603,18 @@ struct SetState {
 }
 
 impl SetState {
+    /// A set with no use and no member yet.
+    fn new(key: SetKey, name: String) -> Self {
+        Self {
+            key,
+            name,
+            uses: 0,
+            counts: foldhash::HashMap::default(),
+            touched: Vec::new(),
+            touched_kept: 0,
+        }
+    }
+
     /// Counts one contribution of `m` (`delta` 1) or takes one back (-1).
     /// True when that makes `m` come or go: its count left or reached zero.
     fn count(&mut self, m: Member, delta: i32) -> bool {
@@ -1191,14 +1203,7 @@ impl Compiler {
         self.rs.add_set(&name, set)?;
         self.scope.set(&name);
         let spoof = matches!(key, SetKey::PodSources(_));
-        let id = self.sets.insert(SetState {
-            key: key.clone(),
-            name: name.clone(),
-            uses: 0,
-            counts: foldhash::HashMap::default(),
-            touched: Vec::new(),
-            touched_kept: 0,
-        });
+        let id = self.sets.insert(SetState::new(key.clone(), name.clone()));
         self.set_ids.insert(key, id);
         if spoof {
             self.spoof.push(id);
@@ -1633,14 +1638,7 @@ impl Compiler {
                 }
                 self.rs.add_set(&name, set)?;
                 self.scope.set(&name);
-                let id = self.sets.insert(SetState {
-                    key: u.set.clone(),
-                    name,
-                    uses: 0,
-                    counts: foldhash::HashMap::default(),
-                    touched: Vec::new(),
-                    touched_kept: 0,
-                });
+                let id = self.sets.insert(SetState::new(u.set.clone(), name));
                 self.set_ids.insert(u.set.clone(), id);
                 id
             }

@@ -1007,21 +1007,13 @@ impl Ipset {
     /// [`Error::Kernel`] "getting the index of set NAME: The set with the given name does
     /// not exist", or `EPROTONOSUPPORT` under protocol 6.
     pub fn index_of(&mut self, name: &str) -> Result<u16, Error> {
-        self.need_protocol_7(|| format!("getting the index of set {name}"))?;
-        let req = self.req();
-        let msg = wire::encode_get_byname(req, name)?;
-        let mut index = None;
-        let op = || format!("getting the index of set {name}");
-        self.call(wire::Cmd::GetByName, &msg, req.seq, &op, |m| {
-            index = Some(wire::decode_get_byname(&m)?.0);
-            Ok(())
-        })?;
-        index.ok_or_else(|| Error::malformed("no reply to IPSET_CMD_GET_BYNAME"))
+        // One mechanism for GET_BYNAME, so one and many answer and fail alike.
+        Ok(self.indexes_of(&[name])?[0])
     }
 
-    /// The kernel indexes of `names`, in their order, as [`Self::index_of`] finds each, but
-    /// with every request in one `sendmsg` and the replies read after: one round trip
-    /// instead of one per set. An nf_tables batch that writes the rules of a burst needs
+    /// The kernel indexes of `names` (`IPSET_CMD_GET_BYNAME`), in their order, with every
+    /// request in one `sendmsg` and the replies read after: one round trip instead of one
+    /// per set. An nf_tables batch that writes the rules of a burst needs
     /// the index of every set those rules name, hundreds at 1,000 policies.
     ///
     /// # Errors
@@ -1070,8 +1062,9 @@ impl Ipset {
                 Ok(())
             })?;
             if !got {
+                let waiting = outcomes.iter().position(Option::is_none).unwrap_or(0);
                 return Err(Error::io(
-                    format!("getting the indexes of {} sets", names.len()),
+                    format!("getting the index of set {}", names[waiting]),
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "no netlink reply in 10 s"),
                 ));
             }
