@@ -11,10 +11,12 @@ use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use policy::k8s_openapi::api::core::v1::Pod;
 use policy::{CompilerConfig, Family};
+use regex::Regex;
 use sync::{Engine, EngineConfig};
 
 use super::{calico, cluster, nft_native};
@@ -255,52 +257,140 @@ impl Mode {
     }
 }
 
-/// Whether criterion's filter (the first free argument, a regex) may select `id`: a
-/// plain substring test, erring towards yes. Used to leave out work criterion will not
-/// ask for, and to size a measurement before criterion asks for it.
+/// Whether criterion will run the benchmark `id` (its full ID, `group/function/value`):
+/// the same test criterion makes, on the same command line. Used to leave out the set-up
+/// of work criterion will not ask for, and to size a measurement before it asks.
+///
+/// An approximation is not enough here: a filter such as `'pod_(add|delete)/netfence/'`
+/// once counted as "may select anything", and the scenarios bench then built and loaded
+/// every size and every baseline for over 17 minutes before measuring the two it wanted.
 pub fn bench_wanted(id: &str) -> bool {
-    if std::env::args().any(|a| a == "--list") {
-        return false;
-    }
-    let mut args = std::env::args().skip(1);
-    let mut filter = None;
-    while let Some(a) = args.next() {
-        if a.starts_with("--") {
-            // Options that take a value.
-            if matches!(
-                a.as_str(),
-                "--warm-up-time"
-                    | "--measurement-time"
-                    | "--sample-size"
-                    | "--save-baseline"
-                    | "--baseline"
-                    | "--load-baseline"
-                    | "--color"
-                    | "--output-format"
-                    | "--plotting-backend"
-                    | "--profile-time"
-                    | "--noise-threshold"
-                    | "--confidence-level"
-                    | "--significance-level"
-                    | "--nresamples"
-                    | "--format"
-                    | "--logfile"
-            ) {
-                args.next();
+    static FILTER: OnceLock<Filter> = OnceLock::new();
+    FILTER
+        .get_or_init(|| Filter::parse(std::env::args().skip(1)))
+        .wants(id)
+}
+
+/// Which benchmarks criterion runs, as `Criterion::configure_from_args` reads it.
+#[derive(Debug)]
+enum Filter {
+    /// No filter.
+    All,
+    /// `--list` or `--ignored`: nothing is measured.
+    Nothing,
+    /// The filter with `--exact`: the whole ID.
+    Exact(String),
+    /// The filter: a regex matched anywhere in the ID.
+    Regex(Regex),
+}
+
+impl Filter {
+    /// Criterion's options that take a value, so that the value is not taken for the
+    /// filter (the first free argument).
+    const VALUED: &'static [&'static str] = &[
+        "-c",
+        "--color",
+        "--colour",
+        "-s",
+        "--save-baseline",
+        "-b",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--format",
+        "--profile-time",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--plotting-backend",
+        "--output-format",
+        "--logfile",
+    ];
+
+    fn parse(args: impl IntoIterator<Item = String>) -> Self {
+        let mut args = args.into_iter();
+        let (mut filter, mut exact, mut nothing) = (None, false, false);
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--list" | "--ignored" => nothing = true,
+                "--exact" => exact = true,
+                // `--opt=value` carries its value.
+                _ if Self::VALUED.contains(&a.as_str()) => {
+                    args.next();
+                }
+                // Flags; `-` alone is no option.
+                _ if a.starts_with('-') && a.len() > 1 => {}
+                _ if filter.is_none() => filter = Some(a),
+                _ => {}
             }
-            continue;
         }
-        filter = Some(a);
-        break;
+        match filter {
+            _ if nothing => Filter::Nothing,
+            None => Filter::All,
+            Some(f) if exact => Filter::Exact(f),
+            // Criterion refuses a filter that is no regex (it panics before any
+            // benchmark runs), so `All` here only decides nothing.
+            Some(f) => Regex::new(&f).map_or(Filter::All, Filter::Regex),
+        }
     }
-    match filter {
-        None => true,
-        Some(f) => {
-            let plain = f
-                .chars()
-                .all(|ch| ch.is_alphanumeric() || "_-/".contains(ch));
-            !plain || id.contains(&f)
+
+    fn wants(&self, id: &str) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Nothing => false,
+            Filter::Exact(e) => id == e,
+            Filter::Regex(r) => r.is_match(id),
         }
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::Filter;
+
+    fn parse(args: &[&str]) -> Filter {
+        Filter::parse(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn a_regex_filter_selects_only_what_criterion_runs() {
+        let f = parse(&["--bench", "pod_(add|delete)/netfence/10000p_1000np"]);
+        assert!(f.wants("sync/pod_add/netfence/10000p_1000np"));
+        assert!(f.wants("sync/pod_delete/netfence/10000p_1000np"));
+        assert!(!f.wants("sync/pod_add/netfence/1000p_1000np_x"));
+        assert!(!f.wants("sync/pod_add/calico-iptables/10000p_1000np"));
+        assert!(!f.wants("scenarios/burst/netfence/10000p_1000np"));
+    }
+
+    #[test]
+    fn a_plain_filter_is_a_substring() {
+        let f = parse(&["--bench", "burst/netfence/"]);
+        assert!(f.wants("scenarios/burst/netfence/1000p_100np"));
+        // `netfence-commit` is another system: the slash keeps it out.
+        assert!(!f.wants("scenarios/burst/netfence-commit/1000p_100np"));
+    }
+
+    #[test]
+    fn option_values_are_not_the_filter() {
+        let f = parse(&["--bench", "--baseline", "head", "-s", "x", "plan/burst"]);
+        assert!(f.wants("compile/plan/burst_1000p_100np"));
+        assert!(!f.wants("compile/burst_1000p_100np"));
+        let f = parse(&["--bench", "--save-baseline=head", "plan/burst"]);
+        assert!(!f.wants("compile/burst_1000p_100np"));
+    }
+
+    #[test]
+    fn exact_list_and_no_filter() {
+        let f = parse(&["--bench", "--exact", "sync/pod_add/netfence/1000p_100np"]);
+        assert!(f.wants("sync/pod_add/netfence/1000p_100np"));
+        assert!(!f.wants("sync/pod_add/netfence/1000p_100np2"));
+        assert!(!parse(&["--bench", "--list"]).wants("sync/pod_add/netfence/1000p_100np"));
+        assert!(parse(&["--bench"]).wants("anything"));
+        assert!(parse(&["--bench", "--quick"]).wants("anything"));
     }
 }
 
