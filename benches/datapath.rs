@@ -27,6 +27,12 @@
 //!   traffic first and drops invalid packets, no policy: the least any stateful filter
 //!   costs, so that the summary can say what a layout adds beyond it (`ct+`). Recorded
 //!   like the others, as system `conntrack-only`;
+//! * **conntrack-iptables**: the same two rules as `iptables-nft-restore` writes them
+//!   (`-m conntrack --ctstate ...`, an xt match that `nft_compat` calls for every
+//!   packet): the least a stateful filter costs when `iptables-nft-save` must read it,
+//!   as every rule netfence writes must. A native `ct` expression would make the table
+//!   unreadable to iptables, so this, not `conntrack-only`, is the floor under
+//!   netfence's and the Calico-like layout's figures (`xt+`: what a layout adds beyond it);
 //! * **netfence**: a [`sync::Engine`] on the node namespace, configured as `benches/sync.rs`
 //!   does (every pod local, anti-spoofing on with prefix `cali`), fed the whole cluster,
 //!   `ready()`, and every object's completion awaited;
@@ -97,6 +103,15 @@ use sync::{Engine, EngineConfig};
 /// (pods, policies); namespaces are pods / 100.
 const SIZES: [(usize, usize); 4] = [(1_000, 100), (1_000, 1_000), (10_000, 100), (10_000, 1_000)];
 
+/// [`CONNTRACK_ONLY`] as iptables-nft writes it: the xt `conntrack` match (revision 3)
+/// in place of native `ct` expressions.
+const CONNTRACK_IPTABLES: &str = "*filter
+:FORWARD ACCEPT [0:0]
+-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -m conntrack --ctstate INVALID -j DROP
+COMMIT
+";
+
 /// The namespaces' tag: `tests/common` names them `nf-<tag>-<pid>-<n>`.
 const TAG: &str = "dpath";
 
@@ -135,14 +150,16 @@ const SETTLE: Duration = Duration::from_secs(1);
 enum System {
     None,
     Conntrack,
+    ConntrackXt,
     Netfence,
     Calico,
 }
 
 impl System {
-    const ALL: [System; 4] = [
+    const ALL: [System; 5] = [
         System::None,
         System::Conntrack,
+        System::ConntrackXt,
         System::Netfence,
         System::Calico,
     ];
@@ -151,6 +168,7 @@ impl System {
         match self {
             System::None => "none",
             System::Conntrack => "conntrack-only",
+            System::ConntrackXt => "conntrack-iptables",
             System::Netfence => "netfence",
             System::Calico => "calico-iptables",
         }
@@ -696,6 +714,10 @@ impl World {
                 node.sh_stdin("nft", &["-f", "-"], CONNTRACK_ONLY);
                 None
             }
+            System::ConntrackXt => {
+                node.sh_stdin("iptables-nft-restore", &[], CONNTRACK_IPTABLES);
+                None
+            }
             System::Netfence => Some(start_engine(&node, size)),
             System::Calico => {
                 let cfg = calico::CalicoConfig::new(size.gen.spec.node.clone(), false);
@@ -985,8 +1007,17 @@ fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
         elapsed.as_secs_f64()
     );
     eprintln!(
-        "{:<14} {:<16} {:>8} {:>8} {:>17} {:>8} {:>6} {:>7} {:>6}",
-        "size", "system", "conn/s", "us/conn", "cost us (%)", "ct+ us", "failed", "stalled", "ct"
+        "{:<14} {:<18} {:>8} {:>8} {:>17} {:>8} {:>8} {:>6} {:>7} {:>6}",
+        "size",
+        "system",
+        "conn/s",
+        "us/conn",
+        "cost us (%)",
+        "ct+ us",
+        "xt+ us",
+        "failed",
+        "stalled",
+        "ct"
     );
     let mut target: Option<bool> = None;
     for m in results {
@@ -996,7 +1027,11 @@ fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
                 .find(|b| b.pods == m.pods && b.policies == m.policies && b.system == system)
                 .and_then(Measured::median_ns)
         };
-        let (base, ct) = (of(System::None), of(System::Conntrack));
+        let (base, ct, xt) = (
+            of(System::None),
+            of(System::Conntrack),
+            of(System::ConntrackXt),
+        );
         let ns = m.median_ns();
         let cost = match (ns, base) {
             (Some(n), Some(b)) if m.system != System::None => {
@@ -1004,18 +1039,19 @@ fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
             }
             _ => "-".to_owned(),
         };
-        let over_ct = match (ns, ct) {
+        let over = |floor: Option<f64>| match (ns, floor) {
             (Some(n), Some(c)) if m.system.enforces() => format!("{:+.2}", (n - c) / 1e3),
             _ => "-".to_owned(),
         };
         eprintln!(
-            "{:<14} {:<16} {:>8} {:>8} {:>17} {:>8} {:>6} {:>7} {:>6}",
+            "{:<14} {:<18} {:>8} {:>8} {:>17} {:>8} {:>8} {:>6} {:>7} {:>6}",
             label(m.pods, m.policies),
             m.system.name(),
             m.rate().map_or("-".into(), |r| format!("{r:.0}")),
             ns.map_or("-".into(), |n| format!("{:.2}", n / 1e3)),
             cost,
-            over_ct,
+            over(ct),
+            over(xt),
             m.tally.failed,
             m.tally.stalled,
             m.conntrack.map_or("-".into(), |n| n.to_string()),
@@ -1029,7 +1065,8 @@ fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
     }
     eprintln!(
         "(cost: time per connect over none; ct+: over conntrack-only, what the policy layout \
-         adds to a stateful filter; stalled: connects over {} ms; ct: node conntrack entries)",
+         adds to a stateful filter; xt+: over conntrack-iptables, what it adds to one \
+         iptables-nft can read; stalled: connects over {} ms; ct: node conntrack entries)",
         STALL.as_millis()
     );
     if let Some(met) = target {

@@ -105,7 +105,7 @@ fn describe(scenario: &str) -> &'static str {
 }
 
 /// The systems' meanings, for the legend of every table.
-const SYSTEMS: [(&str, &str); 8] = [
+const SYSTEMS: [(&str, &str); 9] = [
     ("netfence", "the engine, through its public API, committing over netlink"),
     (
         "netfence-commit",
@@ -122,6 +122,10 @@ const SYSTEMS: [(&str, &str); 8] = [
     (
         "conntrack-only",
         "(data path) one native nft chain that accepts established connections: conntrack's own cost, the least any stateful filter adds",
+    ),
+    (
+        "conntrack-iptables",
+        "(data path) the same two rules as iptables-nft writes them, with the xt `conntrack` match: the least a stateful filter adds when `iptables-nft-save` must read it, as it must read netfence's rules",
     ),
 ];
 

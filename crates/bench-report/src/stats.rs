@@ -30,9 +30,10 @@ pub const SCENARIO_ORDER: [&str; 12] = [
 ];
 
 /// Systems in the order the report shows them; others follow, by name.
-pub const SYSTEM_ORDER: [&str; 8] = [
+pub const SYSTEM_ORDER: [&str; 9] = [
     "none",
     "conntrack-only",
+    "conntrack-iptables",
     NETFENCE,
     "netfence-commit",
     "calico-iptables",
