@@ -318,11 +318,12 @@ impl Filter {
             match a.as_str() {
                 "--list" | "--ignored" => nothing = true,
                 "--exact" => exact = true,
-                // `--opt=value` carries its value.
+                // `--opt value`: the next argument is the value, not the filter.
                 _ if Self::VALUED.contains(&a.as_str()) => {
                     args.next();
                 }
-                // Flags; `-` alone is no option.
+                // Flags, and `--opt=value`, which carries its value (`-` alone is no
+                // option).
                 _ if a.starts_with('-') && a.len() > 1 => {}
                 _ if filter.is_none() => filter = Some(a),
                 _ => {}
