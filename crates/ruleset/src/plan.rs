@@ -468,9 +468,10 @@ fn plan_sets(
                     }
                 }
                 // The sets are hashed: put each list in key order, as the hinted path
-                // gives it, so that a plan is the same whichever way it was made.
+                // gives it, so that a plan is the same whichever way it was made. A
+                // member's key is found by checking it against its set, so once each.
                 for list in changes.iter_mut().flatten() {
-                    list.sort_unstable_by_key(|m| d.key(*m).or_else(|| c.key(*m)));
+                    list.sort_by_cached_key(|m| d.key(*m).or_else(|| c.key(*m)));
                 }
             }
         }
