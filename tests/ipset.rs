@@ -851,3 +851,66 @@ fn pipelined_commands_take_one_round_trip_and_report_the_failing_one() {
     assert!(e.to_string().contains("nf-missing"), "{e}");
     assert_eq!(entries(&sb, "nf-a"), 24_001);
 }
+
+#[test]
+fn exchange_answers_every_request_in_its_place_and_refuses_a_reused_sequence_number() {
+    use netfilter::ipset::wire::{self, Adt, Req};
+    use netfilter::{nl, Answers, NetlinkSocket};
+    let sb = Sandbox::new("ipset-xchg");
+    let mut ips = open(&sb);
+    ips.create(
+        "nf-a",
+        SetType::HashIp,
+        Family::Ipv4,
+        &CreateOptions::default(),
+    )
+    .unwrap();
+    let proto = ips.protocol();
+    let mut sock = NetlinkSocket::open(&sb.netns()).unwrap();
+    let seq = sock.next_seqs(3);
+    let add = |k: u32, set: &str, m: Member| {
+        let req = Req {
+            seq: seq + k,
+            proto,
+        };
+        wire::encode_adt(req, Adt::Add, set, &[m], 1, Exist::Fail).unwrap()
+    };
+
+    // Two requests under one sequence number: their answers could not be told apart, so
+    // neither is sent.
+    let twice = [add(0, "nf-a", v4(1)), add(0, "nf-a", v4(2))].concat();
+    let (k, e) = sock
+        .exchange(&twice, Answers::default(), &|_| String::new(), |_, _| {
+            Ok(false)
+        })
+        .unwrap_err();
+    assert_eq!(k, 1);
+    assert!(matches!(e, Error::Malformed(_)), "{e}");
+    assert_eq!(entries(&sb, "nf-a"), 0);
+
+    // Three requests, the middle one refused: each answer reaches its own place, and the
+    // kernel went on past the refusal.
+    let three = [
+        add(0, "nf-a", v4(1)),
+        add(1, "nf-missing", v4(2)),
+        add(2, "nf-a", v4(3)),
+    ]
+    .concat();
+    let mut errnos = [None; 3];
+    sock.exchange(
+        &three,
+        Answers::default(),
+        &|k| format!("request {k}"),
+        |k, m| {
+            if m.ty == nl::NLMSG_ERROR {
+                errnos[k] = Some(m.error()?.0);
+            }
+            Ok(false)
+        },
+    )
+    .unwrap();
+    assert_eq!(errnos[0], Some(0));
+    assert!(errnos[1].is_some_and(|e| e != 0), "{errnos:?}");
+    assert_eq!(errnos[2], Some(0));
+    assert_eq!(members_by_tool(&sb, "nf-a"), display_set(&[v4(1), v4(3)]));
+}

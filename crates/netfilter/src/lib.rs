@@ -25,4 +25,4 @@ pub mod socket;
 
 pub use error::Error;
 pub use family::Family;
-pub use socket::{NetlinkSocket, Netns};
+pub use socket::{Answers, NetlinkSocket, Netns};

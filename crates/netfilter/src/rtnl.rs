@@ -33,13 +33,12 @@
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use ipnet::IpNet;
 
 use crate::error::Error;
 use crate::nl::{self, Msg};
-use crate::socket::{NetlinkSocket, Netns};
+use crate::socket::{Answers, NetlinkSocket, Netns};
 
 /// Pure encoders of the route-netlink requests [`Rtnl`] sends, and the constants they use.
 ///
@@ -332,9 +331,6 @@ const NLM_F_ACK_TLVS: u16 = 0x200;
 /// `NLMSGERR_ATTR_MSG` (`linux/netlink.h`): the kernel's text for an error.
 const NLMSGERR_ATTR_MSG: u16 = 1;
 
-/// How long to wait for the kernel's answer before calling it lost.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// A route to add with [`Rtnl::add_route`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -438,7 +434,6 @@ impl Rtnl {
         let mut index = None;
         self.talk(
             &msg,
-            seq,
             &|| format!("{}: no link named {name}", op()),
             &mut |m| {
                 if m.ty == wire::MsgType::NewLink as u16 && m.payload.len() >= 16 {
@@ -471,7 +466,6 @@ impl Rtnl {
         let peer_ns = peer_netns.clone();
         self.talk(
             &msg,
-            seq,
             &|| format!("adding veth {name} in {ns} with peer {peer} in {peer_ns}"),
             &mut |_| Ok(false),
         )
@@ -486,7 +480,7 @@ impl Rtnl {
         let op = || format!("setting link {name} up in {ns}");
         let index = self.index_for(name, &op)?;
         let seq = self.next_seq();
-        self.talk(&wire::set_up(seq, index), seq, &op, &mut |_| Ok(false))
+        self.talk(&wire::set_up(seq, index), &op, &mut |_| Ok(false))
     }
 
     /// Adds `addr` (address and prefix length) to link `link`; `nodad` skips IPv6
@@ -501,7 +495,7 @@ impl Rtnl {
         let index = self.index_for(link, &op)?;
         let seq = self.next_seq();
         let msg = wire::new_addr(seq, index, addr, nodad)?;
-        self.talk(&msg, seq, &op, &mut |_| Ok(false))
+        self.talk(&msg, &op, &mut |_| Ok(false))
     }
 
     /// Adds a route to the main table.
@@ -516,7 +510,7 @@ impl Rtnl {
         let index = self.index_for(&route.link, &op)?;
         let seq = self.next_seq();
         let msg = wire::new_route(seq, route.dst, route.gateway, index, route.onlink)?;
-        self.talk(&msg, seq, &op, &mut |_| Ok(false))
+        self.talk(&msg, &op, &mut |_| Ok(false))
     }
 
     /// Sends one request and reads until its ACK or error, or until `reply` says a reply
@@ -524,45 +518,27 @@ impl Rtnl {
     fn talk(
         &mut self,
         msg: &[u8],
-        seq: u32,
         op: &dyn Fn() -> String,
         reply: &mut dyn FnMut(&Msg<'_>) -> Result<bool, Error>,
     ) -> Result<(), Error> {
-        self.sock.send(msg)?;
-        let mut outcome: Option<Result<(), Error>> = None;
-        while outcome.is_none() {
-            let got = self.sock.recv(REPLY_TIMEOUT, |m| {
-                if m.seq != seq || outcome.is_some() {
-                    // Left over from an earlier request that gave up; not ours.
-                    return Ok(());
+        let mut outcome = Ok(());
+        self.sock
+            .exchange(msg, Answers::default(), &|_| op(), |_, m| {
+                if m.ty != nl::NLMSG_ERROR {
+                    return reply(m);
                 }
-                if m.ty == nl::NLMSG_ERROR {
-                    let (errno, _) = m.error()?;
-                    outcome = Some(if errno == 0 {
-                        Ok(())
-                    } else {
-                        let op = match ext_ack_message(&m) {
-                            Some(text) => format!("{} (kernel: {text})", op()),
-                            None => op(),
-                        };
-                        Err(Error::Kernel { op, errno })
-                    });
-                } else if reply(&m)? {
-                    outcome = Some(Ok(()));
+                let (errno, _) = m.error()?;
+                if errno != 0 {
+                    let op = match ext_ack_message(m) {
+                        Some(text) => format!("{} (kernel: {text})", op()),
+                        None => op(),
+                    };
+                    outcome = Err(Error::Kernel { op, errno });
                 }
-                Ok(())
-            })?;
-            if !got {
-                return Err(Error::io(
-                    op(),
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no route netlink reply in {REPLY_TIMEOUT:?}"),
-                    ),
-                ));
-            }
-        }
-        outcome.unwrap_or(Ok(()))
+                Ok(true)
+            })
+            .map_err(|(_, e)| e)?;
+        outcome
     }
 }
 

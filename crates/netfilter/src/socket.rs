@@ -2,6 +2,7 @@
 //!
 //! `mnl::Socket` is `!Send`; so is [`NetlinkSocket`]. Open it on the thread that uses it.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -93,6 +94,13 @@ const RECV_BUF: usize = 1 << 20;
 /// What the kernel keeps beside the payload of each queued skb: the socket buffers are
 /// sized in truesize, not payload bytes.
 const SKB_OVERHEAD: usize = 1024;
+/// How long [`NetlinkSocket::exchange`] waits for the kernel to say anything. It answers
+/// within the `sendmsg` that carried the request; ten seconds means it never will.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most request bytes one `sendmsg` of [`NetlinkSocket::exchange`] carries. The
+/// kernel answers a send before the next goes, so a window bounds the answers queued at
+/// once as well as the send buffer.
+const SEND_WINDOW: usize = 256 * 1024;
 
 /// A `NETLINK_NETFILTER` socket (nf_tables and ipset share the bus) with its own sequence
 /// numbers and a receive buffer aligned for `nlmsghdr`.
@@ -332,7 +340,7 @@ impl NetlinkSocket {
 
     /// Sends one request and feeds every reply with its sequence number to `f`, until the
     /// kernel's final ACK, error or `NLMSG_DONE`. The request must carry `NLM_F_ACK` or
-    /// `NLM_F_DUMP`, or this waits for `timeout` and fails.
+    /// `NLM_F_DUMP`, or this waits for 10 s and fails.
     ///
     /// # Errors
     /// [`Error::Kernel`] with `op` when the kernel answers with an errno; [`Error::Io`]
@@ -344,35 +352,144 @@ impl NetlinkSocket {
         op: &dyn Fn() -> String,
         mut f: impl FnMut(Msg<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        self.send(msg)?;
-        let mut done = false;
-        let mut result = Ok(());
-        while !done {
-            let got = self.recv(Duration::from_secs(10), |m| {
-                if m.seq != seq {
-                    // A late reply to an earlier request that gave up; not ours.
-                    return Ok(());
-                }
-                match m.ty {
-                    nl::NLMSG_ERROR => {
-                        let (errno, _) = m.error()?;
-                        if errno != 0 {
-                            result = Err(Error::Kernel { op: op(), errno });
-                        }
-                        done = true;
-                    }
-                    nl::NLMSG_DONE => done = true,
-                    _ => f(m)?,
-                }
-                Ok(())
-            })?;
-            if !got {
-                return Err(Error::io(
-                    op(),
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no netlink reply in 10 s"),
+        debug_assert_eq!(
+            msg.get(8..12)
+                .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes"))),
+            Some(seq),
+            "the request's own sequence number"
+        );
+        let mut errno = 0;
+        self.exchange(msg, Answers::default(), &|_| op(), |_, m| {
+            match m.ty {
+                nl::NLMSG_ERROR => errno = m.error()?.0,
+                nl::NLMSG_DONE => {}
+                _ => f(*m)?,
+            }
+            Ok(false)
+        })
+        .map_err(|(_, e)| e)?;
+        match errno {
+            0 => Ok(()),
+            errno => Err(Error::Kernel { op: op(), errno }),
+        }
+    }
+
+    /// Sends many requests and reads their answers: one round trip for all of them where
+    /// one each would cost a kernel crossing and a wake-up per request. `requests` holds
+    /// whole netlink messages back to back, each with a sequence number of its own.
+    ///
+    /// Every message the kernel sends with the sequence number of a request not yet
+    /// answered goes to `on_msg(k, msg)`, `k` being the request's place in `requests`.
+    /// Request `k` is answered by its `NLMSG_ERROR` (an ACK or an error) or `NLMSG_DONE`,
+    /// or by any message for which `on_msg` returns `true` (a request without `NLM_F_ACK`
+    /// whose reply is the answer). Messages with other sequence numbers are late answers
+    /// to requests an earlier call gave up on, and are dropped.
+    ///
+    /// The requests go in sends of at most 256 KiB of whole messages, each answered in
+    /// full before the next is sent, with room reserved for `answers` of each: the
+    /// kernel drops answers that find the receive buffer full. The kernel handles a send's
+    /// messages one by one and goes on after one fails, so the requests must be ones that
+    /// may apply in any subset; a caller that must stop at the first failure sends one
+    /// request per call.
+    ///
+    /// # Errors
+    /// With the place of the request it concerns (for a failed send or receive, the first
+    /// request not yet answered): whatever `on_msg` returns; [`Error::Malformed`] when
+    /// `requests` is not a run of whole messages; [`Error::Io`] on a socket failure, or,
+    /// named by `what(k)`, when request `k` is not answered within 10 s.
+    pub fn exchange(
+        &mut self,
+        requests: &[u8],
+        answers: Answers,
+        what: &dyn Fn(usize) -> String,
+        mut on_msg: impl FnMut(usize, &Msg<'_>) -> Result<bool, Error>,
+    ) -> Result<(), (usize, Error)> {
+        // Where each request ends, and whose sequence number is whose.
+        let mut ends = Vec::new();
+        let mut place: HashMap<u32, usize> = HashMap::new();
+        for m in nl::messages(requests) {
+            let m = m.map_err(|e| (ends.len(), e))?;
+            let end = m.bytes.as_ptr() as usize - requests.as_ptr() as usize + m.bytes.len();
+            if place.insert(m.seq, ends.len()).is_some() {
+                return Err((
+                    ends.len(),
+                    Error::malformed(format!("sequence number {} used twice", m.seq)),
                 ));
             }
+            ends.push(nl::align(end).min(requests.len()));
         }
-        result
+        let mut answered = vec![false; ends.len()];
+        let mut first = 0;
+        while first < ends.len() {
+            let start = if first == 0 { 0 } else { ends[first - 1] };
+            // Whole messages, at least one, up to the window.
+            let mut last = first;
+            while last + 1 < ends.len() && ends[last + 1] - start <= SEND_WINDOW {
+                last += 1;
+            }
+            let window = first..last + 1;
+            let reserved = self
+                .reserve_replies(window.len() * answers.messages, answers.bytes)
+                .and_then(|()| self.send(&requests[start..ends[last]]));
+            reserved.map_err(|e| (first, e))?;
+            let mut pending = window.len();
+            while pending > 0 {
+                let mut erred = None;
+                let got = self.recv(REPLY_TIMEOUT, |m| {
+                    let Some(&k) = place.get(&m.seq) else {
+                        return Ok(());
+                    };
+                    if !window.contains(&k) || answered[k] {
+                        return Ok(());
+                    }
+                    let done = on_msg(k, &m).inspect_err(|_| erred = Some(k))?;
+                    if done || m.ty == nl::NLMSG_ERROR || m.ty == nl::NLMSG_DONE {
+                        answered[k] = true;
+                        pending -= 1;
+                    }
+                    Ok(())
+                });
+                // Only on the way out: a scan per answer would be quadratic in a window of
+                // thousands.
+                let waiting = || window.clone().find(|&k| !answered[k]).unwrap_or(first);
+                if !got.map_err(|e| (erred.unwrap_or_else(waiting), e))? {
+                    let k = waiting();
+                    return Err((
+                        k,
+                        Error::io(
+                            what(k),
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no netlink reply in {REPLY_TIMEOUT:?}"),
+                            ),
+                        ),
+                    ));
+                }
+            }
+            first = last + 1;
+        }
+        Ok(())
+    }
+}
+
+/// What [`NetlinkSocket::exchange`] reserves receive buffer room for, per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answers {
+    /// Messages the kernel queues in answer to one request (each its own skb), ACK
+    /// included.
+    pub messages: usize,
+    /// Bytes of each, about.
+    pub bytes: usize,
+}
+
+impl Default for Answers {
+    /// One ACK: what a request with `NLM_F_ACK` and no reply queues. Dumps queue more,
+    /// but read as they come, one request at a time, and need no more than the buffer
+    /// every socket starts with.
+    fn default() -> Self {
+        Self {
+            messages: 1,
+            bytes: 64,
+        }
     }
 }

@@ -15,7 +15,6 @@ pub mod wire;
 
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use ipnet::IpNet;
 use ipset_sys as sys;
@@ -23,7 +22,7 @@ use ipset_sys as sys;
 use self::wire::{Adt, CreateParams, ListChunk, ListWhat, Req};
 use crate::error::Error;
 use crate::nl::{self, Msg};
-use crate::socket::{NetlinkSocket, Netns};
+use crate::socket::{Answers, NetlinkSocket, Netns};
 
 pub use crate::family::Family;
 
@@ -414,6 +413,14 @@ impl fmt::Display for Member {
     }
 }
 
+/// How errors name an ADD or DEL: "adding to set X", "deleting from set X".
+fn adt_verb(adt: Adt) -> &'static str {
+    match adt {
+        Adt::Add => "adding to",
+        Adt::Del => "deleting from",
+    }
+}
+
 /// What a refused ADD/DEL message means, from its errno and the line number the kernel
 /// blamed: an element of `members[range]` failed and those before it were applied
 /// ([`Error::IpsetPartial`]), or the message failed whole ([`Error::Kernel`] when nothing
@@ -429,9 +436,10 @@ fn adt_failure(
     lineno: Option<u32>,
     first: bool,
 ) -> Error {
-    let (opname, cmd) = match adt {
-        Adt::Add => ("adding to", wire::Cmd::Add),
-        Adt::Del => ("deleting from", wire::Cmd::Del),
+    let opname = adt_verb(adt);
+    let cmd = match adt {
+        Adt::Add => wire::Cmd::Add,
+        Adt::Del => wire::Cmd::Del,
     };
     let failed = match lineno {
         Some(l) if (range.start as u64 + 1..=range.end as u64).contains(&u64::from(l)) => {
@@ -544,9 +552,6 @@ pub struct SetListing {
     /// The members, in the kernel's (hash) order. Empty for types netfence doesn't speak.
     pub members: Vec<Member>,
 }
-
-/// How long to wait for any kernel reply before giving up.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A handle on the ipset subsystem of one network namespace.
 ///
@@ -770,134 +775,83 @@ impl Ipset {
         ops: &[(Adt, &str, &[Member])],
         exist: Exist,
     ) -> Result<(), (usize, Error)> {
-        // Messages to send, each with the command it belongs to and its first line.
-        let mut msgs: Vec<(usize, u32, usize, usize)> = Vec::new(); // (op, seq, start, end)
+        // Each message with the command it belongs to and the members it carries.
+        let mut msgs: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         for (i, (adt, set, members)) in ops.iter().enumerate() {
             wire::validate_name(set).map_err(|e| (i, e))?;
             wire::validate_members(set, members).map_err(|e| (i, e))?;
             for range in wire::plan_adt(members) {
-                let req = self.req();
-                let chunk = &members[range.clone()];
-                let msg = wire::encode_adt(req, *adt, set, chunk, range.start as u32 + 1, exist)
-                    .map_err(|e| (i, e))?;
-                buf.extend_from_slice(&msg);
-                msgs.push((i, req.seq, range.start, range.end));
+                let msg = self.adt_message(*adt, set, members, range.clone(), exist);
+                buf.extend_from_slice(&msg.map_err(|e| (i, e))?);
+                msgs.push((i, range));
             }
         }
-        if msgs.is_empty() {
-            return Ok(());
-        }
-        // A large batch goes in a few sends; the socket's buffers were sized for 1 MiB.
-        const SEND_MAX: usize = 256 * 1024;
-        let mut sent = 0;
-        let mut offset = 0;
-        // Each ACK is found by its sequence number in O(1): a burst pipelines thousands of
-        // messages, and a scan of the pending ones per ACK was quadratic in them.
-        let slot: std::collections::HashMap<u32, usize> =
-            msgs.iter().enumerate().map(|(k, m)| (m.1, k)).collect();
-        let mut outcomes: Vec<Option<(i32, Option<u32>)>> = vec![None; msgs.len()];
-        while sent < msgs.len() {
-            // Whole messages only: walk their lengths.
-            let mut end = offset;
-            let mut n = 0;
-            while sent + n < msgs.len() {
-                let len =
-                    u32::from_ne_bytes(buf[end..end + 4].try_into().expect("4 bytes")) as usize;
-                if n > 0 && end + len - offset > SEND_MAX {
-                    break;
+        let mut outcomes: Vec<(i32, Option<u32>)> = vec![(0, None); msgs.len()];
+        let what = |k: usize| {
+            let (adt, set, _) = ops[msgs[k].0];
+            format!("waiting for the ACK of {} set {set}", adt_verb(adt))
+        };
+        self.sock
+            .exchange(&buf, Answers::default(), &what, |k, m| {
+                if m.ty == nl::NLMSG_ERROR {
+                    outcomes[k] = wire::decode_adt_error(m)?;
                 }
-                end += len;
-                n += 1;
-            }
-            self.sock
-                .send(&buf[offset..end])
-                .map_err(|e| (msgs[sent].0, e))?;
-            let window = sent..sent + n;
-            let mut pending = n;
-            while pending > 0 {
-                let got = self
-                    .sock
-                    .recv(REPLY_TIMEOUT, |m| {
-                        if m.ty != nl::NLMSG_ERROR {
-                            return Ok(());
-                        }
-                        match slot.get(&m.seq) {
-                            Some(&k) if window.contains(&k) && outcomes[k].is_none() => {
-                                outcomes[k] = Some(wire::decode_adt_error(&m)?);
-                                pending -= 1;
-                            }
-                            _ => {}
-                        }
-                        Ok(())
-                    })
-                    .map_err(|e| (msgs[sent].0, e))?;
-                if !got {
-                    return Err((
-                        msgs[sent].0,
-                        Error::io(
-                            "waiting for the ACKs of pipelined ipset ADD/DEL",
-                            std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                "no netlink reply in 10 s",
-                            ),
-                        ),
-                    ));
-                }
-            }
-            sent += n;
-            offset = end;
-        }
-        for (&(i, _, start, end), outcome) in msgs.iter().zip(&outcomes) {
-            let (errno, lineno) = outcome.expect("every message in a window was answered");
+                Ok(false)
+            })
+            .map_err(|(k, e)| (msgs[k].0, e))?;
+        for ((i, range), (errno, lineno)) in msgs.iter().zip(outcomes) {
             if errno == 0 {
                 continue;
             }
-            let (adt, set, members) = ops[i];
-            let err = adt_failure(adt, set, members, start..end, errno, lineno, start == 0);
-            return Err((i, err));
+            let (adt, set, members) = ops[*i];
+            let first = range.start == 0;
+            let err = adt_failure(adt, set, members, range.clone(), errno, lineno, first);
+            return Err((*i, err));
         }
         Ok(())
     }
 
+    /// Adds or deletes `members` one message at a time, each answered before the next
+    /// goes, so that a refused element stops the rest: the kernel would go on with later
+    /// messages of one send.
     fn adt(&mut self, adt: Adt, set: &str, members: &[Member], exist: Exist) -> Result<(), Error> {
         wire::validate_name(set)?;
         wire::validate_members(set, members)?;
-        for (k, range) in wire::plan_adt(members).into_iter().enumerate() {
-            let req = self.req();
-            let chunk = &members[range.clone()];
-            // Line numbers are 1-based indexes into the caller's slice: 0 would disable
-            // the kernel's report of the failing element.
-            let msg = wire::encode_adt(req, adt, set, chunk, range.start as u32 + 1, exist)?;
-            let Some((errno, lineno)) = self.adt_roundtrip(&msg, req.seq)? else {
-                continue;
-            };
-            return Err(adt_failure(adt, set, members, range, errno, lineno, k == 0));
+        for range in wire::plan_adt(members) {
+            let msg = self.adt_message(adt, set, members, range.clone(), exist)?;
+            let mut outcome = (0, None);
+            let what = |_| format!("waiting for the ACK of {} set {set}", adt_verb(adt));
+            self.sock
+                .exchange(&msg, Answers::default(), &what, |_, m| {
+                    if m.ty == nl::NLMSG_ERROR {
+                        outcome = wire::decode_adt_error(m)?;
+                    }
+                    Ok(false)
+                })
+                .map_err(|(_, e)| e)?;
+            if let (errno @ 1.., lineno) = outcome {
+                let first = range.start == 0;
+                return Err(adt_failure(adt, set, members, range, errno, lineno, first));
+            }
         }
         Ok(())
     }
 
-    /// Sends one ADD/DEL message and waits for its ACK; returns the errno and failing
-    /// line number when it is refused. `NetlinkSocket::request` can't be used: it drops
-    /// the echoed request in which the kernel reports the line number.
-    fn adt_roundtrip(&mut self, msg: &[u8], seq: u32) -> Result<Option<(i32, Option<u32>)>, Error> {
-        self.sock.send(msg)?;
-        let mut outcome = None;
-        while outcome.is_none() {
-            let got = self.sock.recv(REPLY_TIMEOUT, |m| {
-                if m.seq == seq && m.ty == nl::NLMSG_ERROR {
-                    outcome = Some(wire::decode_adt_error(&m)?);
-                }
-                Ok(())
-            })?;
-            if !got {
-                return Err(Error::io(
-                    "waiting for the ACK of an ipset ADD/DEL",
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no netlink reply in 10 s"),
-                ));
-            }
-        }
-        Ok(outcome.filter(|(errno, _)| *errno != 0))
+    /// The ADD/DEL message for `members[range]`. Its line numbers are 1-based indexes
+    /// into `members`, so that the kernel's report of a failing element names it there
+    /// (0 would turn the report off).
+    fn adt_message(
+        &mut self,
+        adt: Adt,
+        set: &str,
+        members: &[Member],
+        range: std::ops::Range<usize>,
+        exist: Exist,
+    ) -> Result<Vec<u8>, Error> {
+        let req = self.req();
+        let first_line = range.start as u32 + 1;
+        wire::encode_adt(req, adt, set, &members[range], first_line, exist)
     }
 
     /// Whether `member` is in set `set`. For a `hash:net` set an address matches when a
@@ -1025,50 +979,32 @@ impl Ipset {
         };
         self.need_protocol_7(|| format!("getting the index of set {first}"))?;
         let mut buf = Vec::with_capacity(names.len() * 40);
-        let mut seqs = std::collections::HashMap::with_capacity(names.len());
-        for (k, name) in names.iter().enumerate() {
+        for name in names {
             let req = self.req();
             buf.extend_from_slice(&wire::encode_get_byname(req, name)?);
-            seqs.insert(req.seq, k);
         }
-        // Each answer is two skbs, a reply and an ACK, all queued before the first is read.
-        self.sock.reserve_replies(2 * names.len(), 64)?;
-        self.sock.send(&buf)?;
         let mut outcomes: Vec<Option<Result<u16, i32>>> = vec![None; names.len()];
         let mut replies: Vec<Option<u16>> = vec![None; names.len()];
-        let mut pending = names.len();
-        while pending > 0 {
-            let got = self.sock.recv(REPLY_TIMEOUT, |m| {
-                let Some(&k) = seqs.get(&m.seq) else {
-                    // A late reply to an earlier request that gave up; not ours.
-                    return Ok(());
-                };
-                if outcomes[k].is_some() {
-                    return Ok(());
+        // Each answer is a reply and an ACK.
+        let answers = Answers {
+            messages: 2,
+            bytes: 64,
+        };
+        let what = |k: usize| format!("getting the index of set {}", names[k]);
+        self.sock
+            .exchange(&buf, answers, &what, |k, m| {
+                if m.ty != nl::NLMSG_ERROR {
+                    replies[k] = Some(wire::decode_get_byname(m)?.0);
+                    return Ok(false);
                 }
-                if m.ty == nl::NLMSG_ERROR {
-                    let (errno, _) = m.error()?;
-                    outcomes[k] = Some(match (errno, replies[k]) {
-                        (0, Some(i)) => Ok(i),
-                        (0, None) => {
-                            return Err(Error::malformed("no reply to IPSET_CMD_GET_BYNAME"))
-                        }
-                        (e, _) => Err(e),
-                    });
-                    pending -= 1;
-                } else {
-                    replies[k] = Some(wire::decode_get_byname(&m)?.0);
-                }
-                Ok(())
-            })?;
-            if !got {
-                let waiting = outcomes.iter().position(Option::is_none).unwrap_or(0);
-                return Err(Error::io(
-                    format!("getting the index of set {}", names[waiting]),
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no netlink reply in 10 s"),
-                ));
-            }
-        }
+                outcomes[k] = Some(match (m.error()?.0, replies[k]) {
+                    (0, Some(i)) => Ok(i),
+                    (0, None) => return Err(Error::malformed("no reply to IPSET_CMD_GET_BYNAME")),
+                    (e, _) => Err(e),
+                });
+                Ok(false)
+            })
+            .map_err(|(_, e)| e)?;
         names
             .iter()
             .zip(outcomes)
