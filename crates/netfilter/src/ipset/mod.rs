@@ -413,6 +413,12 @@ impl fmt::Display for Member {
     }
 }
 
+/// A request [`NetlinkSocket::exchange`] saw answered by `NLMSG_DONE`, which ipset sends
+/// only to end a dump: no ACK said whether it was applied.
+fn no_ack() -> Error {
+    Error::malformed("an ipset request was answered with NLMSG_DONE, not an ACK")
+}
+
 /// How errors name an ADD or DEL: "adding to set X", "deleting from set X".
 fn adt_verb(adt: Adt) -> &'static str {
     match adt {
@@ -787,7 +793,7 @@ impl Ipset {
                 msgs.push((i, range));
             }
         }
-        let mut outcomes: Vec<(i32, Option<u32>)> = vec![(0, None); msgs.len()];
+        let mut outcomes: Vec<Option<(i32, Option<u32>)>> = vec![None; msgs.len()];
         let what = |k: usize| {
             let (adt, set, _) = ops[msgs[k].0];
             format!("waiting for the ACK of {} set {set}", adt_verb(adt))
@@ -795,12 +801,13 @@ impl Ipset {
         self.sock
             .exchange(&buf, Answers::default(), &what, |k, m| {
                 if m.ty == nl::NLMSG_ERROR {
-                    outcomes[k] = wire::decode_adt_error(m)?;
+                    outcomes[k] = Some(wire::decode_adt_error(m)?);
                 }
                 Ok(false)
             })
             .map_err(|(k, e)| (msgs[k].0, e))?;
-        for ((i, range), (errno, lineno)) in msgs.iter().zip(outcomes) {
+        for ((i, range), outcome) in msgs.iter().zip(outcomes) {
+            let (errno, lineno) = outcome.ok_or_else(|| (*i, no_ack()))?;
             if errno == 0 {
                 continue;
             }
@@ -820,17 +827,18 @@ impl Ipset {
         wire::validate_members(set, members)?;
         for range in wire::plan_adt(members) {
             let msg = self.adt_message(adt, set, members, range.clone(), exist)?;
-            let mut outcome = (0, None);
+            let mut outcome = None;
             let what = |_| format!("waiting for the ACK of {} set {set}", adt_verb(adt));
             self.sock
                 .exchange(&msg, Answers::default(), &what, |_, m| {
                     if m.ty == nl::NLMSG_ERROR {
-                        outcome = wire::decode_adt_error(m)?;
+                        outcome = Some(wire::decode_adt_error(m)?);
                     }
                     Ok(false)
                 })
                 .map_err(|(_, e)| e)?;
-            if let (errno @ 1.., lineno) = outcome {
+            let (errno, lineno) = outcome.ok_or_else(no_ack)?;
+            if errno != 0 {
                 let first = range.start == 0;
                 return Err(adt_failure(adt, set, members, range, errno, lineno, first));
             }
@@ -1008,7 +1016,7 @@ impl Ipset {
         names
             .iter()
             .zip(outcomes)
-            .map(|(name, o)| match o.expect("every request was answered") {
+            .map(|(name, o)| match o.ok_or_else(no_ack)? {
                 Ok(i) => Ok(i),
                 Err(errno) => Err(with_ipset_text(
                     Error::Kernel {
