@@ -338,9 +338,11 @@ impl NetlinkSocket {
         Ok(true)
     }
 
-    /// Sends one request and feeds every reply with its sequence number to `f`, until the
-    /// kernel's final ACK, error or `NLMSG_DONE`. The request must carry `NLM_F_ACK` or
-    /// `NLM_F_DUMP`, or this waits for 10 s and fails.
+    /// Sends `msg` and feeds every reply with sequence number `seq` to `f`, until the
+    /// kernel's ACK, error or `NLMSG_DONE` for it. `msg` may hold several messages that
+    /// one answer concludes, such as an nf_tables batch acknowledged at its end; requests
+    /// that are each answered go through [`Self::exchange`]. The message answered must
+    /// carry `NLM_F_ACK` or `NLM_F_DUMP`, or this waits for 10 s and fails.
     ///
     /// # Errors
     /// [`Error::Kernel`] with `op` when the kernel answers with an errno; [`Error::Io`]
@@ -352,26 +354,36 @@ impl NetlinkSocket {
         op: &dyn Fn() -> String,
         mut f: impl FnMut(Msg<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        debug_assert_eq!(
-            msg.get(8..12)
-                .map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes"))),
-            Some(seq),
-            "the request's own sequence number"
-        );
-        let mut errno = 0;
-        self.exchange(msg, Answers::default(), &|_| op(), |_, m| {
-            match m.ty {
-                nl::NLMSG_ERROR => errno = m.error()?.0,
-                nl::NLMSG_DONE => {}
-                _ => f(*m)?,
+        self.send(msg)?;
+        let mut done = false;
+        let mut result = Ok(());
+        while !done {
+            let got = self.recv(REPLY_TIMEOUT, |m| {
+                if m.seq != seq {
+                    // A late reply to an earlier request that gave up; not ours.
+                    return Ok(());
+                }
+                match m.ty {
+                    nl::NLMSG_ERROR => {
+                        let (errno, _) = m.error()?;
+                        if errno != 0 {
+                            result = Err(Error::Kernel { op: op(), errno });
+                        }
+                        done = true;
+                    }
+                    nl::NLMSG_DONE => done = true,
+                    _ => f(m)?,
+                }
+                Ok(())
+            })?;
+            if !got {
+                return Err(Error::io(
+                    op(),
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no netlink reply in 10 s"),
+                ));
             }
-            Ok(false)
-        })
-        .map_err(|(_, e)| e)?;
-        match errno {
-            0 => Ok(()),
-            errno => Err(Error::Kernel { op: op(), errno }),
         }
+        result
     }
 
     /// Sends many requests and reads their answers: one round trip for all of them where
