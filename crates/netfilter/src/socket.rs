@@ -94,8 +94,9 @@ const RECV_BUF: usize = 1 << 20;
 /// What the kernel keeps beside the payload of each queued skb: the socket buffers are
 /// sized in truesize, not payload bytes.
 const SKB_OVERHEAD: usize = 1024;
-/// How long [`NetlinkSocket::exchange`] waits for the kernel to say anything. It answers
-/// within the `sendmsg` that carried the request; ten seconds means it never will.
+/// How long [`NetlinkSocket::request`] and [`NetlinkSocket::exchange`] wait for the kernel
+/// to say anything. It answers within the `sendmsg` that carried the request; ten seconds
+/// means it never will.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most request bytes one `sendmsg` of [`NetlinkSocket::exchange`] carries. The
 /// kernel answers a send before the next goes, so a window bounds the answers queued at

@@ -793,13 +793,39 @@ impl Ipset {
                 msgs.push((i, range));
             }
         }
+        self.adt_run(ops, &msgs, &buf)
+    }
+
+    /// Adds or deletes `members` one message at a time, each answered before the next
+    /// goes, so that a refused element stops the rest: the kernel would go on with later
+    /// messages of one send.
+    fn adt(&mut self, adt: Adt, set: &str, members: &[Member], exist: Exist) -> Result<(), Error> {
+        wire::validate_name(set)?;
+        wire::validate_members(set, members)?;
+        for range in wire::plan_adt(members) {
+            let msg = self.adt_message(adt, set, members, range.clone(), exist)?;
+            self.adt_run(&[(adt, set, members)], &[(0, range)], &msg)
+                .map_err(|(_, e)| e)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the ADD/DEL messages in `buf` in one exchange. Message `k` belongs to command
+    /// `msgs[k].0` of `ops` and carries its members `msgs[k].1`. The error is the first
+    /// refused message's, with the index of its command.
+    fn adt_run(
+        &mut self,
+        ops: &[(Adt, &str, &[Member])],
+        msgs: &[(usize, std::ops::Range<usize>)],
+        buf: &[u8],
+    ) -> Result<(), (usize, Error)> {
         let mut outcomes: Vec<Option<(i32, Option<u32>)>> = vec![None; msgs.len()];
         let what = |k: usize| {
             let (adt, set, _) = ops[msgs[k].0];
             format!("waiting for the ACK of {} set {set}", adt_verb(adt))
         };
         self.sock
-            .exchange(&buf, Answers::default(), &what, |k, m| {
+            .exchange(buf, Answers::default(), &what, |k, m| {
                 if m.ty == nl::NLMSG_ERROR {
                     outcomes[k] = Some(wire::decode_adt_error(m)?);
                 }
@@ -815,33 +841,6 @@ impl Ipset {
             let first = range.start == 0;
             let err = adt_failure(adt, set, members, range.clone(), errno, lineno, first);
             return Err((*i, err));
-        }
-        Ok(())
-    }
-
-    /// Adds or deletes `members` one message at a time, each answered before the next
-    /// goes, so that a refused element stops the rest: the kernel would go on with later
-    /// messages of one send.
-    fn adt(&mut self, adt: Adt, set: &str, members: &[Member], exist: Exist) -> Result<(), Error> {
-        wire::validate_name(set)?;
-        wire::validate_members(set, members)?;
-        for range in wire::plan_adt(members) {
-            let msg = self.adt_message(adt, set, members, range.clone(), exist)?;
-            let mut outcome = None;
-            let what = |_| format!("waiting for the ACK of {} set {set}", adt_verb(adt));
-            self.sock
-                .exchange(&msg, Answers::default(), &what, |_, m| {
-                    if m.ty == nl::NLMSG_ERROR {
-                        outcome = Some(wire::decode_adt_error(m)?);
-                    }
-                    Ok(false)
-                })
-                .map_err(|(_, e)| e)?;
-            let (errno, lineno) = outcome.ok_or_else(no_ack)?;
-            if errno != 0 {
-                let first = range.start == 0;
-                return Err(adt_failure(adt, set, members, range, errno, lineno, first));
-            }
         }
         Ok(())
     }
