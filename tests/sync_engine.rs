@@ -1,7 +1,8 @@
 //! The engine against the real kernel, through its public API: bursts coalesce into few
 //! commits, a restart adopts and never opens a window, drift is repaired by one reconcile,
 //! a concurrent iptables-nft writer loses nothing and neither does netfence, invalid
-//! deltas are rejected alone, and flush removes exactly what netfence owns.
+//! deltas are rejected alone, flush removes exactly what netfence owns, and a finished
+//! pod's address grants nothing to the pod that gets it next.
 //!
 //! Each test makes its own network namespace and works only there. Needs root.
 
@@ -293,6 +294,44 @@ fn a_restart_adopts_without_flushing_and_never_opens_the_isolated_pod() {
     let samples = sampler.join().unwrap();
     assert!(samples > 3, "only {samples} samples");
     eprintln!("{samples} kernel samples during the restart, all isolated");
+}
+
+#[test]
+fn a_finished_pods_address_grants_nothing_to_the_pod_that_gets_it_next() {
+    let sb = Sandbox::new("sync-finished");
+    let mut w = base_world();
+    let e = start_converged(&sb, &w);
+    let to_db = |rs: &Ruleset, src: &str| {
+        let pkt = Packet::tcp(src.parse().unwrap(), ip4(0).parse().unwrap(), 5432);
+        verdict(rs, Hook::Forward, &pkt)
+    };
+    let holding = |rs: &Ruleset, ip: &str| -> Vec<String> {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        rs.sets()
+            .iter()
+            .filter(|(_, s)| s.members().any(|m| m == ruleset::Member::Ip(ip)))
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    assert_eq!(to_db(&observe(&sb), &ip4(1)), Verdict::Accept);
+    assert!(!holding(&observe(&sb), &ip4(1)).is_empty());
+
+    // api's Job-like end: the object stays, with its labels and its old addresses.
+    let mut done = w.pods[&("a".to_owned(), "api".to_owned())].clone();
+    done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    e.upsert_pod(&w.pod(done)).wait().unwrap();
+    let rs = observe(&sb);
+    assert_eq!(holding(&rs, &ip4(1)), Vec::<String>::new());
+    assert_eq!(holding(&rs, &ip6(1)), Vec::<String>::new());
+    assert_eq!(to_db(&rs, &ip4(1)), Verdict::Drop);
+
+    // The address goes to a pod db does not admit.
+    e.upsert_pod(&w.pod(pod("a", "web", &[("app", "web")], &[&ip4(1), &ip6(1)])))
+        .wait()
+        .unwrap();
+    let rs = observe(&sb);
+    assert_eq!(to_db(&rs, &ip4(1)), Verdict::Drop);
+    assert_converged(&sb, &w);
 }
 
 /// Feeds the world and checks that nothing completes before `ready`.

@@ -74,6 +74,12 @@ impl TryFrom<&core::Namespace> for Namespace {
     }
 }
 
+/// `status.phase` of a pod all of whose containers ended in success, for good.
+const POD_SUCCEEDED: &str = "Succeeded";
+/// `status.phase` of a pod all of whose containers ended, at least one in failure, for
+/// good.
+const POD_FAILED: &str = "Failed";
+
 impl TryFrom<&core::Pod> for Pod {
     type Error = Error;
 
@@ -87,7 +93,17 @@ impl TryFrom<&core::Pod> for Pod {
         let mut ipv4 = None;
         let mut ipv6 = None;
         let status = pod.status.as_ref();
+        // A finished pod keeps its `podIPs` in the API while the network plugin has
+        // released them: a Job's completed pods stay listed as long as the Job, and the
+        // next pod given the address would inherit a finished pod's place in every set
+        // its labels select. So a pod whose phase is final counts without addresses (as
+        // Calico drops its endpoint), and addresses it no longer owns are not checked.
+        let finished = matches!(
+            status.and_then(|s| s.phase.as_deref()),
+            Some(POD_SUCCEEDED | POD_FAILED)
+        );
         let listed: Vec<(String, &str)> = match status.and_then(|s| s.pod_ips.as_ref()) {
+            _ if finished => Vec::new(),
             Some(ips) if !ips.is_empty() => ips
                 .iter()
                 .enumerate()

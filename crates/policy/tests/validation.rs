@@ -346,6 +346,27 @@ fn pod_ip_falls_back_to_pod_ip_field() {
 }
 
 #[test]
+fn a_finished_pod_has_no_addresses() {
+    for phase in ["Succeeded", "Failed"] {
+        let mut v = good_pod();
+        v["status"]["phase"] = json!(phase);
+        // The addresses are released, so even one that would not parse is no error.
+        v["status"]["podIPs"][1]["ip"] = json!("fd00::zz");
+        let p = policy::Pod::try_from(&pod(v)).unwrap();
+        assert_eq!((p.ipv4, p.ipv6), (None, None), "{phase}");
+        // Everything else is kept: the pod is still an object of the cluster.
+        assert_eq!(p.labels.get("app").map(String::as_str), Some("web"));
+        assert_eq!(p.node_name.as_deref(), Some("node-1"));
+    }
+    for phase in ["Pending", "Running", "Unknown"] {
+        let mut v = good_pod();
+        v["status"]["phase"] = json!(phase);
+        let p = policy::Pod::try_from(&pod(v)).unwrap();
+        assert_eq!(p.ipv4, Some("10.244.1.10".parse().unwrap()), "{phase}");
+    }
+}
+
+#[test]
 fn pod_ips_must_parse() {
     let e = pod_err(|v| v["status"]["podIPs"][1]["ip"] = json!("fd00::zz"));
     names(&e, "Pod x/web", "status.podIPs[1].ip");
