@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::env::RunEnv;
-use crate::stats::{Data, Summary, NETFENCE, SCENARIO_ORDER};
+use crate::stats::{Data, Summary, CONNTRACK_XT, NETFENCE, SCENARIO_ORDER};
 use crate::targets::{self, Status};
 
 /// Opens the hand-written section that regeneration keeps.
@@ -124,7 +124,7 @@ const SYSTEMS: [(&str, &str); 9] = [
         "(data path) one native nft chain that accepts established connections: conntrack's own cost, the least any stateful filter adds",
     ),
     (
-        "conntrack-iptables",
+        CONNTRACK_XT,
         "(data path) the same two rules as iptables-nft writes them, with the xt `conntrack` match: the least a stateful filter adds when `iptables-nft-save` must read it, as it must read netfence's rules",
     ),
 ];

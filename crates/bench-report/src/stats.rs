@@ -8,6 +8,10 @@ use crate::record::Record;
 /// The system every other one is compared with.
 pub const NETFENCE: &str = "netfence";
 
+/// The data path's floor under any layout netfence may write: conntrack through the xt
+/// match, as `iptables-nft-restore` writes it (`benches/datapath.rs`).
+pub const CONNTRACK_XT: &str = "conntrack-iptables";
+
 /// The bench name of the kernel bounds (`benches/ipset.rs` and `benches/nft.rs`, group
 /// `bound`, file `bound.jsonl`): single messages, not scenarios of a cluster, so they get
 /// a section of their own ([`crate::bounds`]) instead of a scenario table.
@@ -33,7 +37,7 @@ pub const SCENARIO_ORDER: [&str; 12] = [
 pub const SYSTEM_ORDER: [&str; 9] = [
     "none",
     "conntrack-only",
-    "conntrack-iptables",
+    CONNTRACK_XT,
     NETFENCE,
     "netfence-commit",
     "calico-iptables",

@@ -2,7 +2,7 @@
 //! measured. Smoke-pass figures judge nothing (they are not comparable), and a target
 //! whose figures are missing is never guessed at.
 
-use crate::stats::{Data, Summary, NETFENCE};
+use crate::stats::{Data, Summary, CONNTRACK_XT, NETFENCE};
 
 /// 1 ms in nanoseconds.
 const MS: f64 = 1e6;
@@ -270,10 +270,6 @@ fn connect_rate(s: &Summary) -> Result<f64, String> {
         .or_else(|| s.median_ns.filter(|&n| n > 0).map(|n| 1e9 / n as f64))
         .ok_or_else(|| format!("{}: no rate", s.key.system))
 }
-
-/// The data path's floor under any layout netfence may write: conntrack through the xt
-/// match, as `iptables-nft-restore` writes it (`benches/datapath.rs`).
-const CONNTRACK_XT: &str = "conntrack-iptables";
 
 fn datapath(d: &Data) -> Vec<Outcome> {
     let target = |pol: Option<usize>| match pol {

@@ -378,10 +378,7 @@ impl NetlinkSocket {
                 Ok(())
             })?;
             if !got {
-                return Err(Error::io(
-                    op(),
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no netlink reply in 10 s"),
-                ));
+                return Err(no_reply(op()));
             }
         }
         result
@@ -467,22 +464,24 @@ impl NetlinkSocket {
                 let waiting = || window.clone().find(|&k| !answered[k]).unwrap_or(first);
                 if !got.map_err(|e| (erred.unwrap_or_else(waiting), e))? {
                     let k = waiting();
-                    return Err((
-                        k,
-                        Error::io(
-                            what(k),
-                            std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                format!("no netlink reply in {REPLY_TIMEOUT:?}"),
-                            ),
-                        ),
-                    ));
+                    return Err((k, no_reply(what(k))));
                 }
             }
             first = last + 1;
         }
         Ok(())
     }
+}
+
+/// The error for a request `op` the kernel did not answer within [`REPLY_TIMEOUT`].
+fn no_reply(op: String) -> Error {
+    Error::io(
+        op,
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no netlink reply in {REPLY_TIMEOUT:?}"),
+        ),
+    )
 }
 
 /// What [`NetlinkSocket::exchange`] reserves receive buffer room for, per request.

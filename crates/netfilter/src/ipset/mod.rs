@@ -443,10 +443,7 @@ fn adt_failure(
     first: bool,
 ) -> Error {
     let opname = adt_verb(adt);
-    let cmd = match adt {
-        Adt::Add => wire::Cmd::Add,
-        Adt::Del => wire::Cmd::Del,
-    };
+    let cmd = adt.cmd();
     let failed = match lineno {
         Some(l) if (range.start as u64 + 1..=range.end as u64).contains(&u64::from(l)) => {
             l as usize - 1

@@ -541,7 +541,8 @@ pub enum Adt {
 }
 
 impl Adt {
-    fn cmd(self) -> Cmd {
+    /// The command the message carries.
+    pub(crate) fn cmd(self) -> Cmd {
         match self {
             Self::Add => Cmd::Add,
             Self::Del => Cmd::Del,
