@@ -858,13 +858,9 @@ fn exchange_answers_every_request_in_its_place_and_refuses_a_reused_sequence_num
     use netfilter::{nl, Answers, NetlinkSocket};
     let sb = Sandbox::new("ipset-xchg");
     let mut ips = open(&sb);
-    ips.create(
-        "nf-a",
-        SetType::HashIp,
-        Family::Ipv4,
-        &CreateOptions::default(),
-    )
-    .unwrap();
+    let d = CreateOptions::default();
+    ips.create("nf-a", SetType::HashIp, Family::Ipv4, &d)
+        .unwrap();
     let proto = ips.protocol();
     let mut sock = NetlinkSocket::open(&sb.netns()).unwrap();
     let seq = sock.next_seqs(3);
