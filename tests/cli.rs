@@ -424,10 +424,10 @@ fn flush_removes_only_what_netfence_owns() {
 
     let f = netfence(&["flush", "--netns", &sb.name]).expect(0);
     assert!(f.stdout.starts_with("removed from"), "{}", f.stdout);
-    // 4 isolation sets, an IPv4 block set, and per family 2 peer sets, a named-port set
-    // and 3 `shop` sets (its namespace's local pods, and what each of its two policies
-    // selects).
-    assert!(f.stdout.contains("17 sets"), "{}", f.stdout);
+    // 4 isolation sets, an IPv4 block set, and per family a named-port set, the pods of
+    // `shop`, the pods of `ops`-team namespaces (web's peer), and what each of shop's two
+    // policies selects: `app=db`, and `app=web`, which is also db's peer.
+    assert!(f.stdout.contains("15 sets"), "{}", f.stdout);
     // Exactly the foreign state is left. (netfence made the ip6 filter table and its
     // built-in chains, and leaves them: a table is never deleted, someone may use it.)
     assert!(!kernel_text(&sb).contains("nf-"), "{}", kernel_text(&sb));

@@ -955,6 +955,58 @@ fn only_local_pods_are_isolated_and_remote_peers_still_count() {
 }
 
 #[test]
+fn a_selection_and_a_same_namespace_peer_with_its_selector_share_one_set() {
+    let mut c = compiler(Some("n1"));
+    c.upsert_namespace(ns("a", &[]));
+    c.upsert_pod(pod("a", "web", &[("app", "web")], 1));
+    c.upsert_pod(pod("a", "client", &[("app", "client")], 2));
+    let mut remote = pod("a", "remote-web", &[("app", "web")], 3);
+    remote.node_name = Some("n2".into());
+    c.upsert_pod(remote);
+    let from = |name: &str, selected: &str, peer: &str| Policy {
+        namespace: "a".into(),
+        name: name.into(),
+        pod_selector: sel(selected),
+        ingress: Some(vec![Rule {
+            peers: vec![Peer::Pods {
+                namespaces: NamespaceScope::Only("a".into()),
+                pods: sel(peer),
+            }],
+            ports: vec![],
+        }]),
+        egress: None,
+    };
+    c.upsert_policy(from("web", "app=web", "app=client"))
+        .unwrap();
+    c.upsert_policy(from("client", "app=client", "app=web"))
+        .unwrap();
+    // Per family: the namespace's pods, app=web and app=client, each once,
+    // where a set of local pods per selection made it five.
+    let grants: Vec<(&String, usize)> = c
+        .ruleset()
+        .sets()
+        .iter()
+        .filter(|(n, s)| n.ends_with('4') && s.polarity == ruleset::Polarity::Grants)
+        .map(|(n, s)| (n, s.len()))
+        .collect();
+    assert_eq!(grants.len(), 3, "{grants:?}");
+    let mut sizes: Vec<usize> = grants.iter().map(|g| g.1).collect();
+    sizes.sort();
+    assert_eq!(sizes, [1, 2, 3], "{grants:?}");
+    let iso = c.ruleset().set("nf-iso-in4").unwrap();
+    assert_eq!(iso.len(), 2, "only the local pods are isolated");
+    let v = |src: &str, dst: &str| tcp_80(c.ruleset(), src, dst);
+    assert_eq!(v("10.244.0.2", "10.244.0.1"), Verdict::Accept);
+    assert_eq!(v("10.244.0.3", "10.244.0.2"), Verdict::Accept);
+    // The remote web pod is a member of the set web's policy selects with,
+    // but that selects nothing here: it is not isolated on this node, and
+    // as a source it is web, not client.
+    assert_eq!(v("192.0.2.1", "10.244.0.3"), Verdict::Accept);
+    assert_eq!(v("10.244.0.3", "10.244.0.1"), Verdict::Drop);
+    assert_eq!(v("192.0.2.1", "10.244.0.1"), Verdict::Drop);
+}
+
+#[test]
 fn a_shared_address_stays_while_one_pod_still_has_it() {
     let mut c = compiler(None);
     c.upsert_namespace(ns("a", &[]));
