@@ -76,11 +76,11 @@
 //! * isolation sets (one per direction and family): the local pods some
 //!   policy isolates in that direction. [`Polarity::Restricts`].
 //! * namespace sets: the pods of a namespace with a policy, in either
-//!   direction, on every node (see below). [`Polarity::Grants`], like every set below: a pod is added
-//!   after the batch that may need it and removed before, while it joins the
-//!   isolation sets first and leaves them last, so an isolated pod missing
-//!   from its namespace set falls through to the drop at the end of
-//!   `nf-ingress` / `nf-egress`, never past it.
+//!   direction, on every node (see below). [`Polarity::Grants`], like every
+//!   set below: a pod is added after the batch that may need it and removed
+//!   before, while it joins the isolation sets first and leaves them last,
+//!   so an isolated pod missing from its namespace set falls through to the
+//!   drop at the end of `nf-ingress` / `nf-egress`, never past it.
 //! * selected sets: the pods a policy's `podSelector` picks in its
 //!   namespace, on every node (see below).
 //! * peer sets: every cluster pod a pods peer matches (pods on other nodes
@@ -104,14 +104,14 @@
 //! make each of these sets the very set that a peer with the same namespace
 //! and pod selector uses (a peer must hold remote pods). Policies that select
 //! `app=a` and allow from `app=b` in a namespace where another policy does the
-//! reverse need two sets, not four, and a pod delta sends one message to
-//! each set it is in, where it sent two. In the benchmarks' cluster at 10,000
-//! pods and 1,000 policies, all on this node, that took 1,857 sets down to
-//! 1,509 and a burst of 1,000 deltas from 2,222 ipset messages to 1,776. The
-//! price is paid where pods are spread over nodes: a remote pod's delta also
-//! reaches the selections no peer shares (6.6 sets per remote pod of that
-//! cluster, where it was 5.25), each message a little cheaper for the shorter
-//! search of the sets by name.
+//! reverse need two sets, not four, and a pod delta sends one message where
+//! it sent one to each twin. In the benchmarks' cluster at 10,000 pods and
+//! 1,000 policies, all on this node, that took 1,857 sets down to 1,509 and
+//! a burst of 1,000 deltas from 2,222 ipset messages to 1,776. The price is
+//! paid where pods are spread over nodes: a remote pod's delta also reaches
+//! the selections no peer shares (6.6 sets per remote pod of that cluster,
+//! where it was 5.25), each message a little cheaper for the shorter search
+//! of the sets by name.
 //!
 //! # Per-packet cost of a new connection
 //! An interface-name comparison and, for packets from pod interfaces, one
@@ -310,7 +310,9 @@ enum NsScope {
 struct Group {
     ns: NsScope,
     pods: LabelSelector,
-    /// Only pods on this node count (policy selections, isolation).
+    /// Only pods on this node count: the groups that feed isolation, and
+    /// ingress named ports. (Address sets are of groups on every node; see
+    /// the module docs.)
     local: bool,
 }
 
