@@ -90,6 +90,21 @@ fn deny_ingress(ns: &str, name: &str, selector: &str) -> Policy {
     }
 }
 
+/// Pods of `ns` picked by `selector` take ingress from the pods of `ns` picked by
+/// `from`, on any port.
+fn allow_from(ns: &str, name: &str, selector: &str, from: &str) -> Policy {
+    Policy {
+        ingress: Some(vec![Rule {
+            peers: vec![Peer::Pods {
+                namespaces: NamespaceScope::Only(ns.into()),
+                pods: sel(from),
+            }],
+            ports: vec![],
+        }]),
+        ..deny_ingress(ns, name, selector)
+    }
+}
+
 fn nft_protocol(p: Protocol) -> ruleset::Protocol {
     match p {
         Protocol::Tcp => ruleset::Protocol::Tcp,
@@ -719,21 +734,11 @@ fn policies_with_one_selector_share_one_lookup_through_a_selector_chain() {
     c.upsert_pod(pod("a", "web", &[("app", "web")], 1));
     c.upsert_pod(pod("a", "db", &[("app", "db")], 2));
     let before = c.ruleset().clone();
-    let allow_from = |name: &str, selector: &str, from: &str| Policy {
-        ingress: Some(vec![Rule {
-            peers: vec![Peer::Pods {
-                namespaces: NamespaceScope::Only("a".into()),
-                pods: sel(from),
-            }],
-            ports: vec![],
-        }]),
-        ..deny_ingress("a", name, selector)
-    };
     // web: two policies, one set; db: one policy, its own line.
-    c.upsert_policy(allow_from("web-1", "app=web", "app=db"))
+    c.upsert_policy(allow_from("a", "web-1", "app=web", "app=db"))
         .unwrap();
     c.upsert_policy(deny_ingress("a", "db", "app=db")).unwrap();
-    c.upsert_policy(allow_from("web-2", "app=web", "app=web"))
+    c.upsert_policy(allow_from("a", "web-2", "app=web", "app=web"))
         .unwrap();
     let rs = c.ruleset();
     let (targets, sets) = chain_refs(rs, "nf-in-a");
@@ -767,7 +772,7 @@ fn policies_with_one_selector_share_one_lookup_through_a_selector_chain() {
         ["nf-i-a.db", "nf-i-a.web-1"]
     );
     // And back: the same selector chain, by name.
-    c.upsert_policy(allow_from("web-2", "app=web", "app=web"))
+    c.upsert_policy(allow_from("a", "web-2", "app=web", "app=web"))
         .unwrap();
     assert_eq!(chain_refs(c.ruleset(), "nf-in-a").0[1], selector);
     for name in ["web-1", "web-2", "db"] {
@@ -963,22 +968,9 @@ fn a_selection_and_a_same_namespace_peer_with_its_selector_share_one_set() {
     let mut remote = pod("a", "remote-web", &[("app", "web")], 3);
     remote.node_name = Some("n2".into());
     c.upsert_pod(remote);
-    let from = |name: &str, selected: &str, peer: &str| Policy {
-        namespace: "a".into(),
-        name: name.into(),
-        pod_selector: sel(selected),
-        ingress: Some(vec![Rule {
-            peers: vec![Peer::Pods {
-                namespaces: NamespaceScope::Only("a".into()),
-                pods: sel(peer),
-            }],
-            ports: vec![],
-        }]),
-        egress: None,
-    };
-    c.upsert_policy(from("web", "app=web", "app=client"))
+    c.upsert_policy(allow_from("a", "web", "app=web", "app=client"))
         .unwrap();
-    c.upsert_policy(from("client", "app=client", "app=web"))
+    c.upsert_policy(allow_from("a", "client", "app=client", "app=web"))
         .unwrap();
     // Per family: the namespace's pods, app=web and app=client, each once,
     // where a set of local pods per selection made it five.
