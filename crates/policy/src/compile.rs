@@ -1402,10 +1402,17 @@ impl Compiler {
             chains: BTreeMap::new(),
             dispatch: Vec::new(),
         };
+        // The selection's address set holds every node's pods: the twin of a
+        // same-namespace peer with this selector (see the module docs).
+        // Isolation takes the local ones only.
         let selected = Group {
             ns: NsScope::Only(p.namespace.clone()),
             pods: p.pod_selector.clone(),
+            local: false,
+        };
+        let isolated = Group {
             local: true,
+            ..selected.clone()
         };
         let everyone = p.pod_selector.is_everything();
         for (f, t) in self.tables() {
@@ -1417,16 +1424,7 @@ impl Compiler {
                     set: SetKey::Ips(namespace_group(&p.namespace), f),
                     feeder: None,
                 });
-                // Every node's pods: the twin of a same-namespace peer with
-                // this selector (see the module docs). Isolation takes the
-                // local ones only.
-                let sel_key = SetKey::Ips(
-                    Group {
-                        local: false,
-                        ..selected.clone()
-                    },
-                    f,
-                );
+                let sel_key = SetKey::Ips(selected.clone(), f);
                 out.dispatch.push(Dispatch {
                     family: f,
                     dir: d,
@@ -1439,7 +1437,7 @@ impl Compiler {
                 });
                 out.uses.insert(Use {
                     set: SetKey::Isolated(d, f),
-                    feeder: Some(selected.clone()),
+                    feeder: Some(isolated.clone()),
                 });
                 let lines = self.lines(p, d, f, rules, &mut out.uses);
                 out.chains
