@@ -11,8 +11,9 @@ use std::net::IpAddr;
 use common::Sandbox;
 use ruleset::sim::{verdict, Packet, Verdict};
 use ruleset::{
-    plan, render, BaseChain, Error, Family, Hook, IpSet, Kernel, Match, Member, Neg, Polarity,
-    Policy, PortRange, Protocol, Rule, Ruleset, SetDir, SetType, TableId, Target,
+    plan, plan_batch_scoped, plan_scoped, plan_sets_scoped, render, BaseChain, Error, Executed,
+    Family, Hook, IpSet, Kernel, Match, Member, Neg, Plan, Polarity, Policy, PortRange, Protocol,
+    Rule, Ruleset, Scope, SetDir, SetType, TableId, Target,
 };
 
 fn tables() -> Vec<TableId> {
@@ -491,6 +492,58 @@ fn a_failed_closing_member_change_stops_the_openings() {
     let sel = seen.set("nf-sel0-4").unwrap();
     assert!(sel.contains(&Member::Ip(v4(1))));
     assert!(!sel.contains(&Member::Ip(v4(2))), "an opening landed");
+}
+
+/// The sync engine's commit in parts: the before phase goes to the kernel while the batch
+/// is still being planned, then the batch and the after phase, and the record of it all
+/// in the state comes last. The kernel goes through the states one plan would take it
+/// through, fail-closed in between, and the record equals a dump.
+#[test]
+fn the_before_phase_runs_ahead_of_the_batch_and_the_record_comes_last() {
+    let sb = Sandbox::new("rs-staged");
+    let (old, new) = (build(&old_shape()), build(&new_shape()));
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    let mut cur = converge(&mut k, &old);
+    let untouched = cur.clone();
+    let mut scope = Scope::default();
+    for rs in [&cur, &new] {
+        for (t, tab) in rs.tables() {
+            for n in tab.chains.keys() {
+                scope.chain(t, n);
+            }
+        }
+        for n in rs.sets().keys() {
+            scope.set(n);
+        }
+    }
+    let mut p = plan_sets_scoped(&cur, &new, &scope).unwrap();
+    assert!(!p.before.is_empty() && p.batch.is_empty() && !p.after.is_empty());
+    let mut ex = Executed::default();
+    k.execute_before(&p, &mut ex).unwrap();
+    assert!(ex.started());
+    // The before phase alone: old chains, closing set changes, nothing recorded yet.
+    assert_eq!(cur, untouched);
+    let before_only = Plan {
+        before: p.before.clone(),
+        ..Plan::default()
+    };
+    let mid = k.observe("nf-", &tables()).unwrap();
+    assert_eq!(
+        mid.owned_view(),
+        before_only.apply_in_memory(&cur).unwrap().owned_view()
+    );
+    let (v_old, v_mid) = (allowed(&old), allowed(&mid));
+    for (i, pk) in probes().iter().enumerate() {
+        assert!(!v_mid[i] || v_old[i], "{pk:?} allowed mid-commit only");
+    }
+    p.batch = plan_batch_scoped(&cur, &new, &scope).unwrap();
+    assert_eq!(p, plan_scoped(&cur, &new, &scope).unwrap());
+    k.execute(&p, &mut ex).unwrap();
+    assert_eq!(cur, untouched, "execute records nothing");
+    ex.record(&p, &mut cur).unwrap();
+    assert_eq!(k.observe("nf-", &tables()).unwrap(), cur);
+    assert_eq!(cur.owned_view(), new.owned_view());
+    assert_eq!(ex.applied.batch_ops, p.batch.len());
 }
 
 /// One changed rule in a chain of 1,000 costs one replace in the kernel too, and the

@@ -41,6 +41,58 @@ pub struct Applied {
     pub deferred: Vec<String>,
 }
 
+/// What [`Kernel::execute`] has carried out of a plan, for [`Executed::record`] to write
+/// into the state the plan was made from.
+#[derive(Debug, Clone, Default)]
+pub struct Executed {
+    /// The figures of what ran.
+    pub applied: Applied,
+    /// The first step not (or not known to be) carried out.
+    next: usize,
+    /// The handles the kernel gave the batch's new rules, once the batch committed.
+    handles: Vec<Option<u64>>,
+}
+
+impl Executed {
+    /// Whether any step has been carried out: the kernel then differs from the state the
+    /// plan was made from.
+    pub fn started(&self) -> bool {
+        self.next > 0
+    }
+
+    /// Writes into `state` (the state the plan was made from, unchanged since) the steps
+    /// of `plan` that were carried out, as [`Kernel::apply`] would have: member changes,
+    /// set creations, the destroys the kernel did not defer, and the batch with the
+    /// handles of its new rules.
+    ///
+    /// # Errors
+    /// [`Error::Inapplicable`] if `plan` was not made from `state`.
+    pub fn record(&self, plan: &Plan, state: &mut Ruleset) -> Result<(), Error> {
+        for step in plan.steps().take(self.next) {
+            match step {
+                // Still referenced a moment longer: the set stays, and the next plan
+                // destroys it.
+                Step::Set(SetOp::Destroy { name })
+                    if self.applied.deferred.iter().any(|d| d == name) => {}
+                Step::Set(op) => apply_set_committed(state, op)?,
+                Step::Batch(ops) => apply_committed(state, ops, &self.handles)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How far [`Kernel::run`] goes.
+#[derive(Clone, Copy)]
+enum Until {
+    /// To the end of the plan.
+    End,
+    /// To the end of the before phase, on purpose.
+    Batch,
+    /// Stop with [`Error::Stopped`] before this step (fault injection).
+    Stop(usize),
+}
+
 /// What [`Kernel::flush`] removed.
 #[derive(Debug, Clone)]
 pub struct Flushed {
@@ -256,7 +308,8 @@ impl Kernel {
     }
 
     /// Runs `plan` and updates `state` (the state the plan was made from) to what the
-    /// kernel now holds, with the handles it gave the new rules.
+    /// kernel now holds, with the handles it gave the new rules: [`Self::execute`], then
+    /// [`Executed::record`].
     ///
     /// Consecutive member changes (ADD/DEL on any sets, all of one phase) go to the kernel
     /// in one round trip.
@@ -286,13 +339,63 @@ impl Kernel {
         state: &mut Ruleset,
         limit: usize,
     ) -> Result<Applied, Error> {
-        let total = plan.step_count();
-        let mut done = Applied::default();
+        let mut ex = Executed::default();
+        let ran = self.run(plan, &mut ex, plan.step_count(), Until::Stop(limit));
+        // What ran is recorded even when a later step failed: the caller's state then
+        // shows the kernel up to the failure.
+        ex.record(plan, state)?;
+        ran.map(|()| ex.applied)
+    }
+
+    /// Runs `plan`'s steps in the kernel from where `ex` stopped (the first step, for a new
+    /// [`Executed`]) to the end, without touching any model of the kernel: `ex` keeps
+    /// what [`Executed::record`] needs to bring the plan's state up to date later.
+    ///
+    /// This is how a caller that others wait on commits: the kernel first, the
+    /// bookkeeping (a burst's thousands of member changes, looked up in sets of thousands)
+    /// once the waiters are told. On error, `ex` holds the steps known to be applied, as
+    /// [`Self::apply`] describes.
+    ///
+    /// # Errors
+    /// [`Error::Step`] naming the step and the kernel's error.
+    pub fn execute(&mut self, plan: &Plan, ex: &mut Executed) -> Result<(), Error> {
+        self.run(plan, ex, plan.step_count(), Until::End)
+    }
+
+    /// Runs only the before phase of `plan` (see [`crate::plan`]), from where `ex`
+    /// stopped: the set creations and the closing member changes, which need nothing of
+    /// the batch. A caller may run them while it is still making the batch on another
+    /// thread, then put the batch in the plan and [`Self::execute`] the rest with the
+    /// same `ex`. The plan must not gain or lose before-phase steps in between.
+    ///
+    /// # Errors
+    /// As [`Self::execute`]; a step is numbered as if a batch followed.
+    pub fn execute_before(&mut self, plan: &Plan, ex: &mut Executed) -> Result<(), Error> {
+        let total = plan.before.len() + 1 + plan.after.len();
+        self.run(plan, ex, total, Until::Batch)
+    }
+
+    /// Runs steps from `ex.next` on, as far as `until` says.
+    fn run(
+        &mut self,
+        plan: &Plan,
+        ex: &mut Executed,
+        total: usize,
+        until: Until,
+    ) -> Result<(), Error> {
         let steps: Vec<Step<'_>> = plan.steps().collect();
-        let mut i = 0;
+        let limit = match until {
+            Until::End => steps.len(),
+            Until::Batch => plan.before.len(),
+            Until::Stop(limit) => limit,
+        };
+        let mut i = ex.next;
         while i < steps.len() {
             if i >= limit {
-                return Err(Error::Stopped { done: i, total });
+                return match until {
+                    Until::Stop(_) => Err(Error::Stopped { done: i, total }),
+                    _ => Ok(()),
+                };
             }
             // A run of member changes (one phase of the plan, on any number of sets) goes
             // in one round trip: any subset of a phase keeps the fail-closed invariant, so
@@ -309,33 +412,32 @@ impl Kernel {
                 .take_while(|s| matches!(s, Step::Set(SetOp::Add { .. } | SetOp::Del { .. })))
                 .count();
             if run > 1 {
-                self.member_run(&steps[i..i + run], i, total, state, &mut done)?;
+                self.member_run(&steps[i..i + run], i, total, &mut ex.applied)?;
                 i += run;
+                ex.next = i;
                 continue;
             }
-            let step = steps[i];
             let fail = |source| Error::Step {
                 step: i + 1,
                 total,
                 source,
             };
-            match step {
+            match steps[i] {
                 Step::Set(op) => {
-                    if self.set_op(op, &mut done).map_err(fail)? {
-                        apply_set_committed(state, op)?;
-                    }
+                    self.set_op(op, &mut ex.applied).map_err(fail)?;
                 }
                 Step::Batch(ops) => {
                     let (bytes, handles) = self.commit(ops).map_err(fail)?;
-                    apply_committed(state, ops, &handles)?;
-                    done.batch_ops = ops.len();
-                    done.batch_bytes = bytes;
+                    ex.handles = handles;
+                    ex.applied.batch_ops = ops.len();
+                    ex.applied.batch_bytes = bytes;
                 }
             }
-            done.steps += 1;
+            ex.applied.steps += 1;
             i += 1;
+            ex.next = i;
         }
-        Ok(done)
+        Ok(())
     }
 
     /// Applies consecutive ADD/DEL steps (from step `first`) in one pipelined round trip.
@@ -344,7 +446,6 @@ impl Kernel {
         run: &[Step<'_>],
         first: usize,
         total: usize,
-        state: &mut Ruleset,
         done: &mut Applied,
     ) -> Result<(), Error> {
         let ops: Vec<(ipset::wire::Adt, &str, &[ipset::Member])> = run
@@ -367,18 +468,16 @@ impl Kernel {
                 source,
             });
         }
-        for s in run {
-            if let Step::Set(op) = s {
-                apply_set_committed(state, op)?;
-                done.elements += op.cost();
-            }
-            done.steps += 1;
+        for (_, _, members) in &ops {
+            done.elements += members.len();
         }
+        done.steps += run.len();
         Ok(())
     }
 
-    /// Runs one set operation; `Ok(false)` when a destroy was deferred.
-    fn set_op(&mut self, op: &SetOp, done: &mut Applied) -> Result<bool, netfilter::Error> {
+    /// Runs one set operation. A destroy the kernel deferred is listed in
+    /// [`Applied::deferred`], and left out when the step is recorded.
+    fn set_op(&mut self, op: &SetOp, done: &mut Applied) -> Result<(), netfilter::Error> {
         match op {
             SetOp::Create {
                 name,
@@ -411,7 +510,7 @@ impl Kernel {
                 };
                 for attempt in 0..tries {
                     match self.ipset.destroy(name, Exist::Ignore) {
-                        Ok(()) => return Ok(true),
+                        Ok(()) => return Ok(()),
                         Err(e) if e.errno() == Some(ipset::IPSET_ERR_BUSY) => {
                             if attempt + 1 == tries {
                                 break;
@@ -429,10 +528,9 @@ impl Kernel {
                     tracing::debug!(set = %name, "set still referenced; left for the next plan");
                 }
                 done.deferred.push(name.clone());
-                return Ok(false);
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Commits the batch on the observed generation; returns the bytes sent and the

@@ -22,13 +22,13 @@ pub mod render;
 pub mod sim;
 
 pub use error::Error;
-pub use kernel::{Applied, Flushed, Kernel};
+pub use kernel::{Applied, Executed, Flushed, Kernel};
 
 pub use model::{
     Chain, Entry, ForeignSet, IpSet, OpaqueRule, OwnedRule, Polarity, RuleId, Ruleset, Table,
     TableId, DEFAULT_MAXELEM, DEFAULT_PREFIX,
 };
-pub use plan::{plan, plan_scoped, Plan, Scope, SetOp, Step};
+pub use plan::{plan, plan_batch_scoped, plan_scoped, plan_sets_scoped, Plan, Scope, SetOp, Step};
 
 pub use netfilter::ipset::{IfName, Member, SetType};
 pub use netfilter::nft::{

@@ -339,17 +339,63 @@ pub fn plan_scoped(current: &Ruleset, desired: &Ruleset, scope: &Scope) -> Resul
     plan_in(current, desired, Some(scope))
 }
 
-fn plan_in(current: &Ruleset, desired: &Ruleset, scope: Option<&Scope>) -> Result<Plan, Error> {
-    if current.prefix() != desired.prefix() {
-        return Err(Error::invalid(
-            "desired ruleset",
-            format!(
-                "owns prefix {:?} but the current state was read for {:?}",
-                desired.prefix(),
-                current.prefix()
-            ),
-        ));
+/// The set phases of [`plan_scoped`] alone (`before` and `after`; the batch is left
+/// empty), from the sets of `scope`.
+///
+/// With [`plan_batch_scoped`] over the chains of the same change, it makes exactly the
+/// plan [`plan_scoped`] makes: the two halves read the two states and nothing else. A
+/// caller can therefore send this half's before phase to the kernel
+/// ([`crate::Kernel::execute_before`]) while it is still making the batch, as long as
+/// the sets of `desired` don't change meanwhile.
+///
+/// # Errors
+/// As [`plan_scoped`], for the sets in scope.
+pub fn plan_sets_scoped(
+    current: &Ruleset,
+    desired: &Ruleset,
+    scope: &Scope,
+) -> Result<Plan, Error> {
+    same_prefix(current, desired)?;
+    let mut p = Plan::default();
+    plan_sets(current, desired, Some(scope), &mut p)?;
+    Ok(p)
+}
+
+/// The nf_tables batch of [`plan_scoped`] alone, from the chains of `scope`: see
+/// [`plan_sets_scoped`].
+///
+/// # Errors
+/// As [`plan_scoped`], for the chains in scope.
+pub fn plan_batch_scoped(
+    current: &Ruleset,
+    desired: &Ruleset,
+    scope: &Scope,
+) -> Result<Vec<Op>, Error> {
+    same_prefix(current, desired)?;
+    for (t, c) in &scope.chains {
+        desired.validate_chain(t, c)?;
     }
+    let mut ops = Vec::new();
+    plan_batch(current, desired, Some(scope), &mut ops)?;
+    Ok(ops)
+}
+
+fn same_prefix(current: &Ruleset, desired: &Ruleset) -> Result<(), Error> {
+    if current.prefix() == desired.prefix() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "desired ruleset",
+        format!(
+            "owns prefix {:?} but the current state was read for {:?}",
+            desired.prefix(),
+            current.prefix()
+        ),
+    ))
+}
+
+fn plan_in(current: &Ruleset, desired: &Ruleset, scope: Option<&Scope>) -> Result<Plan, Error> {
+    same_prefix(current, desired)?;
     match scope {
         None => desired.validate()?,
         Some(s) => {

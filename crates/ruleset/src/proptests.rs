@@ -556,6 +556,11 @@ proptest! {
             }
         }
         let scoped = crate::plan::plan_scoped(&current, &desired, &scope).unwrap();
+        // The two halves the sync engine makes on two threads are the same plan.
+        let mut halves = crate::plan::plan_sets_scoped(&current, &desired, &scope).unwrap();
+        prop_assert!(halves.batch.is_empty());
+        halves.batch = crate::plan::plan_batch_scoped(&current, &desired, &scope).unwrap();
+        prop_assert_eq!(&halves, &scoped);
         prop_assert_eq!(scoped, full);
     }
 }
