@@ -756,8 +756,10 @@ fn feed(c: &mut policy::Compiler, op: &Op) {
 /// compiler the burst (or its inverse, in turn, as for `netfence`), plans it as the
 /// engine's sync thread does (`plan_scoped` over the compiler's scope, with set destroys
 /// the kernel deferred carried to the next plan), untimed; then times
-/// [`ruleset::Kernel::apply`] of that plan: the ipset messages, the one nf_tables batch
-/// and the set-index lookups the batch needs, encoded and sent, until the last ACK.
+/// [`ruleset::Kernel::execute`] of that plan: the ipset messages, the one nf_tables batch
+/// and the set-index lookups the batch needs, encoded and sent, until the last ACK. The
+/// record of the plan in the state comes after, untimed, as the engine writes it after
+/// the completions fire.
 fn commit_floor(c: &mut Criterion, mode: &Mode, run: &SizeRun, results: &mut Results) {
     if !bench_wanted(&id("burst", "netfence-commit", run)) {
         return;
@@ -807,10 +809,12 @@ fn commit_floor(c: &mut Criterion, mode: &Mode, run: &SizeRun, results: &mut Res
                   p: &ruleset::Plan| {
         std::thread::sleep(SETTLE);
         let t0 = Instant::now();
-        let applied = kernel.apply(p, state).expect("commits the burst");
+        let mut ex = ruleset::Executed::default();
+        kernel.execute(p, &mut ex).expect("commits the burst");
         let t = t0.elapsed();
-        for name in applied.deferred {
-            leftover.set(&name);
+        ex.record(p, state).expect("records the burst");
+        for name in &ex.applied.deferred {
+            leftover.set(name);
         }
         t
     };

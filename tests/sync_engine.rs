@@ -238,6 +238,63 @@ fn a_thousand_deltas_land_in_few_commits_and_equal_a_full_compile() {
     );
 }
 
+/// A burst that creates and fills hundreds of sets: its commit is made in two halves (the
+/// sets' first phase goes to the kernel while the dispatch chains are settled and the
+/// batch planned on a second thread), and the kernel ends up as a full compile says, the
+/// same again when half of it goes.
+#[test]
+fn a_burst_of_hundreds_of_new_sets_converges_through_the_two_thread_commit() {
+    let sb = Sandbox::new("sync-staged");
+    let mut w = base_world();
+    let e = start_converged(&sb, &w);
+    let mut cs = Vec::new();
+    for i in 0..120u32 {
+        // A set each for the selection and the peers, in both families: 480 creates and
+        // fills, far over what the engine commits on one thread.
+        let (s, r) = (format!("s{i}"), format!("r{i}"));
+        cs.push(e.upsert_pod(&w.pod(pod(
+            "a",
+            &s,
+            &[("app", &s)],
+            &[&ip4(100 + i), &ip6(100 + i)],
+        ))));
+        cs.push(e.upsert_pod(&w.pod(pod(
+            "b",
+            &r,
+            &[("role", &r)],
+            &[&ip4(300 + i), &ip6(300 + i)],
+        ))));
+        cs.push(e.upsert_policy(&w.policy(policy(
+            "a",
+            &format!("np-{i}"),
+            sel(&[("app", &s)]),
+            Some(sel(&[("role", &r)])),
+            1000 + i as i32,
+        ))));
+    }
+    wait_all(cs);
+    assert!(e.status().last_error.is_none(), "{:?}", e.status());
+    assert_converged(&sb, &w);
+
+    let mut cs = Vec::new();
+    for i in (0..120u32).step_by(2) {
+        w.policies.remove(&("a".into(), format!("np-{i}")));
+        cs.push(e.delete_policy("a", &format!("np-{i}")));
+        w.pods.remove(&("b".into(), format!("r{i}")));
+        cs.push(e.delete_pod("b", &format!("r{i}")));
+    }
+    wait_all(cs);
+    assert!(e.status().last_error.is_none(), "{:?}", e.status());
+    // Sets the kernel still held as referenced are destroyed by a later commit.
+    for _ in 0..100 {
+        if e.status().deferred_destroys == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_converged(&sb, &w);
+}
+
 #[test]
 fn a_restart_adopts_without_flushing_and_never_opens_the_isolated_pod() {
     let sb = Sandbox::new("sync-restart");

@@ -888,6 +888,14 @@ impl Compiler {
         &self.rs
     }
 
+    /// The desired ruleset whether or not dispatch is held, for reading its
+    /// sets: those are complete either way (settling rewrites chains only),
+    /// its chains are not until [`Self::settle`]. With
+    /// [`Self::take_set_scope`], what `ruleset::plan_sets_scoped` needs.
+    pub fn unsettled_ruleset(&self) -> &Ruleset {
+        &self.rs
+    }
+
     /// The chains and sets touched since the last call: what to hand to
     /// `ruleset::plan_scoped` against the state the last plan produced.
     ///
@@ -895,6 +903,26 @@ impl Compiler {
     /// rewritten: [`Self::settle`] first.
     pub fn take_scope(&mut self) -> Scope {
         debug_assert!(!self.held, "take the scope after settle()");
+        self.gather_members();
+        std::mem::take(&mut self.scope)
+    }
+
+    /// The sets and members of [`Self::take_scope`] alone, leaving its chains for the
+    /// next `take_scope`. Unlike `take_scope`, it may be called while dispatch is held:
+    /// settling rewrites chains only, so the sets are complete already. The sync engine
+    /// plans the sets from this and sends their first phase to the kernel while it
+    /// settles and plans the chains on another thread.
+    pub fn take_set_scope(&mut self) -> Scope {
+        self.gather_members();
+        Scope {
+            sets: std::mem::take(&mut self.scope.sets),
+            members: std::mem::take(&mut self.scope.members),
+            ..Scope::default()
+        }
+    }
+
+    /// Moves the members each set noted as touched into the scope.
+    fn gather_members(&mut self) {
         for id in std::mem::take(&mut self.touched) {
             // A set removed since has its name in the scope's whole sets;
             // a slot reused by a new set is new, so whole as well.
@@ -917,7 +945,6 @@ impl Compiler {
                 }
             }
         }
-        std::mem::take(&mut self.scope)
     }
 
     /// Holds back, until [`Self::settle`], the rewrite of the namespace

@@ -17,7 +17,10 @@ use policy::{
 };
 use proptest::prelude::*;
 use ruleset::sim::{verdict, Packet, Verdict};
-use ruleset::{plan, plan_scoped, CtState, Hook, Plan, Ruleset, SetOp, TableId};
+use ruleset::{
+    plan, plan_batch_scoped, plan_scoped, plan_sets_scoped, CtState, Hook, Plan, Ruleset, SetOp,
+    TableId,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers.
@@ -682,6 +685,43 @@ fn pod_churn_in_a_namespace_with_policies_changes_set_members_only() {
         .set(&sets[0])
         .unwrap()
         .matches("10.244.0.7".parse().unwrap()));
+}
+
+/// The sync engine takes a held burst's sets before it settles (to plan
+/// them, and send their first phase, while it settles and plans the chains
+/// on another thread) and the chains after: the two halves make the plan one
+/// scope makes.
+#[test]
+fn a_burst_planned_in_halves_around_settling_plans_the_same() {
+    let c = world();
+    let cur = observed(c.ruleset());
+    let burst = |n: &mut Compiler| {
+        n.upsert_policy(deny_ingress("a", "p1", "app=web")).unwrap();
+        n.delete_policy(&ObjectKey::new("a", "allow-clients"))
+            .unwrap();
+        n.upsert_pod(pod("b", "client2", &[("app", "client")], 9));
+        n.upsert_pod(pod("a", "web", &[("app", "web"), ("v", "2")], 1));
+        n.delete_pod(&ObjectKey::new("b", "other"));
+    };
+    let fresh = || {
+        let mut n = Compiler::new(c.config().clone()).unwrap();
+        n.compile(c.cluster()).unwrap();
+        n.take_scope();
+        n
+    };
+    let mut next = fresh();
+    next.hold_dispatch();
+    burst(&mut next);
+    let sets = next.take_set_scope();
+    assert!(sets.chains.is_empty() && !(sets.sets.is_empty() && sets.members.is_empty()));
+    let mut p = plan_sets_scoped(&cur, next.unsettled_ruleset(), &sets).unwrap();
+    next.settle().unwrap();
+    let chains = next.take_scope();
+    assert!(chains.sets.is_empty() && chains.members.is_empty() && !chains.chains.is_empty());
+    let mut scope = sets;
+    scope.merge(chains);
+    p.batch = plan_batch_scoped(&cur, next.ruleset(), &scope).unwrap();
+    assert_eq!(p, plan(&cur, next.ruleset()).unwrap());
 }
 
 /// Hundreds of pod deltas between two takes of the scope: the compiler
