@@ -708,6 +708,51 @@ struct Compiled {
     dispatch: Vec<Dispatch>,
 }
 
+/// What the compiler let go of while it kept its garbage
+/// ([`Compiler::keep_garbage`]): freed when this value is dropped.
+///
+/// A burst frees thousands of objects (replaced pods and policies, their
+/// chains' rules, sets and groups no policy uses any more), each of many
+/// allocations. The sync engine frees them after the commit's completions
+/// fire, so that no waiter waits on the allocator.
+#[derive(Default)]
+pub struct Garbage {
+    pods: Vec<Arc<Pod>>,
+    namespaces: Vec<Arc<Namespace>>,
+    policies: Vec<Arc<Policy>>,
+    policy_states: Vec<PolicyState>,
+    chains: Vec<ruleset::Chain>,
+    sets: Vec<IpSet>,
+    set_states: Vec<SetState>,
+    groups: Vec<GroupState>,
+}
+
+impl Garbage {
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+            && self.namespaces.is_empty()
+            && self.policies.is_empty()
+            && self.policy_states.is_empty()
+            && self.chains.is_empty()
+            && self.sets.is_empty()
+            && self.set_states.is_empty()
+            && self.groups.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Garbage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Garbage")
+            .field("pods", &self.pods.len())
+            .field("policies", &self.policies.len())
+            .field("chains", &self.chains.len())
+            .field("sets", &self.sets.len())
+            .field("groups", &self.groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The two directions, as an index into per-direction arrays.
 fn dir_index(d: Direction) -> usize {
     match d {
@@ -789,6 +834,8 @@ pub struct Compiler {
     /// (1), per table: what the next rewrite of that namespace chain removes
     /// if its grouping no longer needs them.
     selector_chains: [HashMap<String, Vec<(TableId, String)>>; 2],
+    /// What the compiler let go of, while [`Compiler::keep_garbage`] is on.
+    garbage: Option<Garbage>,
 }
 
 /// A line of a namespace or selector chain: to `target` while no policy
@@ -860,6 +907,7 @@ impl Compiler {
             // The skeleton writes both, with only their final drop.
             stale_top: [true, true],
             held: false,
+            garbage: None,
         };
         c.skeleton().map_err(|source| Error::Compile {
             what: "the skeleton".into(),
@@ -947,6 +995,29 @@ impl Compiler {
         }
     }
 
+    /// Keeps what the compiler lets go of (replaced pods and policies, the
+    /// rules of rewritten chains, sets and groups no policy uses any more)
+    /// until [`Self::take_garbage`], instead of freeing it at once; `false`
+    /// frees what is kept and stops keeping. For a caller with waiters to
+    /// tell first: freeing a 1,000-delta burst's garbage is milliseconds of
+    /// work for the allocator.
+    pub fn keep_garbage(&mut self, keep: bool) {
+        if keep {
+            self.garbage.get_or_insert_with(Garbage::default);
+        } else {
+            self.garbage = None;
+        }
+    }
+
+    /// What was let go of since the last call, while keeping was on (empty
+    /// otherwise). Dropping it frees it.
+    pub fn take_garbage(&mut self) -> Garbage {
+        self.garbage
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Holds back, until [`Self::settle`], the rewrite of the namespace
     /// dispatch chains (and of `nf-ingress` / `nf-egress`) that each policy
     /// delta otherwise does at once.
@@ -1025,6 +1096,7 @@ impl Compiler {
         }
         // Whoever held dispatch still settles: the hold spans the compile.
         fresh.held = self.held;
+        fresh.garbage = self.garbage.take();
         *self = fresh;
         Ok(&self.rs)
     }
@@ -1050,6 +1122,9 @@ impl Compiler {
             None => self.new_pod(pod.clone()),
         };
         self.pod_changed(id, old.as_deref(), Some(&pod));
+        if let (Some(g), Some(old)) = (&mut self.garbage, old) {
+            g.pods.push(old);
+        }
     }
 
     /// Removes a pod. Changes set members only.
@@ -1059,7 +1134,18 @@ impl Compiler {
             self.pod_index.remove(&old, id);
             self.pod_changed(id, Some(&old), None);
             let slot = self.pods.remove(id);
-            debug_assert!(slot.is_some_and(|s| s.groups.is_empty()));
+            debug_assert!(slot.as_ref().is_some_and(|s| s.groups.is_empty()));
+            if let Some(g) = &mut self.garbage {
+                g.pods.push(old);
+                g.pods.extend(slot.map(|s| s.pod));
+            }
+        }
+    }
+
+    /// Lets go of a chain's old rules (see [`Self::keep_garbage`]).
+    fn discard_chain(&mut self, chain: Option<ruleset::Chain>) {
+        if let (Some(g), Some(c)) = (&mut self.garbage, chain) {
+            g.chains.push(c);
         }
     }
 
@@ -1079,6 +1165,9 @@ impl Compiler {
         let ns = ns.into();
         let old = self.cluster.upsert_namespace(ns.clone());
         self.namespace_changed(&ns.name, old.as_ref().map(|o| &o.labels), Some(&ns.labels));
+        if let (Some(g), Some(old)) = (&mut self.garbage, old) {
+            g.namespaces.push(old);
+        }
     }
 
     /// Removes a namespace (its pods stay until their own deletions arrive,
@@ -1086,6 +1175,9 @@ impl Compiler {
     pub fn delete_namespace(&mut self, name: &str) {
         if let Some(old) = self.cluster.delete_namespace(name) {
             self.namespace_changed(name, Some(&old.labels), None);
+            if let Some(g) = &mut self.garbage {
+                g.namespaces.push(old);
+            }
         }
     }
 
@@ -1099,7 +1191,10 @@ impl Compiler {
     /// [`Error::Compile`] on a compiler bug.
     pub fn upsert_policy(&mut self, policy: impl Into<Arc<Policy>>) -> Result<(), Error> {
         let policy = policy.into();
-        self.cluster.upsert_policy(policy.clone());
+        let old = self.cluster.upsert_policy(policy.clone());
+        if let (Some(g), Some(old)) = (&mut self.garbage, old) {
+            g.policies.push(old);
+        }
         self.policy_changed(policy.key(), Some(policy), !self.held)
     }
 
@@ -1111,7 +1206,10 @@ impl Compiler {
     /// # Errors
     /// [`Error::Compile`] on a compiler bug.
     pub fn delete_policy(&mut self, key: &ObjectKey) -> Result<(), Error> {
-        self.cluster.delete_policy(key);
+        let old = self.cluster.delete_policy(key);
+        if let (Some(g), Some(old)) = (&mut self.garbage, old) {
+            g.policies.push(old);
+        }
         self.policy_changed(key.clone(), None, !self.held)
     }
 
@@ -1293,11 +1391,13 @@ impl Compiler {
             for (f, t) in &tables {
                 self.scope.chain(t, &chain);
                 if !has {
-                    self.rs.remove_chain(t, &chain);
+                    let gone = self.rs.remove_chain(t, &chain);
+                    self.discard_chain(gone);
                     continue;
                 }
                 self.rs.add_chain(t, &chain, None)?;
-                self.rs.clear_chain(t, &chain);
+                let gone = self.rs.clear_chain(t, &chain);
+                self.discard_chain(gone);
                 // Policies that select with the same set share one lookup:
                 // a line per set, going to a chain of those policies' lines
                 // when there are several. Lines keep their first policy's
@@ -1320,7 +1420,8 @@ impl Compiler {
                     };
                     let sel = self.selector_chain(&ns, d, set);
                     self.rs.add_chain(t, &sel, None)?;
-                    self.rs.clear_chain(t, &sel);
+                    let gone = self.rs.clear_chain(t, &sel);
+                    self.discard_chain(gone);
                     for p in policies {
                         self.rs
                             .push_rule(t, &sel, dispatch_line(mark, None, d, p))?;
@@ -1334,7 +1435,8 @@ impl Compiler {
             }
             for (t, sel) in old_selectors {
                 if !selectors.contains(&(t.clone(), sel.clone())) {
-                    self.rs.remove_chain(&t, &sel);
+                    let gone = self.rs.remove_chain(&t, &sel);
+                    self.discard_chain(gone);
                     self.scope.chain(&t, &sel);
                 }
             }
@@ -1375,7 +1477,8 @@ impl Compiler {
         let chain = self.dispatch_chain(d);
         let mark = self.mark(d);
         for (f, t) in tables {
-            self.rs.clear_chain(t, &chain);
+            let gone = self.rs.clear_chain(t, &chain);
+            self.discard_chain(gone);
             let lines: Vec<NftRule> = self.dispatching[dir_index(d)]
                 .iter()
                 .map(|ns| {
@@ -1630,7 +1733,8 @@ impl Compiler {
                     .as_ref()
                     .is_some_and(|c| c.chains.contains_key(&(t.clone(), chain.clone())));
                 if !kept {
-                    self.rs.remove_chain(t, chain);
+                    let gone = self.rs.remove_chain(t, chain);
+                    self.discard_chain(gone);
                     self.scope.chain(t, chain);
                 }
             }
@@ -1651,7 +1755,8 @@ impl Compiler {
         if let Some(c) = compiled {
             for ((t, chain), lines) in &c.chains {
                 self.rs.add_chain(t, chain, None).map_err(wrap)?;
-                self.rs.clear_chain(t, chain);
+                let old_rules = self.rs.clear_chain(t, chain);
+                self.discard_chain(old_rules);
                 for r in lines {
                     self.rs.push_rule(t, chain, r.clone()).map_err(wrap)?;
                 }
@@ -1674,6 +1779,9 @@ impl Compiler {
         if let Some(old) = old {
             for u in &old.uses {
                 self.release(u);
+            }
+            if let Some(g) = &mut self.garbage {
+                g.policy_states.push(old);
             }
         }
         Ok(())
@@ -1749,8 +1857,12 @@ impl Compiler {
         if s.uses == 0 && !matches!(u.set, SetKey::Isolated(..)) {
             if let Some(s) = self.sets.remove(set) {
                 self.set_ids.remove(&s.key);
-                self.rs.remove_set(&s.name);
+                let gone = self.rs.remove_set(&s.name);
                 self.scope.set(&s.name);
+                if let Some(g) = &mut self.garbage {
+                    g.sets.extend(gone);
+                    g.set_states.push(s);
+                }
             }
         }
     }
@@ -1895,6 +2007,9 @@ impl Compiler {
                 self.by_namespace.remove(s, &id);
             }
             NsScope::Any => self.any.remove(&g.pods, &id),
+        }
+        if let Some(g) = &mut self.garbage {
+            g.groups.push(st);
         }
     }
 

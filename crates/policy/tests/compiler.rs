@@ -690,7 +690,8 @@ fn pod_churn_in_a_namespace_with_policies_changes_set_members_only() {
 /// The sync engine takes a held burst's sets before it settles (to plan
 /// them, and send their first phase, while it settles and plans the chains
 /// on another thread) and the chains after: the two halves make the plan one
-/// scope makes.
+/// scope makes. What the burst let go of waits in the garbage, and the
+/// ruleset is the one a compiler that frees at once builds.
 #[test]
 fn a_burst_planned_in_halves_around_settling_plans_the_same() {
     let c = world();
@@ -710,6 +711,7 @@ fn a_burst_planned_in_halves_around_settling_plans_the_same() {
         n
     };
     let mut next = fresh();
+    next.keep_garbage(true);
     next.hold_dispatch();
     burst(&mut next);
     let sets = next.take_set_scope();
@@ -722,6 +724,19 @@ fn a_burst_planned_in_halves_around_settling_plans_the_same() {
     scope.merge(chains);
     p.batch = plan_batch_scoped(&cur, next.ruleset(), &scope).unwrap();
     assert_eq!(p, plan(&cur, next.ruleset()).unwrap());
+
+    let garbage = next.take_garbage();
+    assert!(
+        !garbage.is_empty(),
+        "the burst replaced and deleted objects"
+    );
+    assert!(next.take_garbage().is_empty());
+    let mut eager = fresh();
+    eager.hold_dispatch();
+    burst(&mut eager);
+    eager.settle().unwrap();
+    assert!(eager.take_garbage().is_empty(), "nothing kept unless asked");
+    assert_eq!(eager.ruleset(), next.ruleset());
 }
 
 /// Hundreds of pod deltas between two takes of the scope: the compiler

@@ -836,11 +836,11 @@ impl Ruleset {
     /// Empties a chain of a desired state, keeping the chain and its hook: the way to
     /// rewrite a chain's rules, since [`Self::push_rule`] only appends. Rewritten rules that come
     /// back with the same content keep their identity, so the planner sees no change.
-    pub fn clear_chain(&mut self, table: &TableId, name: &str) {
-        if let Some(c) = self.chain_mut(table, name) {
-            let base = c.base;
-            *c = Chain::new(base);
-        }
+    /// Returns the chain as it was, for a caller that frees it later.
+    pub fn clear_chain(&mut self, table: &TableId, name: &str) -> Option<Chain> {
+        let c = self.chain_mut(table, name)?;
+        let base = c.base;
+        Some(std::mem::replace(c, Chain::new(base)))
     }
 
     /// Checks the references of every owned rule: a jump goes to an owned chain of the

@@ -13,8 +13,8 @@
 //! - a large commit is made in two halves: the sets are planned first, and their before
 //!   phase goes to the kernel while a second thread settles the dispatch chains and
 //!   plans the batch (the kernel sees the same steps in the same order);
-//! - the record of the applied plan in the view of the kernel comes after the
-//!   completions fire.
+//! - the record of the applied plan in the view of the kernel, and the freeing of what
+//!   the burst replaced ([`Compiler::keep_garbage`]), come after the completions fire.
 //!
 //! A failed commit leaves the kernel fail-closed (the plan's ordering), is reported, and
 //! is retried after a fresh observation with exponential backoff; the deltas it carried
@@ -106,10 +106,12 @@ impl Worker {
         // A destroy the kernel refuses for a moment is retried on the engine's own timer
         // (DEFERRED_RETRY), not slept through inside the commit its deltas wait on.
         kernel.set_patient_destroys(false);
-        let compiler = Compiler::new(config.compiler.clone()).map_err(|e| Error::Config {
+        let mut compiler = Compiler::new(config.compiler.clone()).map_err(|e| Error::Config {
             field: "compiler",
             reason: e.to_string(),
         })?;
+        // Freed at the end of each turn, after the commit's completions.
+        compiler.keep_garbage(true);
         let tables = config.compiler.tables();
         let current = kernel
             .observe(&config.compiler.prefix, &tables)
@@ -197,6 +199,8 @@ impl Worker {
                 }
             }
             self.publish();
+            // What the turn's deltas replaced, freed now that nobody waits on this thread.
+            drop(self.compiler.take_garbage());
         }
     }
 
@@ -313,6 +317,7 @@ impl Worker {
     fn replay(&mut self, cluster: &Cluster) {
         self.compiler =
             Compiler::new(self.config.compiler.clone()).expect("the config compiled before");
+        self.compiler.keep_garbage(true);
         for ns in cluster.namespaces() {
             self.compiler.upsert_namespace(ns.clone());
         }
