@@ -53,7 +53,10 @@
 //!
 //! Each system sleeps [`SETTLE`] untimed before each timed delta (or burst): nf_tables
 //! frees deleted objects after an RCU grace period and a commit right after may wait for
-//! it; the untimed inverse runs straight after the timed delta.
+//! it; the untimed inverse runs straight after the timed delta. netfence then also waits
+//! for the set destroys its last commit left to the engine's retry
+//! ([`harness::settle_engine`]), so that no timed delta shares a commit with the previous
+//! one's cleanup.
 //!
 //! Every timed iteration, warm-up included, goes to `target/netfence-bench/scenarios.jsonl`
 //! ([`record`]) and to criterion; a summary table (median, p99, ratios to each baseline,
@@ -84,8 +87,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::harness::{
-    await_engine, bench_wanted, for_netfence, load_cluster, remove_stale_namespaces, Baseline,
-    BaselineNs, DeltaPair, FullLoad, Mode, NetfenceSide, Netns, Size, SETTLE,
+    await_engine, bench_wanted, for_netfence, load_cluster, remove_stale_namespaces, settle_engine,
+    Baseline, BaselineNs, DeltaPair, FullLoad, Mode, NetfenceSide, Netns, Size, SETTLE,
 };
 use common::record::{self, Record, Recorder};
 use common::{calico, cluster, harness};
@@ -622,7 +625,7 @@ fn netfence(c: &mut Criterion, mode: &Mode, run: &SizeRun, results: &mut Results
         // other scenarios time the change and undo it untimed.
         let alternate = s == Scenario::Burst;
         let step = |side: &NetfenceSide, ops: &[Op]| {
-            std::thread::sleep(SETTLE);
+            settle_engine(&side.engine);
             let before = side.engine.metrics().commits;
             let t = submit(&side.engine, ops);
             (t, side.engine.metrics().commits - before)
@@ -754,8 +757,9 @@ fn feed(c: &mut policy::Compiler, op: &Op) {
 /// A compiler configured as the engine is holds the cluster, and a [`ruleset::Kernel`]
 /// in a namespace of its own holds the compiler's ruleset. Each iteration feeds the
 /// compiler the burst (or its inverse, in turn, as for `netfence`), plans it as the
-/// engine's sync thread does (`plan_scoped` over the compiler's scope, with set destroys
-/// the kernel deferred carried to the next plan), untimed; then times
+/// engine's sync thread does (`plan_scoped` over the compiler's scope; set destroys the
+/// kernel deferred are done before the next burst, as the bench waits for the engine's),
+/// untimed; then times
 /// [`ruleset::Kernel::execute`] of that plan: the ipset messages, the one nf_tables batch
 /// and the set-index lookups the batch needs, encoded and sent, until the last ACK. The
 /// record of the plan in the state comes after, untimed, as the engine writes it after
@@ -788,26 +792,44 @@ fn commit_floor(c: &mut Criterion, mode: &Mode, run: &SizeRun, results: &mut Res
     kernel.apply(&full, &mut state).expect("loads the cluster");
     drop(full);
     let mut leftover = ruleset::Scope::default();
+    // Untimed, as the bench waits for the engine's: SETTLE, then the set destroys the
+    // kernel deferred in the last commit, retried until they land.
+    let settle = |kernel: &mut ruleset::Kernel,
+                  compiler: &policy::Compiler,
+                  state: &mut ruleset::Ruleset,
+                  leftover: &mut ruleset::Scope| {
+        std::thread::sleep(SETTLE);
+        for _ in 0..100 {
+            if leftover.is_empty() {
+                break;
+            }
+            let scope = std::mem::take(leftover);
+            let p = ruleset::plan_scoped(state, compiler.ruleset(), &scope)
+                .expect("plans the destroys");
+            let applied = kernel.apply(&p, state).expect("destroys");
+            for name in &applied.deferred {
+                leftover.set(name);
+            }
+            if !leftover.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
     // Untimed: the next plan, made from what the kernel holds now (new rules' handles
-    // included), with the deferred destroys of the last one.
-    let next = |compiler: &mut policy::Compiler,
-                state: &ruleset::Ruleset,
-                leftover: &mut ruleset::Scope,
-                ops: &[Op]| {
+    // included).
+    let next = |compiler: &mut policy::Compiler, state: &ruleset::Ruleset, ops: &[Op]| {
         compiler.hold_dispatch();
         for op in ops {
             feed(compiler, op);
         }
         compiler.settle().expect("the burst settles");
-        let mut scope = std::mem::take(leftover);
-        scope.merge(compiler.take_scope());
+        let scope = compiler.take_scope();
         ruleset::plan_scoped(state, compiler.ruleset(), &scope).expect("plans the burst")
     };
     let commit = |kernel: &mut ruleset::Kernel,
                   state: &mut ruleset::Ruleset,
                   leftover: &mut ruleset::Scope,
                   p: &ruleset::Plan| {
-        std::thread::sleep(SETTLE);
         let t0 = Instant::now();
         let mut ex = ruleset::Executed::default();
         kernel.execute(p, &mut ex).expect("commits the burst");
@@ -820,7 +842,8 @@ fn commit_floor(c: &mut Criterion, mode: &Mode, run: &SizeRun, results: &mut Res
     };
     let probe = {
         let t0 = Instant::now();
-        let p = next(&mut compiler, &state, &mut leftover, &ch.forward);
+        settle(&mut kernel, &compiler, &mut state, &mut leftover);
+        let p = next(&mut compiler, &state, &ch.forward);
         commit(&mut kernel, &mut state, &mut leftover, &p);
         let forward = t0.elapsed();
         // The kernel holds what the compiler wants: nothing is left to plan but the
@@ -838,7 +861,8 @@ fn commit_floor(c: &mut Criterion, mode: &Mode, run: &SizeRun, results: &mut Res
             run.label()
         );
         let t1 = Instant::now();
-        let p = next(&mut compiler, &state, &mut leftover, &ch.inverse);
+        settle(&mut kernel, &compiler, &mut state, &mut leftover);
+        let p = next(&mut compiler, &state, &ch.inverse);
         commit(&mut kernel, &mut state, &mut leftover, &p);
         // Criterion sizes the run by an iteration's whole wall time: the untimed
         // compile and plan count too.
@@ -862,7 +886,8 @@ fn commit_floor(c: &mut Criterion, mode: &Mode, run: &SizeRun, results: &mut Res
                 &ch.inverse
             };
             turn += 1;
-            let p = next(&mut compiler, &state, &mut leftover, ops);
+            settle(&mut kernel, &compiler, &mut state, &mut leftover);
+            let p = next(&mut compiler, &state, ops);
             commit(&mut kernel, &mut state, &mut leftover, &p)
         },
     );

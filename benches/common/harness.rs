@@ -29,6 +29,20 @@ pub const PODS: usize = 8;
 /// measured about 10% slower at 5k pods).
 pub const SETTLE: Duration = Duration::from_millis(50);
 
+/// [`SETTLE`], then until `engine` has no set destroy left from its last commit (the
+/// kernel releases a deleted rule's set references a moment after the commit, and the
+/// engine retries such destroys 50 ms later): the delta timed next then starts from an
+/// engine with nothing of the previous delta's left to do, and its commit count holds
+/// only its own commits. Gives up after a second, leaving the destroys to the timed
+/// delta, as an agent's next delta would find them.
+pub fn settle_engine(engine: &Engine) {
+    std::thread::sleep(SETTLE);
+    let give_up = std::time::Instant::now() + Duration::from_secs(1);
+    while engine.status().deferred_destroys > 0 && std::time::Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Sandboxes
 
