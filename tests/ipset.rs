@@ -909,4 +909,39 @@ fn exchange_answers_every_request_in_its_place_and_refuses_a_reused_sequence_num
     assert!(errnos[1].is_some_and(|e| e != 0), "{errnos:?}");
     assert_eq!(errnos[2], Some(0));
     assert_eq!(members_by_tool(&sb, "nf-a"), display_set(&[v4(1), v4(3)]));
+
+    // Quiet, the same requests (new sequence numbers) are answered only where they fail
+    // and at the end: the refusal in its place, then the last request's ACK.
+    let seq = sock.next_seqs(3);
+    let add = |k: u32, set: &str, m: Member| {
+        let req = Req {
+            seq: seq + k,
+            proto,
+        };
+        wire::encode_adt(req, Adt::Add, set, &[m], 1, Exist::Fail).unwrap()
+    };
+    let mut three = [
+        add(0, "nf-a", v4(4)),
+        add(1, "nf-missing", v4(5)),
+        add(2, "nf-a", v4(6)),
+    ]
+    .concat();
+    let mut answers = Vec::new();
+    sock.exchange_quiet(
+        &mut three,
+        Answers::default(),
+        &|k| format!("request {k}"),
+        |k, m| {
+            answers.push((k, m.error()?.0));
+            Ok(false)
+        },
+    )
+    .unwrap();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers[0].0 == 1 && answers[0].1 != 0, "{answers:?}");
+    assert_eq!(answers[1], (2, 0));
+    assert_eq!(
+        members_by_tool(&sb, "nf-a"),
+        display_set(&[v4(1), v4(3), v4(4), v4(6)])
+    );
 }

@@ -29,6 +29,19 @@ pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_MULTI: u16 = 0x2;
 /// `NLM_F_ACK`.
 pub const NLM_F_ACK: u16 = 0x4;
+
+/// Sets or clears `NLM_F_ACK` in the `nlmsghdr` at the start of `msg` (`nlmsg_flags` is
+/// the `u16` at offset 6, in host order). A buffer too short for a header is left alone.
+pub fn set_ack(msg: &mut [u8], ack: bool) {
+    let Some(f) = msg.get_mut(6..8) else { return };
+    let flags = u16::from_ne_bytes([f[0], f[1]]);
+    let flags = if ack {
+        flags | NLM_F_ACK
+    } else {
+        flags & !NLM_F_ACK
+    };
+    f.copy_from_slice(&flags.to_ne_bytes());
+}
 /// `NLM_F_ECHO`.
 pub const NLM_F_ECHO: u16 = 0x8;
 /// `NLM_F_DUMP` = `NLM_F_ROOT | NLM_F_MATCH`.
@@ -404,6 +417,25 @@ impl<'a> Attr<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_ack_flips_only_the_ack_bit_of_the_header() {
+        let mut w = MsgWriter::new();
+        w.begin(0x0609, NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL, 9);
+        w.end();
+        let mut b = w.into_bytes();
+        let before = b.clone();
+        set_ack(&mut b, false);
+        let flags = |b: &[u8]| u16::from_ne_bytes([b[6], b[7]]);
+        assert_eq!(flags(&b), NLM_F_REQUEST | NLM_F_EXCL);
+        assert_eq!((&b[..6], &b[8..]), (&before[..6], &before[8..]));
+        set_ack(&mut b, true);
+        assert_eq!(b, before);
+        // Too short for a header: left alone.
+        let mut short = [0u8; 5];
+        set_ack(&mut short, true);
+        assert_eq!(short, [0; 5]);
+    }
 
     #[test]
     fn writer_bytes() {

@@ -412,22 +412,62 @@ impl NetlinkSocket {
         requests: &[u8],
         answers: Answers,
         what: &dyn Fn(usize) -> String,
+        on_msg: impl FnMut(usize, &Msg<'_>) -> Result<bool, Error>,
+    ) -> Result<(), (usize, Error)> {
+        self.exchange_in(Requests::Answered(requests), answers, what, on_msg)
+    }
+
+    /// [`Self::exchange`] for requests the kernel need only answer when they fail: each
+    /// send's last request goes with `NLM_F_ACK` and every other without (this sets the
+    /// flags in `requests`), so a send of a thousand requests that all succeed is answered
+    /// by one ACK, not a thousand. A request without `NLM_F_ACK` is still answered when
+    /// it fails (`netlink_rcv_skb()` acks any error, and ipset sends its own error with
+    /// the failing element's line number), and the kernel handles a send's requests in
+    /// order and answers on one socket in order, so when the last request's answer
+    /// arrives, every error of the send has arrived before it.
+    ///
+    /// `on_msg` sees the answers that come (errors, and the ACK of each send's last
+    /// request); a request with none succeeded. Only for requests whose success carries
+    /// no reply.
+    ///
+    /// # Errors
+    /// As [`Self::exchange`].
+    pub fn exchange_quiet(
+        &mut self,
+        requests: &mut [u8],
+        answers: Answers,
+        what: &dyn Fn(usize) -> String,
+        on_msg: impl FnMut(usize, &Msg<'_>) -> Result<bool, Error>,
+    ) -> Result<(), (usize, Error)> {
+        self.exchange_in(Requests::Quiet(requests), answers, what, on_msg)
+    }
+
+    fn exchange_in(
+        &mut self,
+        mut requests: Requests<'_>,
+        answers: Answers,
+        what: &dyn Fn(usize) -> String,
         mut on_msg: impl FnMut(usize, &Msg<'_>) -> Result<bool, Error>,
     ) -> Result<(), (usize, Error)> {
-        // Where each request ends, and whose sequence number is whose.
+        // Where each request starts and ends, and whose sequence number is whose.
+        let mut starts = Vec::new();
         let mut ends = Vec::new();
         let mut place: HashMap<u32, usize> = HashMap::new();
-        for m in nl::messages(requests) {
+        let bytes = requests.bytes();
+        for m in nl::messages(bytes) {
             let m = m.map_err(|e| (ends.len(), e))?;
-            let end = m.bytes.as_ptr() as usize - requests.as_ptr() as usize + m.bytes.len();
+            let start = m.bytes.as_ptr() as usize - bytes.as_ptr() as usize;
+            let end = start + m.bytes.len();
             if place.insert(m.seq, ends.len()).is_some() {
                 return Err((
                     ends.len(),
                     Error::malformed(format!("sequence number {} used twice", m.seq)),
                 ));
             }
-            ends.push(nl::align(end).min(requests.len()));
+            starts.push(start);
+            ends.push(nl::align(end).min(bytes.len()));
         }
+        let quiet = matches!(requests, Requests::Quiet(_));
         let mut answered = vec![false; ends.len()];
         let mut first = 0;
         while first < ends.len() {
@@ -438,11 +478,18 @@ impl NetlinkSocket {
                 last += 1;
             }
             let window = first..last + 1;
+            if let Requests::Quiet(buf) = &mut requests {
+                for k in window.clone() {
+                    nl::set_ack(&mut buf[starts[k]..], k == last);
+                }
+            }
             let reserved = self
                 .reserve_replies(window.len() * answers.messages, answers.bytes)
-                .and_then(|()| self.send(&requests[start..ends[last]]));
+                .and_then(|()| self.send(&requests.bytes()[start..ends[last]]));
             reserved.map_err(|e| (first, e))?;
-            let mut pending = window.len();
+            // Quiet, only the last request must be answered; the others are answered
+            // only if they fail, and before it.
+            let mut pending = if quiet { 1 } else { window.len() };
             while pending > 0 {
                 let mut erred = None;
                 let got = self.recv(REPLY_TIMEOUT, |m| {
@@ -455,13 +502,20 @@ impl NetlinkSocket {
                     let done = on_msg(k, &m).inspect_err(|_| erred = Some(k))?;
                     if done || m.ty == nl::NLMSG_ERROR || m.ty == nl::NLMSG_DONE {
                         answered[k] = true;
-                        pending -= 1;
+                        if !quiet || k == last {
+                            pending -= 1;
+                        }
                     }
                     Ok(())
                 });
                 // Only on the way out: a scan per answer would be quadratic in a window of
                 // thousands.
-                let waiting = || window.clone().find(|&k| !answered[k]).unwrap_or(first);
+                let waiting = || {
+                    if quiet {
+                        return last;
+                    }
+                    window.clone().find(|&k| !answered[k]).unwrap_or(first)
+                };
                 if !got.map_err(|e| (erred.unwrap_or_else(waiting), e))? {
                     let k = waiting();
                     return Err((k, no_reply(what(k))));
@@ -470,6 +524,22 @@ impl NetlinkSocket {
             first = last + 1;
         }
         Ok(())
+    }
+}
+
+/// The requests of an exchange: sent as they are, each to be answered, or
+/// [`NetlinkSocket::exchange_quiet`]'s, whose `NLM_F_ACK` flags it sets.
+enum Requests<'a> {
+    Answered(&'a [u8]),
+    Quiet(&'a mut [u8]),
+}
+
+impl Requests<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Requests::Answered(b) => b,
+            Requests::Quiet(b) => b,
+        }
     }
 }
 

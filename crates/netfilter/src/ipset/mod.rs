@@ -790,7 +790,7 @@ impl Ipset {
                 msgs.push((i, range));
             }
         }
-        self.adt_run(ops, &msgs, &buf)
+        self.adt_run(ops, &msgs, &mut buf)
     }
 
     /// Adds or deletes `members` one message at a time, each answered before the next
@@ -800,8 +800,8 @@ impl Ipset {
         wire::validate_name(set)?;
         wire::validate_members(set, members)?;
         for range in wire::plan_adt(members) {
-            let msg = self.adt_message(adt, set, members, range.clone(), exist)?;
-            self.adt_run(&[(adt, set, members)], &[(0, range)], &msg)
+            let mut msg = self.adt_message(adt, set, members, range.clone(), exist)?;
+            self.adt_run(&[(adt, set, members)], &[(0, range)], &mut msg)
                 .map_err(|(_, e)| e)?;
         }
         Ok(())
@@ -810,11 +810,16 @@ impl Ipset {
     /// Sends the ADD/DEL messages in `buf` in one exchange. Message `k` belongs to command
     /// `msgs[k].0` of `ops` and carries its members `msgs[k].1`. The error is the first
     /// refused message's, with the index of its command.
+    ///
+    /// The kernel answers only the refused messages and the last of each send
+    /// ([`NetlinkSocket::exchange_quiet`]): an ACK per message cost the kernel about a
+    /// microsecond each (an skb built and queued) and the engine a receive, 1,700 of them
+    /// in a burst of 1,000 deltas at 10,000 pods.
     fn adt_run(
         &mut self,
         ops: &[(Adt, &str, &[Member])],
         msgs: &[(usize, std::ops::Range<usize>)],
-        buf: &[u8],
+        buf: &mut [u8],
     ) -> Result<(), (usize, Error)> {
         let mut outcomes: Vec<Option<(i32, Option<u32>)>> = vec![None; msgs.len()];
         let what = |k: usize| {
@@ -822,15 +827,20 @@ impl Ipset {
             format!("waiting for the ACK of {} set {set}", adt_verb(adt))
         };
         self.sock
-            .exchange(buf, Answers::default(), &what, |k, m| {
-                if m.ty == nl::NLMSG_ERROR {
-                    outcomes[k] = Some(wire::decode_adt_error(m)?);
+            .exchange_quiet(buf, Answers::default(), &what, |k, m| {
+                match m.ty {
+                    nl::NLMSG_ERROR => outcomes[k] = Some(wire::decode_adt_error(m)?),
+                    nl::NLMSG_DONE => return Err(no_ack()),
+                    _ => {}
                 }
                 Ok(false)
             })
             .map_err(|(k, e)| (msgs[k].0, e))?;
+        // A message without an answer succeeded.
         for ((i, range), outcome) in msgs.iter().zip(outcomes) {
-            let (errno, lineno) = outcome.ok_or_else(|| (*i, no_ack()))?;
+            let Some((errno, lineno)) = outcome else {
+                continue;
+            };
             if errno == 0 {
                 continue;
             }
