@@ -983,15 +983,7 @@ impl Compiler {
             }
             members.sort_unstable();
             members.dedup();
-            match self.scope.members.get_mut(&s.name) {
-                Some(have) => have.extend(members),
-                // Built from sorted members in one pass.
-                None => {
-                    self.scope
-                        .members
-                        .insert(s.name.clone(), members.into_iter().collect());
-                }
-            }
+            self.scope.add_members(&s.name, members);
         }
     }
 

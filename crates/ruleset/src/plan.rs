@@ -253,7 +253,12 @@ pub struct Scope {
     /// caller that knows which members it changed lets the planner compare just those,
     /// so a one-pod change costs the same in a set of 10 as in one of 10,000. A set also
     /// in [`Self::sets`], or new, or redefined, is compared whole.
-    pub members: BTreeMap<String, BTreeSet<Member>>,
+    ///
+    /// Each list is sorted and without repeats ([`Self::member`] and [`Self::merge`]
+    /// keep it so; the planner does not rely on it). A vector, not a tree: a burst
+    /// names thousands of members in each of a thousand sets, and building trees of them
+    /// was a share of the commit's time in the allocator.
+    pub members: BTreeMap<String, Vec<Member>>,
 }
 
 impl Scope {
@@ -272,10 +277,24 @@ impl Scope {
     /// Adds one member of a set.
     pub fn member(&mut self, set: &str, member: Member) -> &mut Self {
         if let Some(m) = self.members.get_mut(set) {
-            m.insert(member);
+            if let Err(at) = m.binary_search(&member) {
+                m.insert(at, member);
+            }
         } else {
-            self.members
-                .insert(set.to_owned(), BTreeSet::from([member]));
+            self.members.insert(set.to_owned(), vec![member]);
+        }
+        self
+    }
+
+    /// Adds members of a set, sorted and without repeats (as [`Self::members`] keeps
+    /// them), in one merge rather than one insert each.
+    pub fn add_members(&mut self, set: &str, sorted: Vec<Member>) -> &mut Self {
+        debug_assert!(sorted.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+        match self.members.get_mut(set) {
+            Some(have) => merge_sorted(have, sorted),
+            None => {
+                self.members.insert(set.to_owned(), sorted);
+            }
         }
         self
     }
@@ -298,11 +317,11 @@ impl Scope {
         if self.members.len() < other.members.len() {
             let mine = std::mem::replace(&mut self.members, other.members);
             for (set, members) in mine {
-                union(self.members.entry(set).or_default(), members);
+                merge_sorted(self.members.entry(set).or_default(), members);
             }
         } else {
             for (set, members) in other.members {
-                union(self.members.entry(set).or_default(), members);
+                merge_sorted(self.members.entry(set).or_default(), members);
             }
         }
     }
@@ -310,6 +329,36 @@ impl Scope {
     /// Whether nothing is in scope.
     pub fn is_empty(&self) -> bool {
         self.chains.is_empty() && self.sets.is_empty() && self.members.is_empty()
+    }
+}
+
+/// Merges sorted, repeat-free `from` into sorted, repeat-free `into`.
+fn merge_sorted(into: &mut Vec<Member>, from: Vec<Member>) {
+    if from.is_empty() {
+        return;
+    }
+    if into.is_empty() {
+        *into = from;
+        return;
+    }
+    let mine = std::mem::take(into);
+    into.reserve_exact(mine.len() + from.len());
+    let (mut a, mut b) = (mine.into_iter().peekable(), from.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.cmp(y) {
+                std::cmp::Ordering::Less => a.next(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    b.next();
+                    a.next()
+                }
+            },
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        into.extend(next);
     }
 }
 
@@ -433,6 +482,8 @@ fn plan_sets(
     };
     // Sets to create, filled after the loop in the order the kernel should index them.
     let mut new_sets: Vec<(&String, &IpSet)> = Vec::new();
+    let mut keys: Vec<MemberKey> = Vec::new();
+    let mut moves: Vec<(usize, usize, Member)> = Vec::new();
     for name in names {
         let d = desired.set(name).expect("listed from desired");
         if current.foreign_sets().contains_key(name) {
@@ -478,7 +529,10 @@ fn plan_sets(
                 // A vector, sorted and deduplicated, is cheaper to build than a tree,
                 // and the sort has little to do: `members` comes sorted, and its keys
                 // only merge a network's match and nomatch members.
-                let mut keys: Vec<MemberKey> = Vec::with_capacity(members.len());
+                // Scratch kept across sets: thousands of sets each allocating and
+                // freeing two buffers were a large share of the planner's time in
+                // glibc's allocator.
+                keys.clear();
                 keys.extend(
                     members
                         .iter()
@@ -491,7 +545,7 @@ fn plan_sets(
                 // Adds and removals go to separate lists, each still in key order,
                 // each allocated once at its size: growing thousands of lists by
                 // doubling was a tenth of the planner's time in glibc's allocator.
-                let mut moves: Vec<(usize, usize, Member)> = Vec::with_capacity(keys.len());
+                moves.clear();
                 let mut sizes = [[0usize; 2]; 2];
                 for k in &keys {
                     let (dir, side, m) = match (d.entries().get(k), c.entries().get(k)) {
@@ -513,7 +567,7 @@ fn plan_sets(
                         list.reserve_exact(n);
                     }
                 }
-                for (dir, side, m) in moves {
+                for &(dir, side, m) in &moves {
                     changes[dir][side].push(m);
                 }
             }
@@ -1278,5 +1332,8 @@ mod tests {
         assert_eq!(a, want);
         assert_eq!(b, want);
         assert_eq!(want.members["m1"].len(), 3);
+        // Sorted lists merge into sorted lists, repeats once.
+        a.add_members("m1", vec![ip(0), ip(2), ip(9)]);
+        assert_eq!(a.members["m1"], [0, 1, 2, 3, 9].map(ip));
     }
 }
