@@ -118,9 +118,69 @@ fn positions_replace_and_delete() {
     });
     let done = tx.commit(&mut s, None, &no_sets).unwrap();
     assert_eq!(tags(&mut s, "nf-c"), ["a0", "A", "a2", "x", "b", "y"]);
-    // A replaced rule keeps its place; the kernel gives it a fresh handle, echoed back.
+    // A replaced rule keeps its place and its handle.
+    assert_eq!(done.handles[2], Some(ha));
     assert_eq!(done.handles[2], Some(handle_of(&mut s, "nf-c", "A")));
     assert!(done.handles[3].is_none());
+    // Only the first and last new rules were echoed; the handle of each one between
+    // follows from them, and is the kernel's.
+    for (i, tag) in [(0, "x"), (1, "y")] {
+        assert_eq!(done.handles[i], Some(handle_of(&mut s, "nf-c", tag)));
+    }
+    assert!(!done.incomplete);
+
+    // New chains and rules interleaved: every derived handle is the one the kernel gave.
+    let mut tx = Transaction::new();
+    let mut added = Vec::new();
+    for c in 0..4 {
+        let chain = format!("nf-n{c}");
+        tx.push(Op::AddChain {
+            family: V4,
+            table: T.into(),
+            chain: ChainSpec {
+                name: chain.clone(),
+                base: None,
+            },
+        });
+        for r in 0..3 {
+            let tag = format!("n{c}-{r}");
+            added.push((
+                tx.push(add_rule(&chain, &tag, Position::Append)),
+                chain.clone(),
+                tag,
+            ));
+        }
+    }
+    let done = tx.commit(&mut s, None, &no_sets).unwrap();
+    assert!(!done.incomplete);
+    for (i, chain, tag) in added {
+        assert_eq!(
+            done.handles[i],
+            Some(handle_of(&mut s, &chain, &tag)),
+            "{tag}"
+        );
+    }
+
+    // A chain the batch "creates" already exists and takes no handle: the echoes of the
+    // first and last new rules then disagree with the count, and the rule between them
+    // is left without a handle rather than given a wrong one.
+    let mut tx = Transaction::new();
+    let first = tx.push(add_rule("nf-c", "f", Position::Append));
+    tx.push(Op::AddChain {
+        family: V4,
+        table: T.into(),
+        chain: ChainSpec {
+            name: "nf-n0".into(),
+            base: None,
+        },
+    });
+    let mid = tx.push(add_rule("nf-c", "m", Position::Append));
+    let last = tx.push(add_rule("nf-c", "l", Position::Append));
+    let done = tx.commit(&mut s, None, &no_sets).unwrap();
+    assert!(done.incomplete);
+    assert_eq!(done.handles[first], Some(handle_of(&mut s, "nf-c", "f")));
+    assert_eq!(done.handles[mid], None);
+    assert_eq!(done.handles[last], Some(handle_of(&mut s, "nf-c", "l")));
 }
 
 #[test]

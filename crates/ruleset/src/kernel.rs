@@ -51,6 +51,8 @@ pub struct Executed {
     next: usize,
     /// The handles the kernel gave the batch's new rules, once the batch committed.
     handles: Vec<Option<u64>>,
+    /// Whether some new rule's handle is unknown ([`netfilter::nft::Committed::incomplete`]).
+    incomplete: bool,
 }
 
 impl Executed {
@@ -58,6 +60,13 @@ impl Executed {
     /// plan was made from.
     pub fn started(&self) -> bool {
         self.next > 0
+    }
+
+    /// Whether the record lacks the handle of some rule the batch added, so that the
+    /// kernel must be read again before the next plan (which may need to delete or
+    /// replace that rule). Never seen: see [`netfilter::nft::Committed::incomplete`].
+    pub fn needs_observe(&self) -> bool {
+        self.incomplete
     }
 
     /// Writes into `state` (the state the plan was made from, unchanged since) the steps
@@ -344,6 +353,11 @@ impl Kernel {
         // What ran is recorded even when a later step failed: the caller's state then
         // shows the kernel up to the failure.
         ex.record(plan, state)?;
+        if ex.needs_observe() {
+            let tables: Vec<TableId> = state.tables().keys().cloned().collect();
+            let prefix = state.prefix().to_owned();
+            *state = self.observe(&prefix, &tables)?;
+        }
         ran.map(|()| ex.applied)
     }
 
@@ -427,10 +441,17 @@ impl Kernel {
                     self.set_op(op, &mut ex.applied).map_err(fail)?;
                 }
                 Step::Batch(ops) => {
-                    let (bytes, handles) = self.commit(ops).map_err(fail)?;
-                    ex.handles = handles;
+                    let committed = self.commit(ops).map_err(fail)?;
+                    if committed.incomplete {
+                        tracing::warn!(
+                            "the kernel's echoes did not bracket the batch's new rules; \
+                             reading it again for their handles"
+                        );
+                    }
+                    ex.handles = committed.handles;
+                    ex.incomplete = committed.incomplete;
                     ex.applied.batch_ops = ops.len();
-                    ex.applied.batch_bytes = bytes;
+                    ex.applied.batch_bytes = committed.bytes;
                 }
             }
             ex.applied.steps += 1;
@@ -533,9 +554,8 @@ impl Kernel {
         Ok(())
     }
 
-    /// Commits the batch on the observed generation; returns the bytes sent and the
-    /// handles the kernel echoed.
-    fn commit(&mut self, ops: &[Op]) -> Result<(usize, Vec<Option<u64>>), netfilter::Error> {
+    /// Commits the batch on the observed generation.
+    fn commit(&mut self, ops: &[Op]) -> Result<nft::Committed, netfilter::Error> {
         // xt `set` matches carry kernel set indexes: resolve them now, fresh, so that a
         // set destroyed and recreated by someone else is never referenced by a stale index.
         // All in one round trip: a burst's rules name hundreds of sets.
@@ -575,6 +595,6 @@ impl Kernel {
             }),
             None => Some(nft::generation(&mut self.nft)?),
         };
-        Ok((committed.bytes, committed.handles))
+        Ok(committed)
     }
 }

@@ -416,6 +416,9 @@ impl Worker {
             tracing::error!(error = %e, "recording the applied plan; observing the kernel again");
             self.stale = true;
             self.full = true;
+        } else if ex.needs_observe() {
+            // A new rule's handle is unknown: the next plan reads the kernel first.
+            self.stale = true;
         }
         drop((p, taken));
     }
