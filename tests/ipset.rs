@@ -863,18 +863,15 @@ fn exchange_answers_every_request_in_its_place_and_refuses_a_reused_sequence_num
         .unwrap();
     let proto = ips.protocol();
     let mut sock = NetlinkSocket::open(&sb.netns()).unwrap();
-    let seq = sock.next_seqs(3);
-    let add = |k: u32, set: &str, m: Member| {
-        let req = Req {
-            seq: seq + k,
-            proto,
-        };
+    let add = |seq: u32, set: &str, m: Member| {
+        let req = Req { seq, proto };
         wire::encode_adt(req, Adt::Add, set, &[m], 1, Exist::Fail).unwrap()
     };
+    let seq = sock.next_seqs(3);
 
     // Two requests under one sequence number: their answers could not be told apart, so
     // neither is sent.
-    let twice = [add(0, "nf-a", v4(1)), add(0, "nf-a", v4(2))].concat();
+    let twice = [add(seq, "nf-a", v4(1)), add(seq, "nf-a", v4(2))].concat();
     let (k, e) = sock
         .exchange(&twice, Answers::default(), &|_| String::new(), |_, _| {
             Ok(false)
@@ -887,9 +884,9 @@ fn exchange_answers_every_request_in_its_place_and_refuses_a_reused_sequence_num
     // Three requests, the middle one refused: each answer reaches its own place, and the
     // kernel went on past the refusal.
     let three = [
-        add(0, "nf-a", v4(1)),
-        add(1, "nf-missing", v4(2)),
-        add(2, "nf-a", v4(3)),
+        add(seq, "nf-a", v4(1)),
+        add(seq + 1, "nf-missing", v4(2)),
+        add(seq + 2, "nf-a", v4(3)),
     ]
     .concat();
     let mut errnos = [None; 3];
@@ -913,17 +910,10 @@ fn exchange_answers_every_request_in_its_place_and_refuses_a_reused_sequence_num
     // Quiet, the same requests (new sequence numbers) are answered only where they fail
     // and at the end: the refusal in its place, then the last request's ACK.
     let seq = sock.next_seqs(3);
-    let add = |k: u32, set: &str, m: Member| {
-        let req = Req {
-            seq: seq + k,
-            proto,
-        };
-        wire::encode_adt(req, Adt::Add, set, &[m], 1, Exist::Fail).unwrap()
-    };
     let mut three = [
-        add(0, "nf-a", v4(4)),
-        add(1, "nf-missing", v4(5)),
-        add(2, "nf-a", v4(6)),
+        add(seq, "nf-a", v4(4)),
+        add(seq + 1, "nf-missing", v4(5)),
+        add(seq + 2, "nf-a", v4(6)),
     ]
     .concat();
     let mut answers = Vec::new();
