@@ -240,13 +240,22 @@ fn a_thousand_deltas_land_in_few_commits_and_equal_a_full_compile() {
 
 /// A burst that creates and fills hundreds of sets: its commit is made in two halves (the
 /// sets' first phase goes to the kernel while the dispatch chains are settled and the
-/// batch planned on a second thread), and the kernel ends up as a full compile says, the
-/// same again when half of it goes.
+/// batch planned on a second thread), and the kernel ends up as a full compile says, even
+/// when another writer's commit makes the first attempt's batch fail after its first
+/// phase; the same again when half of it goes.
 #[test]
 fn a_burst_of_hundreds_of_new_sets_converges_through_the_two_thread_commit() {
     let sb = Sandbox::new("sync-staged");
     let mut w = base_world();
     let e = start_converged(&sb, &w);
+    // Another writer commits first: the burst's batch, made while its first ipset phase
+    // was in the kernel, is refused as planned on an old generation. The engine reads
+    // the kernel again and retries; nothing is lost on either side.
+    sb.sh(
+        "iptables-nft",
+        &["-A", "FORWARD", "-s", "198.51.100.7", "-j", "DROP"],
+    );
+    let conflicts = e.metrics().conflicts;
     let mut cs = Vec::new();
     for i in 0..120u32 {
         // A set each for the selection and the peers, in both families: 480 creates and
@@ -274,7 +283,13 @@ fn a_burst_of_hundreds_of_new_sets_converges_through_the_two_thread_commit() {
     }
     wait_all(cs);
     assert!(e.status().last_error.is_none(), "{:?}", e.status());
+    assert_eq!(e.metrics().conflicts, conflicts + 1);
     assert_converged(&sb, &w);
+    assert!(
+        sb.sh("iptables-nft-save", &[])
+            .contains("-A FORWARD -s 198.51.100.7/32 -j DROP"),
+        "the other writer's rule stays"
+    );
 
     let mut cs = Vec::new();
     for i in (0..120u32).step_by(2) {
