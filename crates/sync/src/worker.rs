@@ -364,6 +364,8 @@ impl Worker {
         if self.stale {
             if let Err(e) = self.observe() {
                 tracing::warn!(error = %e, "observing the kernel");
+                // No plan this turn, but the compiler leaves it settled, as every turn.
+                self.settle();
                 return self.failed(&e, false);
             }
         }
@@ -378,6 +380,8 @@ impl Worker {
                     // the steps that landed.
                     let _ = ex.record(p, &mut self.current);
                 }
+                // Planning may have failed before the compiler settled (a no-op if it did).
+                self.settle();
                 return self.failed(&e.error, ex.started());
             }
         };
