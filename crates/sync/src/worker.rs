@@ -179,12 +179,13 @@ impl Worker {
                 t.complete(self.flush());
                 return;
             }
-            // A commit settles the dispatch chains itself, possibly on a second thread.
+            // A commit settles the dispatch chains itself, possibly on a second thread;
+            // this settles what no commit did (a no-op otherwise), so every turn ends
+            // settled.
             if self.ready && self.has_work() && self.retry_due() {
                 self.commit();
-            } else {
-                self.settle();
             }
+            self.settle();
             let due = self.reconcile_at.is_some_and(|t| Instant::now() >= t);
             if !burst.reconciles.is_empty() || due {
                 let report = self.reconcile();
@@ -364,8 +365,6 @@ impl Worker {
         if self.stale {
             if let Err(e) = self.observe() {
                 tracing::warn!(error = %e, "observing the kernel");
-                // No plan this turn, but the compiler leaves it settled, as every turn.
-                self.settle();
                 return self.failed(&e, false);
             }
         }
@@ -380,8 +379,6 @@ impl Worker {
                     // the steps that landed.
                     let _ = ex.record(p, &mut self.current);
                 }
-                // Planning may have failed before the compiler settled (a no-op if it did).
-                self.settle();
                 return self.failed(&e.error, ex.started());
             }
         };
@@ -453,15 +450,17 @@ impl Worker {
                     Err(back) => p = back,
                 }
             }
-            self.settle();
-            if self.full {
-                // `settle` rebuilt the compiler after a bug.
-                self.full_plan()?
-            } else {
-                self.scope.merge(self.compiler.take_scope());
-                p.batch = plan_batch_scoped(&self.current, self.compiler.ruleset(), &self.scope)
-                    .map_err(Failed::before)?;
-                p
+            match settle_and_plan_batch(&mut self.compiler, &mut self.scope, &self.current) {
+                Ok((ops, sets_left)) => {
+                    self.full |= sets_left;
+                    p.batch = ops;
+                    p
+                }
+                Err(Staged::Settle(e)) => {
+                    self.rebuild(&e);
+                    self.full_plan()?
+                }
+                Err(Staged::Plan(e)) => return Err(Failed::before(e)),
             }
         };
         match self.kernel.execute(&p, ex) {
@@ -494,17 +493,7 @@ impl Worker {
         let (made, before) = std::thread::scope(|s| {
             let helper = std::thread::Builder::new()
                 .name("netfence-plan".into())
-                .spawn_scoped(s, || {
-                    compiler.settle().map_err(Staged::Settle)?;
-                    let chains = compiler.take_scope();
-                    // Settling rewrites chains only; the sets were taken and planned.
-                    debug_assert!(chains.sets.is_empty() && chains.members.is_empty());
-                    let sets_left = !chains.sets.is_empty() || !chains.members.is_empty();
-                    scope.merge(chains);
-                    plan_batch_scoped(current, compiler.ruleset(), scope)
-                        .map(|ops| (ops, sets_left))
-                        .map_err(Staged::Plan)
-                });
+                .spawn_scoped(s, || settle_and_plan_batch(compiler, scope, current));
             let Ok(helper) = helper else {
                 return (None, Ok(()));
             };
@@ -540,10 +529,7 @@ impl Worker {
                 return Ok(self.plan_and_execute(ex));
             }
         };
-        if sets_left {
-            // Can't happen (see above); a full plan next time puts any such set right.
-            self.full = true;
-        }
+        self.full |= sets_left;
         p.batch = ops;
         Ok(match self.kernel.execute(&p, ex) {
             Ok(()) => Ok(p),
@@ -698,7 +684,27 @@ impl Failed {
     }
 }
 
-/// What the second thread of a staged commit can fail at.
+/// The second half of a scoped plan, after its sets were taken and planned: settles the
+/// dispatch chains, adds the chains they touched to `scope`, and plans the batch. On the
+/// sync thread or, in a staged commit, on the second one. Also true when settling
+/// touched a set, which can't happen (settling rewrites chains only); the next plan is
+/// then a full one, which puts any such set right.
+fn settle_and_plan_batch(
+    compiler: &mut Compiler,
+    scope: &mut Scope,
+    current: &Ruleset,
+) -> Result<(Vec<netfilter::nft::Op>, bool), Staged> {
+    compiler.settle().map_err(Staged::Settle)?;
+    let chains = compiler.take_scope();
+    debug_assert!(chains.sets.is_empty() && chains.members.is_empty());
+    let sets_left = !chains.sets.is_empty() || !chains.members.is_empty();
+    scope.merge(chains);
+    plan_batch_scoped(current, compiler.ruleset(), scope)
+        .map(|ops| (ops, sets_left))
+        .map_err(Staged::Plan)
+}
+
+/// What settling and planning the batch can fail at.
 enum Staged {
     Settle(policy::Error),
     Plan(ruleset::Error),
