@@ -330,3 +330,101 @@ fn prober_tells_allowed_refused_and_dropped_apart() {
     k8s::apply(&engine, &objects.wired(&world).diff(&deny.wired(&world)));
     assert_eq!(outcomes(&world), vec![Dropped; 10], "server isolated");
 }
+
+/// Namespaces hashed into shared dispatch buckets (`dispatch_flat_max` 0 for five
+/// namespaces: two buckets, so at least one holds several) decide real packets as the
+/// evaluator does, in both directions and both families; and so they do again after
+/// four namespaces lose their policies and dispatch goes back to one plain line.
+#[test]
+fn namespaces_in_shared_dispatch_buckets_decide_real_packets_as_the_evaluator() {
+    use common::k8s::{namespace, pod, policy, sel};
+
+    let names = ["a", "b", "c", "d", "e"];
+    let mut objects = Objects::default();
+    for (i, n) in names.iter().enumerate() {
+        objects.namespaces.push(namespace(n, &[]));
+        for (j, app) in ["client", "server"].iter().enumerate() {
+            let host = 2 * i + j + 1;
+            objects.pods.push(pod(
+                n,
+                app,
+                &[("app", app)],
+                &[&format!("10.244.10.{host}"), &format!("fd00:10::{host:x}")],
+            ));
+        }
+        // Servers take TCP 80 from their own namespace's client; clients may send only
+        // to their own namespace's server, on TCP 80.
+        objects.policies.push(policy(
+            n,
+            "in",
+            sel(&[("app", "server")]),
+            Some(sel(&[("app", "client")])),
+            80,
+        ));
+        let mut out = policy(
+            n,
+            "out",
+            sel(&[("app", "client")]),
+            Some(sel(&[("app", "server")])),
+            80,
+        );
+        let spec = out.spec.as_mut().expect("policy() sets a spec");
+        let rule = spec.ingress.take().expect("a rule")[0].clone();
+        spec.egress = Some(vec![
+            policy::k8s_openapi::api::networking::v1::NetworkPolicyEgressRule {
+                to: rule.from,
+                ports: rule.ports,
+            },
+        ]);
+        spec.policy_types = Some(vec!["Egress".into()]);
+        objects.policies.push(out);
+    }
+    let ports: BTreeSet<(Protocol, u16)> = [(Protocol::Tcp, 80)].into();
+    let specs: Vec<HostSpec> = objects.pods.iter().map(HostSpec::pod).collect();
+    let world = World::build("dpbkt", &specs, &ports);
+    let cells = world.matrix(&ports);
+    world.assert_open(&cells, TIMEOUT);
+    let agree = |o: &Objects, what: &str| {
+        let cluster = o.cluster();
+        let seen = world.probe(&cells, TIMEOUT);
+        let wrong: Vec<String> = cells
+            .iter()
+            .zip(&seen)
+            .filter(|(t, s)| s.outcome != Outcome::expected(world.allowed(&cluster, t)))
+            .map(|(t, s)| format!("  {}: seen {}", world.describe(t), s.outcome))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{what}:\n{}\n{}",
+            wrong.join("\n"),
+            world.node_dump()
+        );
+        // Some allowed, some not: the probes would catch a layout that opens or
+        // closes everything.
+        let allowed = cells.iter().filter(|t| world.allowed(&cluster, t)).count();
+        assert!(allowed > 0 && allowed < cells.len(), "{what}: {allowed}");
+    };
+
+    let engine = k8s::start_engine_flat(&world, 0);
+    k8s::converge(&engine, &objects.wired(&world));
+    let save = world.node.sh("iptables-nft-save", &[]);
+    assert!(!save.contains("incompatible"), "{save}");
+    for d in ["ingress", "egress"] {
+        assert!(
+            save.contains(&format!("-g nf-{d}-")),
+            "no bucket line in nf-{d}:\n{save}"
+        );
+    }
+    agree(&objects, "five namespaces in two buckets");
+
+    // One namespace with policies left: a bucket of one is its plain line.
+    let mut fewer = objects.clone();
+    fewer
+        .policies
+        .retain(|p| p.metadata.namespace.as_deref() == Some("c"));
+    k8s::apply(&engine, &objects.wired(&world).diff(&fewer.wired(&world)));
+    let save = world.node.sh("iptables-nft-save", &[]);
+    assert!(!save.contains(":nf-ingress-"), "{save}");
+    assert!(!save.contains(":nf-egress-"), "{save}");
+    agree(&fewer, "one namespace with policies");
+}

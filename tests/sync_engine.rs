@@ -310,6 +310,61 @@ fn a_burst_of_hundreds_of_new_sets_converges_through_the_two_thread_commit() {
     assert_converged(&sb, &w);
 }
 
+/// Twelve namespaces gain their first policy in one burst: past the flat limit, the
+/// dispatch chains hash the fourteen namespaces into buckets, and the bucket sets they
+/// look up go to the kernel in the burst's own set phase (the two-thread commit plans the
+/// sets before it settles the chains), so that the batch never names a set that is not
+/// there yet: no error, no retry, one convergence. Then back under the limit.
+#[test]
+fn namespaces_gaining_their_first_policies_bring_their_bucket_sets_with_them() {
+    let sb = Sandbox::new("sync-buckets");
+    let mut w = base_world();
+    let e = start_converged(&sb, &w);
+    let before = e.metrics();
+    let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+    let mut cs = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        cs.push(e.upsert_namespace(&w.ns(namespace(n, &[]))));
+        for j in 0..6u32 {
+            let at = 600 + 6 * i as u32 + j;
+            cs.push(e.upsert_pod(&w.pod(pod(
+                n,
+                &format!("p{j}"),
+                &[("app", "web")],
+                &[&ip4(at), &ip6(at)],
+            ))));
+        }
+        cs.push(e.upsert_policy(&w.policy(policy(n, "deny", sel(&[]), None, 0))));
+    }
+    wait_all(cs);
+    let after = e.metrics();
+    assert!(e.status().last_error.is_none(), "{:?}", e.status());
+    assert_eq!(
+        (after.errors, after.retries, after.conflicts),
+        (before.errors, before.retries, before.conflicts)
+    );
+    assert_converged(&sb, &w);
+    let save = sb.sh("iptables-nft-save", &[]);
+    assert!(save.contains("-g nf-ingress-"), "{save}");
+
+    // Eleven of them lose it: three namespaces, one line each again.
+    let mut cs = Vec::new();
+    for n in &names[1..] {
+        w.policies.remove(&(n.clone(), "deny".into()));
+        cs.push(e.delete_policy(n, "deny"));
+    }
+    wait_all(cs);
+    for _ in 0..100 {
+        if e.status().deferred_destroys == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(e.status().last_error.is_none(), "{:?}", e.status());
+    assert_converged(&sb, &w);
+    assert!(!sb.sh("iptables-nft-save", &[]).contains(":nf-ingress-"));
+}
+
 #[test]
 fn a_restart_adopts_without_flushing_and_never_opens_the_isolated_pod() {
     let sb = Sandbox::new("sync-restart");

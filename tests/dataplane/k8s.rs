@@ -190,11 +190,22 @@ impl std::fmt::Display for Delta {
 /// # Panics
 /// When the engine can't start.
 pub fn start_engine(world: &World) -> Engine {
+    start_engine_flat(world, policy::DISPATCH_FLAT_MAX)
+}
+
+/// [`start_engine`] with namespaces bucketed in `nf-ingress` / `nf-egress` past
+/// `flat_max` of them ([`policy::CompilerConfig::dispatch_flat_max`]): the cases have a
+/// few namespaces each, so 0 puts them in buckets.
+///
+/// # Panics
+/// When the engine can't start.
+pub fn start_engine_flat(world: &World, flat_max: usize) -> Engine {
     let mut config = EngineConfig {
         netns: world.node.netns(),
         reconcile_interval: None,
         ..EngineConfig::default()
     };
+    config.compiler.dispatch_flat_max = flat_max;
     // Pods' host interfaces are named p<index>-..., externals' x<index>-...: anti-spoofing
     // on for every pod, as a CNI agent would configure it.
     config.compiler.pod_interface_prefix = Some("p".into());

@@ -28,7 +28,7 @@ pub mod index;
 pub mod model;
 pub mod selector;
 
-pub use compile::{Compiler, CompilerConfig, Garbage};
+pub use compile::{Compiler, CompilerConfig, Garbage, DISPATCH_FLAT_MAX};
 pub use error::{Error, Kind, ObjectRef};
 pub use eval::{address, allowed, egress_allows, ingress_allows, is_isolated, Endpoint};
 pub use index::SelectorIndex;

@@ -26,11 +26,26 @@ use ruleset::{
 // Helpers.
 
 fn compiler(node: Option<&str>) -> Compiler {
+    compiler_flat(node, CompilerConfig::default().dispatch_flat_max)
+}
+
+/// [`compiler`] with `nf-ingress` / `nf-egress` bucketed past `flat_max`
+/// namespaces: the property tests' three namespaces take 0 or 1 to be
+/// bucketed at all.
+fn compiler_flat(node: Option<&str>, flat_max: usize) -> Compiler {
     Compiler::new(CompilerConfig {
         node: node.map(String::from),
+        dispatch_flat_max: flat_max,
         ..CompilerConfig::default()
     })
     .unwrap()
+}
+
+/// Flat dispatch (the default at three namespaces), or buckets: past 0 or 1
+/// namespaces, two or three namespaces share one bucket, and one has a bucket
+/// of its own, which is its plain line.
+fn arb_flat_max() -> impl Strategy<Value = usize> {
+    prop::sample::select(&[0usize, 1, 6][..])
 }
 
 /// `rs` as the kernel would hold it after applying it to an empty namespace:
@@ -226,6 +241,7 @@ fn config_is_validated_field_by_field() {
         node: Some("n1".into()),
         hooks: vec![Hook::Output],
         pod_interface_prefix: Some("cali".into()),
+        dispatch_flat_max: 0,
     })
     .unwrap();
 }
@@ -837,6 +853,130 @@ fn policies_with_one_selector_share_one_lookup_through_a_selector_chain() {
     assert_eq!(c.ruleset().owned_view(), before.owned_view());
 }
 
+/// The namespaces `nf-ingress` reaches, through bucket chains or directly,
+/// in order, with the set each bucket line looks up (`None` for a direct
+/// namespace line).
+fn ingress_dispatch(rs: &Ruleset) -> Vec<(Option<String>, Vec<String>)> {
+    let (targets, sets) = chain_refs(rs, "nf-ingress");
+    assert_eq!(
+        targets.len(),
+        sets.len(),
+        "a set on every line but the drop"
+    );
+    targets
+        .into_iter()
+        .zip(sets)
+        .map(|(t, set)| match t.strip_prefix("nf-ingress-") {
+            Some(_) => {
+                let (inner, inner_sets) = chain_refs(rs, &t);
+                assert_eq!(inner.len(), inner_sets.len());
+                assert!(inner.len() > 1, "a bucket of one is a direct line: {t}");
+                (Some(set), inner)
+            }
+            None => (None, vec![t]),
+        })
+        .collect()
+}
+
+#[test]
+fn past_the_flat_limit_namespaces_dispatch_through_buckets() {
+    let mut c = compiler(Some("n1"));
+    let names: Vec<String> = (0..20).map(|i| format!("ns{i}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        let i = u8::try_from(i).unwrap();
+        c.upsert_namespace(ns(n, &[]));
+        c.upsert_pod(pod(n, "web", &[("app", "web")], 2 * i + 1));
+        c.upsert_pod(pod(n, "db", &[("app", "db")], 2 * i + 2));
+    }
+    let before = c.ruleset().clone();
+    let web = |i: u8| format!("10.244.0.{}", 2 * i + 1);
+    let db = |i: u8| format!("10.244.0.{}", 2 * i + 2);
+    for n in &names[..CompilerConfig::default().dispatch_flat_max] {
+        c.upsert_policy(allow_from(n, "p", "app=web", "app=db"))
+            .unwrap();
+    }
+    // Up to the limit: a line per namespace.
+    let flat = ingress_dispatch(c.ruleset());
+    assert_eq!(flat.len(), 6);
+    assert!(flat.iter().all(|(set, _)| set.is_none()), "{flat:?}");
+    for n in &names[6..] {
+        c.upsert_policy(allow_from(n, "p", "app=web", "app=db"))
+            .unwrap();
+    }
+    // Twenty: four buckets (4² is the greatest square of a power of two up
+    // to 20), each namespace in exactly one, each bucket set the pods of its
+    // namespaces.
+    let rs = c.ruleset();
+    let top = ingress_dispatch(rs);
+    assert!(top.len() <= 4, "{top:?}");
+    let mut reached: Vec<String> = top.iter().flat_map(|(_, ns)| ns.clone()).collect();
+    reached.sort();
+    let mut want: Vec<String> = names.iter().map(|n| format!("nf-in-{n}")).collect();
+    want.sort();
+    assert_eq!(reached, want);
+    let mut buckets = Vec::new();
+    for (set, chains) in &top {
+        let Some(set) = set else { continue };
+        let mut members: Vec<String> = rs
+            .set(set)
+            .unwrap()
+            .members()
+            .filter(|m| matches!(m, ruleset::Member::Ip(IpAddr::V4(_))))
+            .map(|m| m.to_string())
+            .collect();
+        members.sort();
+        let mut pods: Vec<String> = Vec::new();
+        for ch in chains {
+            let i: u8 = ch.strip_prefix("nf-in-ns").unwrap().parse().unwrap();
+            pods.extend([web(i), db(i)]);
+        }
+        pods.sort();
+        assert_eq!(members, pods, "{set}");
+        buckets.push(set.clone());
+    }
+    assert!(!buckets.is_empty(), "20 namespaces in 4 buckets share some");
+    // Each web pod takes from its own namespace's db only.
+    for i in 0..20u8 {
+        assert_eq!(tcp_80(rs, &db(i), &web(i)), Verdict::Accept, "ns{i}");
+        assert_eq!(
+            tcp_80(rs, &db((i + 1) % 20), &web(i)),
+            Verdict::Drop,
+            "ns{i}"
+        );
+        assert_eq!(tcp_80(rs, "192.0.2.1", &web(i)), Verdict::Drop, "ns{i}");
+        assert_eq!(tcp_80(rs, &web(i), &db(i)), Verdict::Accept, "ns{i}");
+    }
+    // A new pod joins its namespace's set and its bucket's, and nothing else
+    // changes but members.
+    let (bucket_set, chains) = top.iter().find(|(s, _)| s.is_some()).unwrap().clone();
+    let n = chains[0].strip_prefix("nf-in-").unwrap().to_owned();
+    let p = plan_of(&c, |c| {
+        c.upsert_pod(pod(&n, "web2", &[("app", "web")], 200))
+    });
+    assert!(members_only(&p), "{p}");
+    let text = p.to_string();
+    assert!(text.contains(&bucket_set.unwrap()), "{p}");
+    // Back to six namespaces: flat again, the bucket chains and sets gone.
+    for n in &names[6..] {
+        c.delete_policy(&ObjectKey::new(n.as_str(), "p")).unwrap();
+    }
+    assert_eq!(ingress_dispatch(c.ruleset()), flat);
+    for set in &buckets {
+        assert!(c.ruleset().set(set).is_none(), "{set}");
+    }
+    let t = TableId::filter(ruleset::Family::Ipv4);
+    let left: Vec<&String> = c.ruleset().tables()[&t]
+        .chains
+        .keys()
+        .filter(|ch| ch.starts_with("nf-ingress-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    for n in &names[..6] {
+        c.delete_policy(&ObjectKey::new(n.as_str(), "p")).unwrap();
+    }
+    assert_eq!(c.ruleset().owned_view(), before.owned_view());
+}
+
 #[test]
 fn a_namespace_losing_its_last_policy_loses_its_line_chain_and_set() {
     let mut c = compiler(Some("n1"));
@@ -1437,8 +1577,9 @@ proptest! {
         start in prop::collection::vec(arb_delta(), 0..25),
         deltas in prop::collection::vec(arb_delta(), 1..25),
         held in any::<bool>(),
+        flat_max in arb_flat_max(),
     ) {
-        let mut c = compiler(Some("n1"));
+        let mut c = compiler_flat(Some("n1"), flat_max);
         let mut cluster = Cluster::new();
         for d in &start {
             apply(&mut c, &mut cluster, d);
@@ -1451,11 +1592,27 @@ proptest! {
         for d in &deltas {
             apply(&mut c, &mut cluster, d);
         }
-        c.settle().unwrap();
-        let mut full = compiler(Some("n1"));
+        // Held, the burst is taken as the sync engine's two-thread commit takes it:
+        // the sets (with the dispatch's own) first, then the chains, which must then
+        // touch no set.
+        let scope = if held {
+            c.settle_sets().unwrap();
+            let mut sets = c.take_set_scope();
+            c.settle().unwrap();
+            let chains = c.take_scope();
+            prop_assert!(
+                chains.sets.is_empty() && chains.members.is_empty(),
+                "settling touched sets after settle_sets"
+            );
+            sets.merge(chains);
+            sets
+        } else {
+            c.settle().unwrap();
+            c.take_scope()
+        };
+        let mut full = compiler_flat(Some("n1"), flat_max);
         full.compile(&cluster).unwrap();
         prop_assert_eq!(c.ruleset().owned_view(), full.ruleset().owned_view());
-        let scope = c.take_scope();
         let whole = plan(&cur, c.ruleset()).unwrap();
         prop_assert_eq!(plan_scoped(&cur, c.ruleset(), &scope).unwrap(), whole.clone());
         if deltas.iter().all(is_churn) {
@@ -1472,8 +1629,9 @@ proptest! {
     #[test]
     fn compiled_ruleset_agrees_with_the_evaluator(
         deltas in prop::collection::vec(arb_delta(), 1..30),
+        flat_max in arb_flat_max(),
     ) {
-        let mut c = compiler(None);
+        let mut c = compiler_flat(None, flat_max);
         let mut cluster = Cluster::new();
         for d in &deltas {
             apply(&mut c, &mut cluster, d);

@@ -432,6 +432,13 @@ impl Worker {
     /// while this one sends the before phase to the kernel. The kernel sees the same
     /// steps in the same order as from one plan; only netfence's own work moves.
     fn plan_and_execute(&mut self, ex: &mut Executed) -> Result<Plan, Box<Failed>> {
+        // The dispatch's own sets (buckets) first: the set plan must hold every set the
+        // chains settled later look up. A failure there plans everything (`rebuild`).
+        if !self.full {
+            if let Err(e) = self.compiler.settle_sets() {
+                self.rebuild(&e);
+            }
+        }
         let p = if self.full {
             self.settle();
             self.full_plan()?
@@ -687,8 +694,8 @@ impl Failed {
 /// The second half of a scoped plan, after its sets were taken and planned: settles the
 /// dispatch chains, adds the chains they touched to `scope`, and plans the batch. On the
 /// sync thread or, in a staged commit, on the second one. Also true when settling
-/// touched a set, which can't happen (settling rewrites chains only); the next plan is
-/// then a full one, which puts any such set right.
+/// touched a set, which can't happen (after `Compiler::settle_sets`, settling rewrites
+/// chains only); the next plan is then a full one, which puts any such set right.
 fn settle_and_plan_batch(
     compiler: &mut Compiler,
     scope: &mut Scope,
