@@ -109,6 +109,17 @@ fn wait_all(cs: Vec<sync::Completion>) {
     }
 }
 
+/// Waits (up to 2 s) until the engine has destroyed the sets the kernel still held as
+/// referenced when their commit ran: a later commit retries them.
+fn wait_deferred_destroys(e: &Engine) {
+    for _ in 0..100 {
+        if e.status().deferred_destroys == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// An engine on `sb` that has taken `w` as its full list and committed it.
 fn start_converged(sb: &Sandbox, w: &World) -> Engine {
     let e = Engine::start(config(sb)).unwrap();
@@ -300,13 +311,7 @@ fn a_burst_of_hundreds_of_new_sets_converges_through_the_two_thread_commit() {
     }
     wait_all(cs);
     assert!(e.status().last_error.is_none(), "{:?}", e.status());
-    // Sets the kernel still held as referenced are destroyed by a later commit.
-    for _ in 0..100 {
-        if e.status().deferred_destroys == 0 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_deferred_destroys(&e);
     assert_converged(&sb, &w);
 }
 
@@ -354,12 +359,7 @@ fn namespaces_gaining_their_first_policies_bring_their_bucket_sets_with_them() {
         cs.push(e.delete_policy(n, "deny"));
     }
     wait_all(cs);
-    for _ in 0..100 {
-        if e.status().deferred_destroys == 0 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_deferred_destroys(&e);
     assert!(e.status().last_error.is_none(), "{:?}", e.status());
     assert_converged(&sb, &w);
     assert!(!sb.sh("iptables-nft-save", &[]).contains(":nf-ingress-"));

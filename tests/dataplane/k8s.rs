@@ -194,8 +194,8 @@ pub fn start_engine(world: &World) -> Engine {
 }
 
 /// [`start_engine`] with namespaces bucketed in `nf-ingress` / `nf-egress` past
-/// `flat_max` of them ([`policy::CompilerConfig::dispatch_flat_max`]): the cases have a
-/// few namespaces each, so 0 puts them in buckets.
+/// `flat_max` of them ([`policy::CompilerConfig::dispatch_flat_max`]): a test with a few
+/// namespaces passes 0 to have them bucketed.
 ///
 /// # Panics
 /// When the engine can't start.

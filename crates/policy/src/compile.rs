@@ -904,6 +904,30 @@ pub struct Compiler {
     bucket_chains: [Vec<String>; 2],
 }
 
+/// The logical name of `nf-ingress` / `nf-egress`, and the stem of their
+/// bucket chains.
+fn dispatch_tag(d: Direction) -> &'static str {
+    match d {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    }
+}
+
+/// The lines namespace `ns`'s policies put in its chain of direction `d`: what
+/// decides whether the namespace has a line in `nf-ingress` / `nf-egress`, and
+/// what that chain holds. A free function so that callers may change other
+/// fields of the compiler meanwhile.
+fn dispatch_lines<'a>(
+    policies: &'a BTreeMap<ObjectKey, PolicyState>,
+    ns: &'a str,
+    d: Direction,
+) -> impl Iterator<Item = &'a Dispatch> + 'a {
+    policies
+        .range(ObjectKey::new(ns, "")..)
+        .take_while(move |(k, _)| k.namespace == ns)
+        .flat_map(move |(_, p)| p.dispatch.iter().filter(move |l| l.dir == d))
+}
+
 /// The group of the pods of the namespaces of one dispatch bucket.
 fn bucket_group(names: &[String]) -> Group {
     Group {
@@ -1350,20 +1374,14 @@ impl Compiler {
     }
 
     fn dispatch_chain(&self, d: Direction) -> String {
-        self.rs.chain_name(match d {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
-        })
+        self.rs.chain_name(dispatch_tag(d))
     }
 
     /// The chain of bucket `k` of `nf-ingress` / `nf-egress`: `ingress-<k>`,
     /// which no namespace chain (`in-<N>`) or policy chain (`i-<N>.<P>`) can
     /// be.
     fn bucket_chain(&self, d: Direction, k: usize) -> String {
-        self.rs.chain_name(&match d {
-            Direction::Ingress => format!("ingress-{k}"),
-            Direction::Egress => format!("egress-{k}"),
-        })
+        self.rs.chain_name(&format!("{}-{k}", dispatch_tag(d)))
     }
 
     /// The dispatch chain of namespace `ns` for direction `d`. Namespace
@@ -1498,12 +1516,7 @@ impl Compiler {
         self.refresh_dispatch_sets()?;
         let tables: Vec<_> = self.tables().collect();
         for (ns, d) in std::mem::take(&mut self.stale_ns) {
-            let lines: Vec<Dispatch> = self
-                .policies
-                .range(ObjectKey::new(ns.as_str(), "")..)
-                .take_while(|(k, _)| k.namespace == ns)
-                .flat_map(|(_, p)| p.dispatch.iter().filter(|l| l.dir == d).cloned())
-                .collect();
+            let lines: Vec<Dispatch> = dispatch_lines(&self.policies, &ns, d).cloned().collect();
             let has = !lines.is_empty();
             let chain = self.namespace_chain(&ns, d);
             let mark = self.mark(d);
@@ -1689,11 +1702,7 @@ impl Compiler {
     /// before the chains are settled.
     fn refresh_dispatch_sets(&mut self) -> Result<(), ruleset::Error> {
         for (ns, d) in &self.stale_ns {
-            let has = self
-                .policies
-                .range(ObjectKey::new(ns.as_str(), "")..)
-                .take_while(|(k, _)| k.namespace == *ns)
-                .any(|(_, p)| p.dispatch.iter().any(|l| l.dir == *d));
+            let has = dispatch_lines(&self.policies, ns, *d).next().is_some();
             let listed = &mut self.dispatching[dir_index(*d)];
             let changed = if has {
                 listed.insert(ns.clone())
