@@ -1104,6 +1104,7 @@ impl Compiler {
 
     /// Moves the members each set noted as touched into the scope.
     fn gather_members(&mut self) {
+        let mut gathered = Vec::with_capacity(self.touched.len());
         for id in std::mem::take(&mut self.touched) {
             // A set removed since has its name in the scope's whole sets;
             // a slot reused by a new set is new, so whole as well.
@@ -1116,7 +1117,17 @@ impl Compiler {
             }
             members.sort_unstable();
             members.dedup();
-            self.scope.add_members(&s.name, members);
+            gathered.push((s.name.clone(), members));
+        }
+        gathered.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if self.scope.members.is_empty() && gathered.windows(2).all(|w| w[0].0 != w[1].0) {
+            // A burst's thousand sets, built in one go from a sorted list rather
+            // than inserted one by one by name.
+            self.scope.members = gathered.into_iter().collect();
+        } else {
+            for (name, members) in gathered {
+                self.scope.add_members(&name, members);
+            }
         }
     }
 

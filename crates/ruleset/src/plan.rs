@@ -466,26 +466,59 @@ enum Dir {
     Shrink,
 }
 
+/// A set to plan: its name, its desired state, and the members the scope hints at
+/// (`None`: compare it whole).
+type ScopedSet<'a> = (&'a String, &'a IpSet, Option<&'a Vec<Member>>);
+
+/// The desired sets a scope names, in name order, each with its hinted members unless
+/// the scope asks for the whole set: one walk of the scope's two sorted lists, and one
+/// lookup of each name in `desired`. Looking each name up in every map it may be in
+/// (the scope's two, `desired` twice) was a quarter of the set planner's time at 10,000
+/// pods, most of it comparing names.
+fn scoped_sets<'a>(desired: &'a Ruleset, scope: &'a Scope) -> Vec<ScopedSet<'a>> {
+    let mut whole = scope.sets.iter().peekable();
+    let mut hinted = scope.members.iter().peekable();
+    let mut out = Vec::with_capacity(scope.sets.len() + scope.members.len());
+    loop {
+        let (name, members) = match (whole.peek(), hinted.peek()) {
+            (None, None) => break,
+            (Some(w), Some((h, _))) if w == h => {
+                // Whole wins over hinted.
+                hinted.next();
+                (whole.next().expect("peeked"), None)
+            }
+            (Some(w), Some((h, _))) if w > h => {
+                let (h, m) = hinted.next().expect("peeked");
+                (h, Some(m))
+            }
+            (Some(_), _) => (whole.next().expect("peeked"), None),
+            (None, Some(_)) => {
+                let (h, m) = hinted.next().expect("peeked");
+                (h, Some(m))
+            }
+        };
+        if let Some(d) = desired.set(name) {
+            out.push((name, d, members));
+        }
+    }
+    out
+}
+
 fn plan_sets(
     current: &Ruleset,
     desired: &Ruleset,
     scope: Option<&Scope>,
     p: &mut Plan,
 ) -> Result<(), Error> {
-    let names: Vec<&String> = match scope {
-        None => desired.sets().keys().collect(),
-        Some(s) => {
-            let mut n: BTreeSet<&String> = s.sets.iter().collect();
-            n.extend(s.members.keys());
-            n.into_iter().filter(|n| desired.set(n).is_some()).collect()
-        }
+    let names = match scope {
+        None => desired.sets().iter().map(|(n, d)| (n, d, None)).collect(),
+        Some(s) => scoped_sets(desired, s),
     };
     // Sets to create, filled after the loop in the order the kernel should index them.
     let mut new_sets: Vec<(&String, &IpSet)> = Vec::new();
     let mut keys: Vec<MemberKey> = Vec::new();
     let mut moves: Vec<(usize, usize, Member)> = Vec::new();
-    for name in names {
-        let d = desired.set(name).expect("listed from desired");
+    for (name, d, hinted) in names {
         if current.foreign_sets().contains_key(name) {
             return Err(Error::invalid(
                 format!("set {name}"),
@@ -496,7 +529,7 @@ fn plan_sets(
             new_sets.push((name, d));
             continue;
         };
-        if c.definition() != d.definition() {
+        if !c.same_definition(d) {
             if current.set_references().contains_key(name.as_str()) {
                 return Err(Error::SetRedefined {
                     name: name.clone(),
@@ -520,9 +553,6 @@ fn plan_sets(
         let removed = |k: &MemberKey, cflag: bool| {
             (if cflag { Dir::Grow } else { Dir::Shrink }, k.member(cflag))
         };
-        let hinted = scope
-            .filter(|s| !s.sets.contains(name.as_str()))
-            .and_then(|s| s.members.get(name.as_str()));
         match hinted {
             // Only the hinted keys, in key order as the whole comparison would give them.
             Some(members) => {
