@@ -1543,8 +1543,7 @@ impl Compiler {
                     continue;
                 }
                 self.rs.add_chain(t, &chain, None)?;
-                let gone = self.rs.clear_chain(t, &chain);
-                self.discard_chain(gone);
+                let mut top: Vec<NftRule> = Vec::new();
                 // Policies that select with the same set share one lookup:
                 // a line per set, going to a chain of those policies' lines
                 // when there are several. Lines keep their first policy's
@@ -1559,26 +1558,21 @@ impl Compiler {
                 }
                 for (set, policies) in by_set {
                     let (Some(set), true) = (set, policies.len() > 1) else {
-                        for p in policies {
-                            self.rs
-                                .push_rule(t, &chain, dispatch_line(mark, set, d, p))?;
-                        }
+                        top.extend(policies.iter().map(|p| dispatch_line(mark, set, d, p)));
                         continue;
                     };
                     let sel = self.selector_chain(&ns, d, set);
                     self.rs.add_chain(t, &sel, None)?;
-                    let gone = self.rs.clear_chain(t, &sel);
+                    let lines = policies.iter().map(|p| dispatch_line(mark, None, d, p));
+                    let gone = self.rs.rewrite_chain(t, &sel, lines)?;
                     self.discard_chain(gone);
-                    for p in policies {
-                        self.rs
-                            .push_rule(t, &sel, dispatch_line(mark, None, d, p))?;
-                    }
                     self.scope.chain(t, &sel);
-                    self.rs
-                        .push_rule(t, &chain, dispatch_line(mark, Some(set), d, &sel))?;
+                    top.push(dispatch_line(mark, Some(set), d, &sel));
                     selectors.push((t.clone(), sel));
                 }
-                self.rs.push_rule(t, &chain, unmarked_drop(mark))?;
+                top.push(unmarked_drop(mark));
+                let gone = self.rs.rewrite_chain(t, &chain, top)?;
+                self.discard_chain(gone);
             }
             for (t, sel) in old_selectors {
                 if !selectors.contains(&(t.clone(), sel.clone())) {
@@ -1651,19 +1645,14 @@ impl Compiler {
         let mark = self.mark(d);
         let mut chains = Vec::new();
         for (f, t) in tables {
-            let gone = self.rs.clear_chain(t, &chain);
-            self.discard_chain(gone);
+            let mut top: Vec<NftRule> = Vec::new();
             if buckets.is_empty() {
-                for ns in listed {
-                    let line = self.namespace_line(ns, d, *f);
-                    self.rs.push_rule(t, &chain, line)?;
-                }
+                top.extend(listed.iter().map(|ns| self.namespace_line(ns, d, *f)));
             }
             for (bucket, names) in buckets {
                 let own: Vec<&String> = names.iter().filter(|n| listed.contains(*n)).collect();
                 if let [ns] = own.as_slice() {
-                    let line = self.namespace_line(ns, d, *f);
-                    self.rs.push_rule(t, &chain, line)?;
+                    top.push(self.namespace_line(ns, d, *f));
                     continue;
                 }
                 if own.is_empty() {
@@ -1671,13 +1660,13 @@ impl Compiler {
                 }
                 let sub = self.bucket_chain(d, *bucket);
                 self.rs.add_chain(t, &sub, None)?;
-                let gone = self.rs.clear_chain(t, &sub);
+                let mut lines: Vec<NftRule> = own
+                    .iter()
+                    .map(|ns| self.namespace_line(ns, d, *f))
+                    .collect();
+                lines.push(unmarked_drop(mark));
+                let gone = self.rs.rewrite_chain(t, &sub, lines)?;
                 self.discard_chain(gone);
-                for ns in own {
-                    let line = self.namespace_line(ns, d, *f);
-                    self.rs.push_rule(t, &sub, line)?;
-                }
-                self.rs.push_rule(t, &sub, unmarked_drop(mark))?;
                 self.scope.chain(t, &sub);
                 let mut line = NftRule::new(Target::Goto(sub.clone()));
                 line.matches.push(Match::Set {
@@ -1685,12 +1674,14 @@ impl Compiler {
                     name: self.set_name(&SetKey::Ips(bucket_group(names), *f)),
                     dirs: vec![pod_dir(d)],
                 });
-                self.rs.push_rule(t, &chain, line)?;
+                top.push(line);
                 if !chains.contains(&sub) {
                     chains.push(sub);
                 }
             }
-            self.rs.push_rule(t, &chain, unmarked_drop(mark))?;
+            top.push(unmarked_drop(mark));
+            let gone = self.rs.rewrite_chain(t, &chain, top)?;
+            self.discard_chain(gone);
             self.scope.chain(t, &chain);
         }
         for old in std::mem::replace(&mut self.bucket_chains[di], chains) {
@@ -2046,20 +2037,19 @@ impl Compiler {
             }
         }
         if let Some(c) = compiled {
-            for ((t, chain), lines) in &c.chains {
-                self.rs.add_chain(t, chain, None).map_err(wrap)?;
-                let old_rules = self.rs.clear_chain(t, chain);
+            let mut chains = BTreeSet::new();
+            for ((t, chain), lines) in c.chains {
+                self.rs.add_chain(&t, &chain, None).map_err(wrap)?;
+                let old_rules = self.rs.rewrite_chain(&t, &chain, lines).map_err(wrap)?;
                 self.discard_chain(old_rules);
-                for r in lines {
-                    self.rs.push_rule(t, chain, r.clone()).map_err(wrap)?;
-                }
-                self.scope.chain(t, chain);
+                self.scope.chain(&t, &chain);
+                chains.insert((t, chain));
             }
             self.policies.insert(
                 key.clone(),
                 PolicyState {
                     uses: c.uses,
-                    chains: c.chains.into_keys().collect(),
+                    chains,
                     dispatch: c.dispatch,
                 },
             );

@@ -197,6 +197,11 @@ pub struct Chain {
     /// How many owned entries carry each id. Unique in a consistent state; a batch may
     /// briefly hold a moved rule twice (see [`Chain::demote_duplicates`]).
     ids: HashMap<RuleId, u32>,
+    /// Every entry was appended by [`Ruleset::push_rule`] since the chain was empty, so
+    /// the j-th copy of a content carries that content's j-th identity: what lets
+    /// [`Ruleset::rewrite_chain`] take identities over without computing them. Any other
+    /// change (an observed rule, an applied plan's insert or delete) clears it.
+    derived: bool,
 }
 
 impl PartialEq for Chain {
@@ -214,6 +219,7 @@ impl Chain {
             base,
             entries: Vec::new(),
             ids: HashMap::new(),
+            derived: true,
         }
     }
 
@@ -242,6 +248,13 @@ impl Chain {
     /// # Panics
     /// If `index > len`.
     pub(crate) fn insert(&mut self, index: usize, e: Entry) {
+        self.derived = false;
+        self.put(index, e);
+    }
+
+    /// [`Self::insert`] for [`Ruleset::push_rule`] and [`Ruleset::rewrite_chain`], which
+    /// keep [`Self::derived`] true.
+    fn put(&mut self, index: usize, e: Entry) {
         if let Entry::Owned(r) = &e {
             *self.ids.entry(r.id.clone()).or_default() += 1;
         }
@@ -250,6 +263,7 @@ impl Chain {
 
     /// Removes the entry at `index`.
     pub(crate) fn remove(&mut self, index: usize) -> Entry {
+        self.derived = false;
         let e = self.entries.remove(index);
         if let Entry::Owned(r) = &e {
             if let Some(n) = self.ids.get_mut(&r.id) {
@@ -268,6 +282,7 @@ impl Chain {
         if self.ids.values().all(|&n| n <= 1) {
             return;
         }
+        self.derived = false;
         let mut seen = HashSet::new();
         for e in &mut self.entries {
             if let Entry::Owned(r) = e {
@@ -287,6 +302,12 @@ impl Chain {
     pub(crate) fn push(&mut self, e: Entry) {
         let n = self.entries.len();
         self.insert(n, e);
+    }
+
+    /// Appends an owned rule whose identity [`Ruleset::push_rule`] derived.
+    fn push_derived(&mut self, r: OwnedRule) {
+        let n = self.entries.len();
+        self.put(n, Entry::Owned(r));
     }
 
     /// The chains this chain's owned rules jump or go to.
@@ -801,12 +822,87 @@ impl Ruleset {
                     format!("more than {MAX_DUPLICATES} identical copies in one chain"),
                 )
             })?;
-        c.push(Entry::Owned(OwnedRule {
+        c.push_derived(OwnedRule {
             id: id.clone(),
             rule,
             handle: None,
-        }));
+        });
         Ok(id)
+    }
+
+    /// Rewrites the rules of a chain: [`Self::clear_chain`], then [`Self::push_rule`] for
+    /// each of `rules`, with the same identities and the same errors (the chain then
+    /// holds the rules before the one refused). A rule equal to one the chain held before
+    /// is not rendered, checked and hashed again: the j-th copy of a content takes the
+    /// identity of the j-th copy the chain held, which is the one `push_rule` would
+    /// compute, as long as the chain was built by `push_rule` alone (otherwise every rule
+    /// is pushed). A compiler that rewrites a namespace's dispatch chain for one changed
+    /// policy keeps most of its lines; rendering and hashing them again was most of
+    /// `push_rule`'s time in a burst of policy deltas.
+    ///
+    /// Returns the chain as it was (`None`, with no rule pushed, when there is no such
+    /// chain and `rules` is empty).
+    ///
+    /// # Errors
+    /// As [`Self::push_rule`].
+    pub fn rewrite_chain(
+        &mut self,
+        table: &TableId,
+        chain: &str,
+        rules: impl IntoIterator<Item = Rule>,
+    ) -> Result<Option<Chain>, Error> {
+        let Some(old) = self.clear_chain(table, chain) else {
+            for r in rules {
+                self.push_rule(table, chain, r)?;
+            }
+            return Ok(None);
+        };
+        let held: Vec<&OwnedRule> = if old.derived {
+            old.owned().collect()
+        } else {
+            Vec::new()
+        };
+        // While the rules come back in their old order, each is compared with the one in
+        // its old place; from the first that does not, the rest of the old rules are
+        // looked up by content, each content's copies in order. Either way the j-th copy
+        // of a content meets the j-th copy held.
+        let mut same = 0;
+        let mut rest: Option<foldhash::HashMap<&Rule, std::collections::VecDeque<&RuleId>>> = None;
+        for r in rules {
+            let rule = canonical(r);
+            let reuse = match &mut rest {
+                None if held.get(same).is_some_and(|h| h.rule == rule) => {
+                    same += 1;
+                    Some(&held[same - 1].id)
+                }
+                _ => rest
+                    .get_or_insert_with(|| {
+                        let mut m: foldhash::HashMap<_, std::collections::VecDeque<_>> =
+                            foldhash::HashMap::default();
+                        for h in &held[same..] {
+                            m.entry(&h.rule).or_default().push_back(&h.id);
+                        }
+                        m
+                    })
+                    .get_mut(&rule)
+                    .and_then(|ids| ids.pop_front()),
+            };
+            match reuse {
+                Some(id) => self
+                    .chain_mut(table, chain)
+                    .expect("cleared above")
+                    .push_derived(OwnedRule {
+                        id: id.clone(),
+                        rule,
+                        handle: None,
+                    }),
+                None => {
+                    self.push_rule(table, chain, rule)?;
+                }
+            }
+        }
+        drop((held, rest));
+        Ok(Some(old))
     }
 
     /// Adds an owned set, empty or not.
