@@ -46,6 +46,11 @@
 //!   is one `nft -f -` of [`common::nft_native::diff`].
 //! * `calico-full`, `nft-full` (`full_sync` only): the whole baseline loaded into an empty
 //!   namespace (`ipset restore` + `iptables-nft-restore`, or one `nft -f`).
+//! * `calico-restart`, `nft-restart` (`restart` only): the loaded baseline read back, as
+//!   the agent must before it can tell what to write when it restarts over a kernel that
+//!   is already right (`iptables-nft-save` and `ipset save`, or `nft list ruleset`; see
+//!   [`BaselineNs::read_back`]). The agent's own parsing and comparing are not in it: a
+//!   floor under its restart, where netfence's figure is its whole restart.
 //!
 //! The tools run directly in their namespace (setns between fork and exec), so no `ip
 //! netns exec` is charged to them. Every baseline delta is computed before any timing
@@ -999,6 +1004,33 @@ fn baseline(
             r
         }));
     }
+    // Restart: what a restarted agent of this kind must read back before it can tell
+    // what to write (nothing here: the state is the cluster's).
+    let restart_system = which.restart_system();
+    let wanted = bench_wanted(&id("restart", restart_system, run));
+    let loaded_ns = |data: &mut Option<BaseData>, side: &mut Option<(BaselineNs, Duration)>| {
+        if side.is_none() {
+            let size = run.size(mode);
+            let full = &data.get_or_insert_with(|| BaseData::new(size)).full;
+            *side = Some(BaselineNs::new(BENCH, which, full));
+        }
+    };
+    let probe = wanted.then(|| {
+        loaded_ns(data, &mut side);
+        harness::take_tool_peak_rss();
+        Probe {
+            wall: side.as_ref().expect("loaded").0.read_back(),
+        }
+    });
+    let rec = run_bench(c, mode, "restart", restart_system, run, probe, FULL, || {
+        loaded_ns(data, &mut side);
+        side.as_ref().expect("loaded").0.read_back()
+    });
+    let tools = harness::take_tool_peak_rss();
+    results.add(rec.map(|mut r| {
+        r.set("tool_rss_bytes", tools as f64);
+        r
+    }));
     let loaded = side.take().map(|(_, t)| t);
 
     // The whole baseline into an empty namespace.
@@ -1262,7 +1294,11 @@ fn summary(results: &Results, mode: &Mode, sizes: &[(usize, usize)], elapsed: Du
         .iter()
         .map(|s| (s.name(), Baseline::Calico.system(), Baseline::Nft.system()))
         .collect();
-    rows.push(("restart", "-", "-"));
+    rows.push((
+        "restart",
+        Baseline::Calico.restart_system(),
+        Baseline::Nft.restart_system(),
+    ));
     rows.push((
         "full_sync",
         Baseline::Calico.full_system(),
@@ -1293,7 +1329,8 @@ fn summary(results: &Results, mode: &Mode, sizes: &[(usize, usize)], elapsed: Du
     }
     eprintln!(
         "(x: baseline median / netfence median; full_sync's baselines are calico-full and \
-         nft-full; commits: mean kernel commits per burst)"
+         nft-full, restart's calico-restart and nft-restart; commits: mean kernel commits \
+         per burst)"
     );
     for l in &labels {
         if let Some(r) = results.get("rss", "netfence", l) {

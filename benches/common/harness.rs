@@ -673,6 +673,14 @@ impl Baseline {
             Baseline::Nft => "nft-full",
         }
     }
+
+    /// Its system name for a restart's read-back ([`BaselineNs::read_back`]).
+    pub fn restart_system(self) -> &'static str {
+        match self {
+            Baseline::Calico => "calico-restart",
+            Baseline::Nft => "nft-restart",
+        }
+    }
 }
 
 /// One change as both baselines apply it, forward and back, computed from the rendered
@@ -758,6 +766,8 @@ pub struct BaselineNs {
     pub which: Baseline,
     /// Its namespace.
     pub ns: Netns,
+    /// Whether the load had an IPv6 table.
+    v6: bool,
 }
 
 impl BaselineNs {
@@ -770,7 +780,31 @@ impl BaselineNs {
         };
         let ns = Netns::new(bench, tag);
         let took = full.load(which, &ns);
-        (Self { which, ns }, took)
+        let v6 = full.calico.ip6tables.is_some();
+        (Self { which, ns, v6 }, took)
+    }
+
+    /// Reads the whole state back, as the baseline's agent must when it restarts before
+    /// it can tell what to write: `iptables-nft-save` of table `filter` (and
+    /// `ip6tables-nft-save` when the load had IPv6) and `ipset save` for Calico, whose
+    /// Felix reads both and then rewrites only what differs; `nft list ruleset` for nft.
+    /// The time from the first process start to the last exit. The agent's parsing and
+    /// comparing are not in it, so it is a floor under that agent's restart.
+    pub fn read_back(&self) -> Duration {
+        let t0 = Instant::now();
+        match self.which {
+            Baseline::Calico => {
+                self.ns.sh("iptables-nft-save", &["-t", "filter"], "");
+                if self.v6 {
+                    self.ns.sh("ip6tables-nft-save", &["-t", "filter"], "");
+                }
+                self.ns.sh("ipset", &["save"], "");
+            }
+            Baseline::Nft => {
+                self.ns.sh("nft", &["list", "ruleset"], "");
+            }
+        }
+        t0.elapsed()
     }
 
     /// Applies `d` forward (or its inverse), every step in order; the time from the

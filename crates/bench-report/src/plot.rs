@@ -126,6 +126,8 @@ fn colour(system: &str) -> RGBColor {
         "nft" => RGBColor(44, 160, 44),
         "calico-full" => RGBColor(255, 127, 14),
         "nft-full" => RGBColor(148, 103, 189),
+        "calico-restart" => RGBColor(140, 86, 75),
+        "nft-restart" => RGBColor(23, 190, 207),
         "none" => RGBColor(90, 90, 90),
         other => {
             // Unknown systems still get distinct, stable colours.

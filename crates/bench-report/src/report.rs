@@ -97,7 +97,7 @@ fn describe(scenario: &str) -> &'static str {
         "policy_delete" => "One NetworkPolicy deleted, until its rules are gone from the kernel (`benches/scenarios.rs`).",
         "burst" => "1,000 mixed changes submitted at once, until the last is in the kernel; `commits` is the mean number of kernel commits a burst took, `commits_max` the most; `netfence-commit` is netfence's plan for the same burst committed alone, without compiling or planning: the kernel's share (`benches/scenarios.rs`).",
         "full_sync" => "The whole cluster into an empty kernel (`calico-full`, `nft-full`: the baselines' full restore) (`benches/scenarios.rs`).",
-        "restart" => "The engine shut down without flushing and a new one started over the kernel's state, handed the same cluster, until ready and converged (`benches/scenarios.rs`).",
+        "restart" => "The engine shut down without flushing and a new one started over the kernel's state, handed the same cluster, until ready and converged; `calico-restart` and `nft-restart` are the reads the baselines' agents must make before they can tell what to write, which is nothing here: a floor under their restart (`benches/scenarios.rs`).",
         "rss" => "Memory: the peak RSS of an agent process holding the cluster and an engine (`peak_rss_bytes`), the agent's own before the engine started (`agent_rss_bytes`), and the difference, the engine's (`engine_rss_bytes`) (`benches/scenarios.rs`).",
         "tcp_connect" => "Data path: TCP connections through the node's forward path; samples are the mean time per connect of each sample (`benches/datapath.rs`).",
         _ => "See the bench that wrote it.",
@@ -105,7 +105,7 @@ fn describe(scenario: &str) -> &'static str {
 }
 
 /// The systems' meanings, for the legend of every table.
-const SYSTEMS: [(&str, &str); 9] = [
+const SYSTEMS: [(&str, &str); 11] = [
     ("netfence", "the engine, through its public API, committing over netlink"),
     (
         "netfence-commit",
@@ -118,6 +118,14 @@ const SYSTEMS: [(&str, &str); 9] = [
     ("nft", "the same delta in native nftables syntax through `nft -f`"),
     ("calico-full", "the Calico-like baseline's full restore of the ruleset"),
     ("nft-full", "the whole ruleset through `nft -f`"),
+    (
+        "calico-restart",
+        "(restart only) the loaded Calico-like state read back with `iptables-nft-save` and `ipset save`, as Felix reads it when it restarts; its parsing and comparing are not in it",
+    ),
+    (
+        "nft-restart",
+        "(restart only) the loaded native ruleset read back with `nft list ruleset`",
+    ),
     ("none", "no ruleset (data path reference)"),
     (
         "conntrack-only",

@@ -34,7 +34,7 @@ pub const SCENARIO_ORDER: [&str; 12] = [
 ];
 
 /// Systems in the order the report shows them; others follow, by name.
-pub const SYSTEM_ORDER: [&str; 9] = [
+pub const SYSTEM_ORDER: [&str; 11] = [
     "none",
     "conntrack-only",
     CONNTRACK_XT,
@@ -44,6 +44,8 @@ pub const SYSTEM_ORDER: [&str; 9] = [
     "nft",
     "calico-full",
     "nft-full",
+    "calico-restart",
+    "nft-restart",
 ];
 
 /// What identifies one series.
