@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
@@ -131,7 +132,11 @@ impl fmt::Display for Requirement {
 /// (a,b),!canary`); the empty selector is the empty string.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LabelSelector {
-    requirements: Vec<Requirement>,
+    /// Shared, not owned: the compiler keys its groups and sets by selector, and
+    /// a policy delta clones each of its selectors several times over (into
+    /// groups, set keys, uses). Deep copies of the keys and values were the
+    /// largest share of a policy delta's allocations.
+    requirements: Arc<[Requirement]>,
 }
 
 impl LabelSelector {
@@ -145,7 +150,9 @@ impl LabelSelector {
         let mut requirements: Vec<_> = requirements.into_iter().collect();
         requirements.sort();
         requirements.dedup();
-        LabelSelector { requirements }
+        LabelSelector {
+            requirements: requirements.into(),
+        }
     }
 
     /// A selector from `matchLabels`-style pairs. Fails on invalid syntax.
@@ -262,7 +269,7 @@ impl LabelSelector {
     pub fn to_k8s(&self) -> meta::LabelSelector {
         let mut labels = BTreeMap::new();
         let mut exprs = Vec::new();
-        for r in &self.requirements {
+        for r in self.requirements.iter() {
             let (operator, values) = match &r.operator {
                 Operator::In(v) => {
                     let single_in_for_key = self
