@@ -695,14 +695,29 @@ impl SetState {
     /// Counts one contribution of `m` (`delta` 1) or takes one back (-1).
     /// True when that makes `m` come or go: its count left or reached zero.
     fn count(&mut self, m: Member, delta: i32) -> bool {
-        let c = self.counts.entry(m).or_insert(0);
-        let before = *c;
-        *c = c.saturating_add_signed(delta);
-        let after = *c;
-        if after == 0 {
-            self.counts.remove(&m);
+        use std::collections::hash_map::Entry;
+        // One lookup whichever way it goes: every pod delta counts a member in
+        // each of its sets, and the count that drops to zero is the common
+        // case of a pod leaving.
+        match self.counts.entry(m) {
+            Entry::Occupied(mut e) => {
+                let after = e.get().saturating_add_signed(delta);
+                if after == 0 {
+                    e.remove();
+                    true
+                } else {
+                    *e.get_mut() = after;
+                    false
+                }
+            }
+            Entry::Vacant(e) => {
+                let after = 0u32.saturating_add_signed(delta);
+                if after > 0 {
+                    e.insert(after);
+                }
+                after > 0
+            }
         }
-        (before == 0) != (after == 0)
     }
 
     /// Notes for the scope that `m`, of set `id`, came or went; `touched`
