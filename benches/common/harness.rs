@@ -792,19 +792,27 @@ impl BaselineNs {
     /// comparing are not in it, so it is a floor under that agent's restart.
     pub fn read_back(&self) -> Duration {
         let t0 = Instant::now();
+        self.saved();
+        t0.elapsed()
+    }
+
+    /// What the tools print of the namespace's whole state, one text per tool:
+    /// `ipset save`, then `iptables-nft-save -t filter` (and `ip6tables-nft-save` when
+    /// the load had IPv6) for Calico; `nft list ruleset` for nft.
+    fn saved(&self) -> Vec<String> {
         match self.which {
             Baseline::Calico => {
-                self.ns.sh("iptables-nft-save", &["-t", "filter"], "");
+                let mut out = vec![
+                    self.ns.sh("ipset", &["save"], ""),
+                    self.ns.sh("iptables-nft-save", &["-t", "filter"], ""),
+                ];
                 if self.v6 {
-                    self.ns.sh("ip6tables-nft-save", &["-t", "filter"], "");
+                    out.push(self.ns.sh("ip6tables-nft-save", &["-t", "filter"], ""));
                 }
-                self.ns.sh("ipset", &["save"], "");
+                out
             }
-            Baseline::Nft => {
-                self.ns.sh("nft", &["list", "ruleset"], "");
-            }
+            Baseline::Nft => vec![self.ns.sh("nft", &["list", "ruleset"], "")],
         }
-        t0.elapsed()
     }
 
     /// Applies `d` forward (or its inverse), every step in order; the time from the
@@ -848,23 +856,16 @@ impl BaselineNs {
     /// What the namespace holds, in a form that changes when any rule, set or member
     /// does (for checking that a delta took effect).
     pub fn dump(&self) -> String {
-        match self.which {
-            Baseline::Calico => {
-                let mut s = self.ns.sh("ipset", &["save"], "");
-                // Without the header comments, which carry the time of the dump.
-                for l in self
-                    .ns
-                    .sh("iptables-nft-save", &["-t", "filter"], "")
-                    .lines()
-                    .filter(|l| !l.starts_with('#'))
-                {
-                    s.push_str(l);
-                    s.push('\n');
-                }
-                s
+        let mut s = String::new();
+        for text in self.saved() {
+            // Without the iptables-save header comments, which carry the time of the
+            // dump (`ipset save` and `nft` print none).
+            for l in text.lines().filter(|l| !l.starts_with('#')) {
+                s.push_str(l);
+                s.push('\n');
             }
-            Baseline::Nft => self.ns.sh("nft", &["list", "ruleset"], ""),
         }
+        s
     }
 }
 

@@ -943,6 +943,18 @@ fn dispatch_lines<'a>(
         .flat_map(move |(_, p)| p.dispatch.iter().filter(move |l| l.dir == d))
 }
 
+/// A line of `nf-ingress` / `nf-egress` or of a bucket chain: packets whose
+/// pod (of direction `d`) is in `set` go to `chain`.
+fn pods_goto(set: String, d: Direction, chain: &str) -> NftRule {
+    let mut r = NftRule::new(Target::Goto(chain.to_owned()));
+    r.matches.push(Match::Set {
+        negate: false,
+        name: set,
+        dirs: vec![pod_dir(d)],
+    });
+    r
+}
+
 /// The group of the pods of the namespaces of one dispatch bucket.
 fn bucket_group(names: &[String]) -> Group {
     Group {
@@ -1134,16 +1146,13 @@ impl Compiler {
             members.dedup();
             gathered.push((s.name.clone(), members));
         }
-        gathered.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if self.scope.members.is_empty() && gathered.windows(2).all(|w| w[0].0 != w[1].0) {
-            // A burst's thousand sets, built in one go from a sorted list rather
-            // than inserted one by one by name.
-            self.scope.members = gathered.into_iter().collect();
-        } else {
-            for (name, members) in gathered {
-                self.scope.add_members(&name, members);
-            }
-        }
+        // Live sets have distinct names, so the map keeps every list. A burst's
+        // thousand sets are built into it in one go, not inserted by name one
+        // by one, and the merge then keeps the larger of the two maps.
+        self.scope.merge(Scope {
+            members: gathered.into_iter().collect(),
+            ..Scope::default()
+        });
     }
 
     /// Keeps what the compiler lets go of (replaced pods and policies, the
@@ -1683,13 +1692,11 @@ impl Compiler {
                 let gone = self.rs.rewrite_chain(t, &sub, lines)?;
                 self.discard_chain(gone);
                 self.scope.chain(t, &sub);
-                let mut line = NftRule::new(Target::Goto(sub.clone()));
-                line.matches.push(Match::Set {
-                    negate: false,
-                    name: self.set_name(&SetKey::Ips(bucket_group(names), *f)),
-                    dirs: vec![pod_dir(d)],
-                });
-                top.push(line);
+                top.push(pods_goto(
+                    self.set_name(&SetKey::Ips(bucket_group(names), *f)),
+                    d,
+                    &sub,
+                ));
                 if !chains.contains(&sub) {
                     chains.push(sub);
                 }
@@ -1790,13 +1797,11 @@ impl Compiler {
     /// The line that sends the pods of namespace `ns` to its chain of
     /// direction `d`.
     fn namespace_line(&self, ns: &str, d: Direction, f: Family) -> NftRule {
-        let mut r = NftRule::new(Target::Goto(self.namespace_chain(ns, d)));
-        r.matches.push(Match::Set {
-            negate: false,
-            name: self.set_name(&SetKey::Ips(namespace_group(ns), f)),
-            dirs: vec![pod_dir(d)],
-        });
-        r
+        pods_goto(
+            self.set_name(&SetKey::Ips(namespace_group(ns), f)),
+            d,
+            &self.namespace_chain(ns, d),
+        )
     }
 
     // -- policies -----------------------------------------------------------
