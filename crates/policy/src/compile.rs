@@ -677,6 +677,10 @@ struct SetState {
     touched: Vec<Member>,
     /// How many distinct members `touched` held when last deduplicated.
     touched_kept: usize,
+    /// Members whose count came to or left zero while dispatch was held,
+    /// not yet put into the ruleset's copy of the set: see
+    /// [`Compiler::unput`].
+    unput: Vec<Member>,
 }
 
 impl SetState {
@@ -689,6 +693,7 @@ impl SetState {
             counts: foldhash::HashMap::default(),
             touched: Vec::new(),
             touched_kept: 0,
+            unput: Vec::new(),
         }
     }
 
@@ -861,6 +866,14 @@ pub struct Compiler {
     /// third of the cost of counting members in a burst. The members go
     /// to the scope, one lookup per set, when it is taken.
     touched: Vec<SetId>,
+    /// The sets with [`SetState::unput`] members. While dispatch is held (a
+    /// burst), a member whose count comes or goes is put into the ruleset's
+    /// copy of its set later, all of a set's at once. The 1,000-delta burst
+    /// of `benches/compile.rs` at 10,000 pods counts about 9,700 members in
+    /// and out of about a thousand sets, and a lookup by name in the
+    /// ruleset's thousands of sets is a few cache misses each. Settling and
+    /// taking either scope put them.
+    unput: Vec<SetId>,
     groups: Slab<GroupId, GroupState>,
     /// The id of every live group: looked up when policies change, never
     /// on the pod path.
@@ -1043,6 +1056,7 @@ impl Compiler {
             rs,
             scope: Scope::default(),
             touched: Vec::new(),
+            unput: Vec::new(),
             groups: Slab::new(),
             group_ids: HashMap::new(),
             sets: Slab::new(),
@@ -1096,9 +1110,11 @@ impl Compiler {
     }
 
     /// The desired ruleset whether or not dispatch is held, for reading its
-    /// sets: those are complete either way (settling rewrites chains only),
-    /// its chains are not until [`Self::settle`]. With
-    /// [`Self::take_set_scope`], what `ruleset::plan_sets_scoped` needs.
+    /// sets. While dispatch is held its chains are not complete until
+    /// [`Self::settle`], and its sets not until [`Self::take_set_scope`]
+    /// (which puts the members the held deltas counted; settling rewrites
+    /// chains only). After `take_set_scope`, what
+    /// `ruleset::plan_sets_scoped` needs.
     pub fn unsettled_ruleset(&self) -> &Ruleset {
         &self.rs
     }
@@ -1131,6 +1147,7 @@ impl Compiler {
 
     /// Moves the members each set noted as touched into the scope.
     fn gather_members(&mut self) {
+        self.put_held();
         let mut gathered = Vec::with_capacity(self.touched.len());
         for id in std::mem::take(&mut self.touched) {
             // A set removed since has its name in the scope's whole sets;
@@ -1153,6 +1170,26 @@ impl Compiler {
             members: gathered.into_iter().collect(),
             ..Scope::default()
         });
+    }
+
+    /// Puts the members counted while dispatch was held into the ruleset's
+    /// copies of their sets, each set looked up once. The count decides, not
+    /// the order of the notes: a member may be noted twice, and a group's
+    /// whole contribution ([`Self::contribute_members`]) is put at once, in
+    /// between.
+    fn put_held(&mut self) {
+        for id in std::mem::take(&mut self.unput) {
+            // A set removed since went with its members.
+            let Some(s) = self.sets.get_mut(id) else {
+                continue;
+            };
+            let mut target = self.rs.set_mut(&s.name);
+            let SetState { counts, unput, .. } = s;
+            for m in unput.drain(..) {
+                let delta = if counts.contains_key(&m) { 1 } else { -1 };
+                put(target.as_deref_mut(), m, delta);
+            }
+        }
     }
 
     /// Keeps what the compiler lets go of (replaced pods and policies, the
@@ -1187,8 +1224,10 @@ impl Compiler {
     /// namespace of a hundred policies rewrote a hundred lines per delta, and
     /// that was a third of the compiler's time in the 1,000-policy burst of
     /// `benches/compile.rs`. Held, each stale chain is rewritten once per
-    /// burst. For a caller that applies a burst of deltas and only then
-    /// reads the ruleset, as the sync engine does.
+    /// burst, and the members pod deltas add to or take from sets go into
+    /// the ruleset a set at a time when the burst's scope is taken (see
+    /// [`Self::unsettled_ruleset`]). For a caller that applies a burst of
+    /// deltas and only then reads the ruleset, as the sync engine does.
     pub fn hold_dispatch(&mut self) {
         self.held = true;
     }
@@ -1202,6 +1241,7 @@ impl Compiler {
     /// either way, but its ruleset is then incomplete: compile the cluster
     /// again.
     pub fn settle(&mut self) -> Result<(), Error> {
+        self.put_held();
         if !std::mem::take(&mut self.held) {
             return Ok(());
         }
@@ -2415,12 +2455,26 @@ impl Compiler {
         let key = &self.sets[set].key;
         let o = old.map(|p| members_of(key, p)).unwrap_or_default();
         let n = new.map(|p| members_of(key, p)).unwrap_or_default();
+        let Compiler {
+            sets,
+            rs,
+            touched,
+            unput,
+            held,
+            ..
+        } = self;
+        let mut c = Counter {
+            sets,
+            rs,
+            touched,
+            unput: held.then_some(unput),
+        };
         // Add first: a member both taken and given never blinks out.
         for m in n.iter().filter(|m| !o.contains(m)) {
-            count(&mut self.sets, &mut self.rs, &mut self.touched, set, *m, 1);
+            c.count(set, *m, 1);
         }
         for m in o.iter().filter(|m| !n.contains(m)) {
-            count(&mut self.sets, &mut self.rs, &mut self.touched, set, *m, -1);
+            c.count(set, *m, -1);
         }
     }
 
@@ -2575,25 +2629,37 @@ fn members_of(key: &SetKey, pod: &Pod) -> Members {
     out
 }
 
-/// Counts one contribution of member `m` to a set (`delta` 1) or takes one
-/// back (-1); the set's content, and its members for the scope, change only
-/// when the count leaves or reaches zero. A free function over the fields it
-/// needs, so that callers may hold borrows of the others.
-fn count(
-    sets: &mut Slab<SetId, SetState>,
-    rs: &mut Ruleset,
-    touched: &mut Vec<SetId>,
-    set: SetId,
-    m: Member,
-    delta: i32,
-) {
-    let s = &mut sets[set];
-    if !s.count(m, delta) {
-        return;
+/// The compiler's fields that counting a member changes, borrowed apart from
+/// the others so that callers may hold borrows of those.
+struct Counter<'a> {
+    sets: &'a mut Slab<SetId, SetState>,
+    rs: &'a mut Ruleset,
+    touched: &'a mut Vec<SetId>,
+    /// [`Compiler::unput`] while dispatch is held: members to put later.
+    unput: Option<&'a mut Vec<SetId>>,
+}
+
+impl Counter<'_> {
+    /// Counts one contribution of member `m` to `set` (`delta` 1) or takes
+    /// one back (-1); the set's content, and its members for the scope,
+    /// change only when the count leaves or reaches zero.
+    fn count(&mut self, set: SetId, m: Member, delta: i32) {
+        let s = &mut self.sets[set];
+        if !s.count(m, delta) {
+            return;
+        }
+        match &mut self.unput {
+            Some(unput) => {
+                if s.unput.is_empty() {
+                    unput.push(set);
+                }
+                s.unput.push(m);
+            }
+            None => put(self.rs.set_mut(&s.name), m, delta),
+        }
+        // Only this member: the plan then costs the change, not the set.
+        s.touch(set, m, self.touched);
     }
-    put(rs.set_mut(&s.name), m, delta);
-    // Only this member: the plan then costs the change, not the set.
-    s.touch(set, m, touched);
 }
 
 /// Puts `m` into the ruleset's copy of a set (`delta` 1) or takes it out

@@ -1595,9 +1595,12 @@ proptest! {
         // Held, the burst is taken as the sync engine's two-thread commit takes it:
         // the sets (with the dispatch's own) first, then the chains, which must then
         // touch no set.
+        let mut set_plan = None;
         let scope = if held {
             c.settle_sets().unwrap();
             let mut sets = c.take_set_scope();
+            // What the engine plans the sets from, before it settles.
+            set_plan = Some(plan_sets_scoped(&cur, c.unsettled_ruleset(), &sets).unwrap());
             c.settle().unwrap();
             let chains = c.take_scope();
             prop_assert!(
@@ -1615,6 +1618,10 @@ proptest! {
         prop_assert_eq!(c.ruleset().owned_view(), full.ruleset().owned_view());
         let whole = plan(&cur, c.ruleset()).unwrap();
         prop_assert_eq!(plan_scoped(&cur, c.ruleset(), &scope).unwrap(), whole.clone());
+        if let Some(sets) = set_plan {
+            prop_assert_eq!(&sets.before, &whole.before);
+            prop_assert_eq!(&sets.after, &whole.after);
+        }
         if deltas.iter().all(is_churn) {
             prop_assert!(members_only(&whole), "churn changed more than members:\n{}", whole);
         }
