@@ -677,10 +677,6 @@ struct SetState {
     touched: Vec<Member>,
     /// How many distinct members `touched` held when last deduplicated.
     touched_kept: usize,
-    /// Members whose count came to or left zero while dispatch was held,
-    /// not yet put into the ruleset's copy of the set: see
-    /// [`Compiler::unput`].
-    unput: Vec<Member>,
 }
 
 impl SetState {
@@ -693,7 +689,6 @@ impl SetState {
             counts: foldhash::HashMap::default(),
             touched: Vec::new(),
             touched_kept: 0,
-            unput: Vec::new(),
         }
     }
 
@@ -866,14 +861,15 @@ pub struct Compiler {
     /// third of the cost of counting members in a burst. The members go
     /// to the scope, one lookup per set, when it is taken.
     touched: Vec<SetId>,
-    /// The sets with [`SetState::unput`] members. While dispatch is held (a
-    /// burst), a member whose count comes or goes is put into the ruleset's
-    /// copy of its set later, all of a set's at once. The 1,000-delta burst
-    /// of `benches/compile.rs` at 10,000 pods counts about 9,700 members in
-    /// and out of about a thousand sets, and a lookup by name in the
-    /// ruleset's thousands of sets is a few cache misses each. Settling and
-    /// taking either scope put them.
-    unput: Vec<SetId>,
+    /// Whether members were counted in or out while dispatch was held and
+    /// not yet put into the ruleset's copies of their sets. While held (a
+    /// burst), a member whose count comes or goes is put later, all of a
+    /// set's at once, from the set's [`SetState::touched`] list, which holds
+    /// every such member. The 1,000-delta burst of `benches/compile.rs` at
+    /// 10,000 pods counts about 9,700 members in and out of about a thousand
+    /// sets, and a lookup by name in the ruleset's thousands of sets is a few
+    /// cache misses each. Settling and taking either scope put them.
+    unput: bool,
     groups: Slab<GroupId, GroupState>,
     /// The id of every live group: looked up when policies change, never
     /// on the pod path.
@@ -1056,7 +1052,7 @@ impl Compiler {
             rs,
             scope: Scope::default(),
             touched: Vec::new(),
-            unput: Vec::new(),
+            unput: false,
             groups: Slab::new(),
             group_ids: HashMap::new(),
             sets: Slab::new(),
@@ -1174,20 +1170,26 @@ impl Compiler {
 
     /// Puts the members counted while dispatch was held into the ruleset's
     /// copies of their sets, each set looked up once. The count decides, not
-    /// the order of the notes: a member may be noted twice, and a group's
-    /// whole contribution ([`Self::contribute_members`]) is put at once, in
-    /// between.
+    /// the order of the touches: a member may be touched twice, and a
+    /// group's whole contribution ([`Self::contribute_members`]) is put at
+    /// once, in between. Members put already are put again, which changes
+    /// nothing.
     fn put_held(&mut self) {
-        for id in std::mem::take(&mut self.unput) {
+        if !std::mem::take(&mut self.unput) {
+            return;
+        }
+        let Compiler {
+            touched, sets, rs, ..
+        } = self;
+        for &id in touched.iter() {
             // A set removed since went with its members.
-            let Some(s) = self.sets.get_mut(id) else {
+            let Some(s) = sets.get_mut(id) else {
                 continue;
             };
-            let mut target = self.rs.set_mut(&s.name);
-            let SetState { counts, unput, .. } = s;
-            for m in unput.drain(..) {
-                let delta = if counts.contains_key(&m) { 1 } else { -1 };
-                put(target.as_deref_mut(), m, delta);
+            let mut target = rs.set_mut(&s.name);
+            for m in &s.touched {
+                let delta = if s.counts.contains_key(m) { 1 } else { -1 };
+                put(target.as_deref_mut(), *m, delta);
             }
         }
     }
@@ -2635,8 +2637,8 @@ struct Counter<'a> {
     sets: &'a mut Slab<SetId, SetState>,
     rs: &'a mut Ruleset,
     touched: &'a mut Vec<SetId>,
-    /// [`Compiler::unput`] while dispatch is held: members to put later.
-    unput: Option<&'a mut Vec<SetId>>,
+    /// [`Compiler::unput`] while dispatch is held: members are put later.
+    unput: Option<&'a mut bool>,
 }
 
 impl Counter<'_> {
@@ -2649,15 +2651,11 @@ impl Counter<'_> {
             return;
         }
         match &mut self.unput {
-            Some(unput) => {
-                if s.unput.is_empty() {
-                    unput.push(set);
-                }
-                s.unput.push(m);
-            }
+            Some(unput) => **unput = true,
             None => put(self.rs.set_mut(&s.name), m, delta),
         }
-        // Only this member: the plan then costs the change, not the set.
+        // Only this member: the plan then costs the change, not the set. While
+        // held, this is also the note `put_held` puts it by.
         s.touch(set, m, self.touched);
     }
 }
