@@ -540,8 +540,20 @@ fn the_before_phase_runs_ahead_of_the_batch_and_the_record_comes_last() {
     assert_eq!(p, plan_scoped(&cur, &new, &scope).unwrap());
     k.execute(&p, &mut ex).unwrap();
     assert_eq!(cur, untouched, "execute records nothing");
+    let mut owned = cur.clone();
     ex.record(&p, &mut cur).unwrap();
     assert_eq!(k.observe("nf-", &tables()).unwrap(), cur);
+    // The engine's way, dropping each step once recorded, records the same.
+    ex.record_owned(p.clone(), &mut owned).unwrap();
+    assert_eq!(owned, cur);
+    let handles = |rs: &Ruleset| -> Vec<Option<u64>> {
+        rs.tables()
+            .values()
+            .flat_map(|t| t.chains.values())
+            .flat_map(|c| c.entries().iter().map(|e| e.handle()))
+            .collect()
+    };
+    assert_eq!(handles(&owned), handles(&cur), "the same handles");
     assert_eq!(cur.owned_view(), new.owned_view());
     assert_eq!(ex.applied.batch_ops, p.batch.len());
 }

@@ -190,6 +190,7 @@
 //! (selectors, strings) are hashed only when policies change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ruleset::{
@@ -671,7 +672,7 @@ struct SetState {
     /// foldhash is still seeded at random per process, and members are
     /// addresses the cluster's IPAM hands out. The maps keyed by names and
     /// selectors, which users choose, keep SipHash.
-    counts: foldhash::HashMap<Member, u32>,
+    counts: Counts,
     /// Members whose presence changed since the scope last took them, in
     /// no order and possibly repeated: see [`Compiler::touched`].
     touched: Vec<Member>,
@@ -686,7 +687,7 @@ impl SetState {
             key,
             name,
             uses: 0,
-            counts: foldhash::HashMap::default(),
+            counts: Counts::default(),
             touched: Vec::new(),
             touched_kept: 0,
         }
@@ -695,28 +696,10 @@ impl SetState {
     /// Counts one contribution of `m` (`delta` 1) or takes one back (-1).
     /// True when that makes `m` come or go: its count left or reached zero.
     fn count(&mut self, m: Member, delta: i32) -> bool {
-        use std::collections::hash_map::Entry;
-        // One lookup whichever way it goes: every pod delta counts a member in
-        // each of its sets, and the count that drops to zero is the common
-        // case of a pod leaving.
-        match self.counts.entry(m) {
-            Entry::Occupied(mut e) => {
-                let after = e.get().saturating_add_signed(delta);
-                if after == 0 {
-                    e.remove();
-                    true
-                } else {
-                    *e.get_mut() = after;
-                    false
-                }
-            }
-            Entry::Vacant(e) => {
-                let after = 0u32.saturating_add_signed(delta);
-                if after > 0 {
-                    e.insert(after);
-                }
-                after > 0
-            }
+        match m {
+            Member::Ip(IpAddr::V4(a)) => count_in(&mut self.counts.ip4, a, delta),
+            Member::Ip(IpAddr::V6(a)) => count_in(&mut self.counts.ip6, a, delta),
+            m => count_in(&mut self.counts.other, m, delta),
         }
     }
 
@@ -735,6 +718,59 @@ impl SetState {
             self.touched_kept = self.touched.len();
         }
         self.touched.push(m);
+    }
+}
+
+/// A set's member counts, kept by the member's kind: nearly every member is a
+/// pod address, which as a [`Member`] key with its count takes 44 bytes, and
+/// as an IPv4 address 8. At 10,000 pods and 1,000 policies the counts hold
+/// about 110,000 members per family; smaller entries also mean fewer cache
+/// lines for the lookup that every pod delta makes in each of its sets.
+#[derive(Debug, Default)]
+struct Counts {
+    ip4: foldhash::HashMap<Ipv4Addr, u32>,
+    ip6: foldhash::HashMap<Ipv6Addr, u32>,
+    /// Networks, (address, port) and (network, interface) members.
+    other: foldhash::HashMap<Member, u32>,
+}
+
+impl Counts {
+    fn contains(&self, m: &Member) -> bool {
+        match m {
+            Member::Ip(IpAddr::V4(a)) => self.ip4.contains_key(a),
+            Member::Ip(IpAddr::V6(a)) => self.ip6.contains_key(a),
+            m => self.other.contains_key(m),
+        }
+    }
+}
+
+/// [`SetState::count`] in one of [`Counts`]' maps. One lookup whichever way
+/// it goes: every pod delta counts a member in each of its sets, and the
+/// count that drops to zero is the common case of a pod leaving.
+fn count_in<K: std::hash::Hash + Eq>(
+    counts: &mut foldhash::HashMap<K, u32>,
+    k: K,
+    delta: i32,
+) -> bool {
+    use std::collections::hash_map::Entry;
+    match counts.entry(k) {
+        Entry::Occupied(mut e) => {
+            let after = e.get().saturating_add_signed(delta);
+            if after == 0 {
+                e.remove();
+                true
+            } else {
+                *e.get_mut() = after;
+                false
+            }
+        }
+        Entry::Vacant(e) => {
+            let after = 0u32.saturating_add_signed(delta);
+            if after > 0 {
+                e.insert(after);
+            }
+            after > 0
+        }
     }
 }
 
@@ -1188,7 +1224,7 @@ impl Compiler {
             };
             let mut target = rs.set_mut(&s.name);
             for m in &s.touched {
-                let delta = if s.counts.contains_key(m) { 1 } else { -1 };
+                let delta = if s.counts.contains(m) { 1 } else { -1 };
                 put(target.as_deref_mut(), *m, delta);
             }
         }

@@ -355,7 +355,123 @@ pub struct IpSet {
     /// cost at 1,000 policies (`MemberKey::cmp`, about a quarter of `plan_scoped`).
     /// Members are addresses the cluster's IPAM hands out, so foldhash's speed is worth
     /// more here than SipHash's resistance to chosen keys. Whoever needs an order sorts.
-    members: foldhash::HashMap<MemberKey, bool>,
+    members: Members,
+}
+
+/// A set's members, stored by what its kernel key can be.
+///
+/// A running engine holds two copies of every set (the compiler's desired state and its
+/// view of the kernel), and nearly every member is a pod address in a `hash:ip` set. As
+/// a [`MemberKey`] with its flag a member takes 38 bytes; an IPv4 address takes 4, an
+/// IPv6 one 16. At 10,000 pods and 1,000 policies (110,730 members per family) this took
+/// a copy of the IPv4 ruleset from 11.1 to 6.9 MB, and the lookups the compiler and the
+/// planner make in sets of thousands touch fewer cache lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Members {
+    /// `hash:ip`, `inet`.
+    Ip4(foldhash::HashSet<std::net::Ipv4Addr>),
+    /// `hash:ip`, `inet6`.
+    Ip6(foldhash::HashSet<std::net::Ipv6Addr>),
+    /// Every other type: the kernel key and its `nomatch` flag.
+    Keyed(foldhash::HashMap<MemberKey, bool>),
+}
+
+impl Members {
+    fn new(family: Family, kind: SetType) -> Self {
+        match (kind, family) {
+            (SetType::HashIp, Family::Ipv4) => Members::Ip4(Default::default()),
+            (SetType::HashIp, Family::Ipv6) => Members::Ip6(Default::default()),
+            _ => Members::Keyed(Default::default()),
+        }
+    }
+
+    /// The `nomatch` flag `k` is held with, if it is held.
+    pub(crate) fn get(&self, k: &MemberKey) -> Option<bool> {
+        match (self, k) {
+            (Members::Ip4(s), MemberKey::Ip(std::net::IpAddr::V4(a))) => {
+                s.contains(a).then_some(false)
+            }
+            (Members::Ip6(s), MemberKey::Ip(std::net::IpAddr::V6(a))) => {
+                s.contains(a).then_some(false)
+            }
+            (Members::Keyed(m), k) => m.get(k).copied(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn contains_key(&self, k: &MemberKey) -> bool {
+        self.get(k).is_some()
+    }
+
+    /// Puts `k` with its flag. `k` is of the set's kind and family ([`IpSet::key_of`]
+    /// checked it), so an address set never sees another key, nor a `nomatch`.
+    fn insert(&mut self, k: MemberKey, nomatch: bool) {
+        match (self, k) {
+            (Members::Ip4(s), MemberKey::Ip(std::net::IpAddr::V4(a))) => {
+                s.insert(a);
+            }
+            (Members::Ip6(s), MemberKey::Ip(std::net::IpAddr::V6(a))) => {
+                s.insert(a);
+            }
+            (Members::Keyed(m), k) => {
+                m.insert(k, nomatch);
+            }
+            (_, k) => unreachable!("{k:?} was checked against the set's kind"),
+        }
+    }
+
+    fn remove(&mut self, k: &MemberKey) -> bool {
+        match (self, k) {
+            (Members::Ip4(s), MemberKey::Ip(std::net::IpAddr::V4(a))) => s.remove(a),
+            (Members::Ip6(s), MemberKey::Ip(std::net::IpAddr::V6(a))) => s.remove(a),
+            (Members::Keyed(m), k) => m.remove(k).is_some(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Members::Ip4(s) => s.len(),
+            Members::Ip6(s) => s.len(),
+            Members::Keyed(m) => m.len(),
+        }
+    }
+
+    /// Every key with its flag, in no order.
+    pub(crate) fn iter(&self) -> MembersIter<'_> {
+        match self {
+            Members::Ip4(s) => MembersIter::Ip4(s.iter()),
+            Members::Ip6(s) => MembersIter::Ip6(s.iter()),
+            Members::Keyed(m) => MembersIter::Keyed(m.iter()),
+        }
+    }
+}
+
+/// [`Members::iter`].
+pub(crate) enum MembersIter<'a> {
+    Ip4(std::collections::hash_set::Iter<'a, std::net::Ipv4Addr>),
+    Ip6(std::collections::hash_set::Iter<'a, std::net::Ipv6Addr>),
+    Keyed(std::collections::hash_map::Iter<'a, MemberKey, bool>),
+}
+
+impl Iterator for MembersIter<'_> {
+    type Item = (MemberKey, bool);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            MembersIter::Ip4(i) => i.next().map(|a| (MemberKey::Ip((*a).into()), false)),
+            MembersIter::Ip6(i) => i.next().map(|a| (MemberKey::Ip((*a).into()), false)),
+            MembersIter::Keyed(i) => i.next().map(|(k, n)| (*k, *n)),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            MembersIter::Ip4(i) => i.size_hint(),
+            MembersIter::Ip6(i) => i.size_hint(),
+            MembersIter::Keyed(i) => i.size_hint(),
+        }
+    }
 }
 
 /// A member without its `nomatch` flag: what the kernel keys an element by.
@@ -401,7 +517,7 @@ impl IpSet {
             kind,
             maxelem: DEFAULT_MAXELEM,
             polarity,
-            members: foldhash::HashMap::default(),
+            members: Members::new(family, kind),
         }
     }
 
@@ -435,7 +551,7 @@ impl IpSet {
     /// Removes a member, whatever its `nomatch` flag; returns whether it was there.
     pub fn remove(&mut self, m: &Member) -> bool {
         match self.key_of(*m) {
-            Ok((k, _)) => self.members.remove(&k).is_some(),
+            Ok((k, _)) => self.members.remove(&k),
             Err(_) => false,
         }
     }
@@ -443,7 +559,7 @@ impl IpSet {
     /// Whether a member is in the set with this very flag.
     pub fn contains(&self, m: &Member) -> bool {
         match self.key_of(*m) {
-            Ok((k, nomatch)) => self.members.get(&k) == Some(&nomatch),
+            Ok((k, nomatch)) => self.members.get(&k) == Some(nomatch),
             Err(_) => false,
         }
     }
@@ -451,8 +567,7 @@ impl IpSet {
     /// The members, sorted (by kernel key). Sorting costs what a tree's order used to on
     /// every insert, but only for whoever asks: a new set's fill, a render.
     pub fn members(&self) -> impl ExactSizeIterator<Item = Member> + '_ {
-        let mut entries: Vec<(MemberKey, bool)> =
-            self.members.iter().map(|(k, n)| (*k, *n)).collect();
+        let mut entries: Vec<(MemberKey, bool)> = self.members.iter().collect();
         entries.sort_unstable_by_key(|e| e.0);
         entries.into_iter().map(|(k, n)| k.member(n))
     }
@@ -464,7 +579,7 @@ impl IpSet {
 
     /// Whether the set has no member.
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.members.len() == 0
     }
 
     /// The kernel key a member has in this set, if it fits the set.
@@ -472,7 +587,7 @@ impl IpSet {
         self.key_of(m).ok().map(|(k, _)| k)
     }
 
-    pub(crate) fn entries(&self) -> &foldhash::HashMap<MemberKey, bool> {
+    pub(crate) fn entries(&self) -> &Members {
         &self.members
     }
 
@@ -515,10 +630,10 @@ impl IpSet {
                 continue;
             };
             let mut seen = false;
-            for (k, nomatch) in &self.members {
+            for (k, nomatch) in self.members.iter() {
                 if let MemberKey::NetIface(n, i) = k {
-                    if *n == net {
-                        if i == iface {
+                    if n == net {
+                        if i == *iface {
                             return !nomatch;
                         }
                         seen = true;

@@ -547,7 +547,7 @@ fn plan_sets(
         // A new element, or a flag flip (an add with the new flag): a matching element
         // grows the set, a nomatch one shrinks it. A removed one the reverse.
         let added = |k: &MemberKey, dflag: bool| match c.entries().get(k) {
-            Some(&cflag) if cflag == dflag => None,
+            Some(cflag) if cflag == dflag => None,
             _ => Some((if dflag { Dir::Shrink } else { Dir::Grow }, k.member(dflag))),
         };
         let removed = |k: &MemberKey, cflag: bool| {
@@ -579,11 +579,11 @@ fn plan_sets(
                 let mut sizes = [[0usize; 2]; 2];
                 for k in &keys {
                     let (dir, side, m) = match (d.entries().get(k), c.entries().get(k)) {
-                        (Some(&dflag), cflag) if cflag != Some(&dflag) => {
+                        (Some(dflag), cflag) if cflag != Some(dflag) => {
                             let dir = if dflag { Dir::Shrink } else { Dir::Grow };
                             (slot(dir), 0, k.member(dflag))
                         }
-                        (None, Some(&cflag)) => {
+                        (None, Some(cflag)) => {
                             let (dir, m) = removed(k, cflag);
                             (slot(dir), 1, m)
                         }
@@ -602,14 +602,14 @@ fn plan_sets(
                 }
             }
             None => {
-                for (k, &dflag) in d.entries() {
-                    if let Some((dir, m)) = added(k, dflag) {
+                for (k, dflag) in d.entries().iter() {
+                    if let Some((dir, m)) = added(&k, dflag) {
                         changes[slot(dir)][0].push(m);
                     }
                 }
-                for (k, &cflag) in c.entries() {
-                    if !d.entries().contains_key(k) {
-                        let (dir, m) = removed(k, cflag);
+                for (k, cflag) in c.entries().iter() {
+                    if !d.entries().contains_key(&k) {
+                        let (dir, m) = removed(&k, cflag);
                         changes[slot(dir)][1].push(m);
                     }
                 }

@@ -412,7 +412,7 @@ impl Worker {
         // The bookkeeping nobody waits for: the plan into `current` (a burst's thousands
         // of member changes, each looked up in a set of thousands), and dropping what
         // the commit used.
-        if let Err(e) = ex.record(&p, &mut self.current) {
+        if let Err(e) = ex.record_owned(p, &mut self.current) {
             // A planner bug: the kernel is right, the record is not. Read it again.
             tracing::error!(error = %e, "recording the applied plan; observing the kernel again");
             self.stale = true;
@@ -421,7 +421,7 @@ impl Worker {
             // A new rule's handle is unknown: the next plan reads the kernel first.
             self.stale = true;
         }
-        drop((p, taken));
+        drop(taken);
     }
 
     /// Settles the compiler, plans, and runs the plan in the kernel (not yet recorded in
