@@ -79,15 +79,21 @@ impl Executed {
     pub fn record(&self, plan: &Plan, state: &mut Ruleset) -> Result<(), Error> {
         for step in plan.steps().take(self.next) {
             match step {
-                // Still referenced a moment longer: the set stays, and the next plan
-                // destroys it.
-                Step::Set(SetOp::Destroy { name })
-                    if self.applied.deferred.iter().any(|d| d == name) => {}
-                Step::Set(op) => apply_set_committed(state, op)?,
+                Step::Set(op) => self.record_set(op, state)?,
                 Step::Batch(ops) => apply_committed(state, ops, &self.handles)?,
             }
         }
         Ok(())
+    }
+
+    /// Records one set step of the plan.
+    fn record_set(&self, op: &SetOp, state: &mut Ruleset) -> Result<(), Error> {
+        match op {
+            // Still referenced a moment longer: the set stays, and the next plan
+            // destroys it.
+            SetOp::Destroy { name } if self.applied.deferred.iter().any(|d| d == name) => Ok(()),
+            op => apply_set_committed(state, op),
+        }
     }
 
     /// [`Self::record`], taking the plan: each step is dropped once recorded, so that a
@@ -126,11 +132,7 @@ impl Executed {
                 break;
             }
             *left -= 1;
-            match &op {
-                // As in `record`: the set stays, the next plan destroys it.
-                SetOp::Destroy { name } if self.applied.deferred.iter().any(|d| d == name) => {}
-                op => apply_set_committed(state, op)?,
-            }
+            self.record_set(&op, state)?;
         }
         Ok(())
     }
