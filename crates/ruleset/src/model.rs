@@ -403,9 +403,19 @@ impl Members {
         self.get(k).is_some()
     }
 
-    /// Puts `k` with its flag. `k` is of the set's kind and family ([`IpSet::key_of`]
-    /// checked it), so an address set never sees another key, nor a `nomatch`.
+    /// Puts `k` with its flag. [`IpSet::key_of`] checked `k` against the set's kind and
+    /// family, which chose the storage, unless a caller changed those public fields since:
+    /// then every key is kept in the general map, as it was before storage had kinds.
     fn insert(&mut self, k: MemberKey, nomatch: bool) {
+        let fits = matches!(
+            (&*self, &k),
+            (Members::Ip4(_), MemberKey::Ip(std::net::IpAddr::V4(_)))
+                | (Members::Ip6(_), MemberKey::Ip(std::net::IpAddr::V6(_)))
+                | (Members::Keyed(_), _)
+        );
+        if !fits {
+            *self = Members::Keyed(self.iter().collect());
+        }
         match (self, k) {
             (Members::Ip4(s), MemberKey::Ip(std::net::IpAddr::V4(a))) => {
                 s.insert(a);
@@ -416,7 +426,7 @@ impl Members {
             (Members::Keyed(m), k) => {
                 m.insert(k, nomatch);
             }
-            (_, k) => unreachable!("{k:?} was checked against the set's kind"),
+            (_, k) => unreachable!("{k:?} fits the storage: it was made general above"),
         }
     }
 
@@ -1337,6 +1347,47 @@ fn fit_name(prefix: &str, logical: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use netfilter::nft::{Hook, Neg, Policy, Target};
+
+    /// An address set keeps bare addresses; its kind and family are public fields, and a
+    /// caller that changes them on a set with members gets every member kept, no panic.
+    #[test]
+    fn set_members_by_kind_and_a_kind_changed_afterwards() {
+        let ip = |s: &str| Member::Ip(s.parse().unwrap());
+        let net = |s: &str, nomatch| Member::Net {
+            net: s.parse().unwrap(),
+            nomatch,
+        };
+        for (family, a, b) in [
+            (Family::Ipv4, "10.0.0.1", "10.0.0.2"),
+            (Family::Ipv6, "fd00::1", "fd00::2"),
+        ] {
+            let mut s = IpSet::new(family, SetType::HashIp, Polarity::Grants);
+            s.insert(ip(a)).unwrap();
+            s.insert(ip(b)).unwrap();
+            s.insert(ip(a)).unwrap();
+            assert_eq!(s.len(), 2);
+            assert!(s.contains(&ip(a)) && s.matches(a.parse().unwrap()));
+            assert!(s.remove(&ip(b)) && !s.remove(&ip(b)));
+            assert_eq!(s.members().collect::<Vec<_>>(), [ip(a)]);
+            // A host network is the same kernel key in a hash:ip set.
+            let host = if family == Family::Ipv4 { 32 } else { 128 };
+            assert!(s.contains(&net(&format!("{a}/{host}"), false)));
+
+            s.kind = SetType::HashNet;
+            let cidr = if family == Family::Ipv4 {
+                "10.1.0.0/16"
+            } else {
+                "fd01::/64"
+            };
+            s.insert(net(cidr, true)).unwrap();
+            assert_eq!(s.len(), 2);
+            assert!(s.contains(&net(cidr, true)));
+            assert!(
+                s.members().any(|m| m == ip(a)),
+                "the address member is kept"
+            );
+        }
+    }
 
     fn tid() -> TableId {
         TableId::filter(Family::Ipv4)
