@@ -358,44 +358,32 @@ pub struct IpSet {
     members: Members,
 }
 
-/// A set's members, stored by what its kernel key can be.
+/// A set's members, each kept by what its kernel key is: addresses bare, every other key
+/// with its `nomatch` flag.
 ///
 /// A running engine holds two copies of every set (the compiler's desired state and its
 /// view of the kernel), and nearly every member is a pod address in a `hash:ip` set. As
 /// a [`MemberKey`] with its flag a member takes 38 bytes; an IPv4 address takes 4, an
 /// IPv6 one 16. At 10,000 pods and 1,000 policies (110,730 members per family) this took
 /// a copy of the IPv4 ruleset from 11.1 to 6.9 MB, and the lookups the compiler and the
-/// planner make in sets of thousands touch fewer cache lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Members {
-    /// `hash:ip`, `inet`.
-    Ip4(foldhash::HashSet<std::net::Ipv4Addr>),
-    /// `hash:ip`, `inet6`.
-    Ip6(foldhash::HashSet<std::net::Ipv6Addr>),
-    /// Every other type: the kernel key and its `nomatch` flag.
-    Keyed(foldhash::HashMap<MemberKey, bool>),
+/// planner make in sets of thousands touch fewer cache lines. The key decides the map,
+/// not the set's kind, so a set whose public `kind` is changed later keeps its members;
+/// the two maps a set doesn't use stay empty and allocate nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Members {
+    ip4: foldhash::HashSet<std::net::Ipv4Addr>,
+    ip6: foldhash::HashSet<std::net::Ipv6Addr>,
+    /// Networks, (address, port) and (network, interface) keys.
+    keyed: foldhash::HashMap<MemberKey, bool>,
 }
 
 impl Members {
-    fn new(family: Family, kind: SetType) -> Self {
-        match (kind, family) {
-            (SetType::HashIp, Family::Ipv4) => Members::Ip4(Default::default()),
-            (SetType::HashIp, Family::Ipv6) => Members::Ip6(Default::default()),
-            _ => Members::Keyed(Default::default()),
-        }
-    }
-
     /// The `nomatch` flag `k` is held with, if it is held.
     pub(crate) fn get(&self, k: &MemberKey) -> Option<bool> {
-        match (self, k) {
-            (Members::Ip4(s), MemberKey::Ip(std::net::IpAddr::V4(a))) => {
-                s.contains(a).then_some(false)
-            }
-            (Members::Ip6(s), MemberKey::Ip(std::net::IpAddr::V6(a))) => {
-                s.contains(a).then_some(false)
-            }
-            (Members::Keyed(m), k) => m.get(k).copied(),
-            _ => None,
+        match k {
+            MemberKey::Ip(std::net::IpAddr::V4(a)) => self.ip4.contains(a).then_some(false),
+            MemberKey::Ip(std::net::IpAddr::V6(a)) => self.ip6.contains(a).then_some(false),
+            k => self.keyed.get(k).copied(),
         }
     }
 
@@ -403,84 +391,42 @@ impl Members {
         self.get(k).is_some()
     }
 
-    /// Puts `k` with its flag. [`IpSet::key_of`] checked `k` against the set's kind and
-    /// family, which chose the storage, unless a caller changed those public fields since:
-    /// then every key is kept in the general map, as it was before storage had kinds.
+    /// Puts `k` with its flag; an address key has none ([`IpSet::key_of`] gives it
+    /// `false`).
     fn insert(&mut self, k: MemberKey, nomatch: bool) {
-        let fits = matches!(
-            (&*self, &k),
-            (Members::Ip4(_), MemberKey::Ip(std::net::IpAddr::V4(_)))
-                | (Members::Ip6(_), MemberKey::Ip(std::net::IpAddr::V6(_)))
-                | (Members::Keyed(_), _)
-        );
-        if !fits {
-            *self = Members::Keyed(self.iter().collect());
-        }
-        match (self, k) {
-            (Members::Ip4(s), MemberKey::Ip(std::net::IpAddr::V4(a))) => {
-                s.insert(a);
+        match k {
+            MemberKey::Ip(std::net::IpAddr::V4(a)) => {
+                self.ip4.insert(a);
             }
-            (Members::Ip6(s), MemberKey::Ip(std::net::IpAddr::V6(a))) => {
-                s.insert(a);
+            MemberKey::Ip(std::net::IpAddr::V6(a)) => {
+                self.ip6.insert(a);
             }
-            (Members::Keyed(m), k) => {
-                m.insert(k, nomatch);
+            k => {
+                self.keyed.insert(k, nomatch);
             }
-            (_, k) => unreachable!("{k:?} fits the storage: it was made general above"),
         }
     }
 
     fn remove(&mut self, k: &MemberKey) -> bool {
-        match (self, k) {
-            (Members::Ip4(s), MemberKey::Ip(std::net::IpAddr::V4(a))) => s.remove(a),
-            (Members::Ip6(s), MemberKey::Ip(std::net::IpAddr::V6(a))) => s.remove(a),
-            (Members::Keyed(m), k) => m.remove(k).is_some(),
-            _ => false,
+        match k {
+            MemberKey::Ip(std::net::IpAddr::V4(a)) => self.ip4.remove(a),
+            MemberKey::Ip(std::net::IpAddr::V6(a)) => self.ip6.remove(a),
+            k => self.keyed.remove(k).is_some(),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        match self {
-            Members::Ip4(s) => s.len(),
-            Members::Ip6(s) => s.len(),
-            Members::Keyed(m) => m.len(),
-        }
+        self.ip4.len() + self.ip6.len() + self.keyed.len()
     }
 
     /// Every key with its flag, in no order.
-    pub(crate) fn iter(&self) -> MembersIter<'_> {
-        match self {
-            Members::Ip4(s) => MembersIter::Ip4(s.iter()),
-            Members::Ip6(s) => MembersIter::Ip6(s.iter()),
-            Members::Keyed(m) => MembersIter::Keyed(m.iter()),
-        }
-    }
-}
-
-/// [`Members::iter`].
-pub(crate) enum MembersIter<'a> {
-    Ip4(std::collections::hash_set::Iter<'a, std::net::Ipv4Addr>),
-    Ip6(std::collections::hash_set::Iter<'a, std::net::Ipv6Addr>),
-    Keyed(std::collections::hash_map::Iter<'a, MemberKey, bool>),
-}
-
-impl Iterator for MembersIter<'_> {
-    type Item = (MemberKey, bool);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            MembersIter::Ip4(i) => i.next().map(|a| (MemberKey::Ip((*a).into()), false)),
-            MembersIter::Ip6(i) => i.next().map(|a| (MemberKey::Ip((*a).into()), false)),
-            MembersIter::Keyed(i) => i.next().map(|(k, n)| (*k, *n)),
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        match self {
-            MembersIter::Ip4(i) => i.size_hint(),
-            MembersIter::Ip6(i) => i.size_hint(),
-            MembersIter::Keyed(i) => i.size_hint(),
-        }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (MemberKey, bool)> + '_ {
+        let ip = |a: std::net::IpAddr| (MemberKey::Ip(a), false);
+        self.ip4
+            .iter()
+            .map(move |a| ip((*a).into()))
+            .chain(self.ip6.iter().map(move |a| ip((*a).into())))
+            .chain(self.keyed.iter().map(|(k, n)| (*k, *n)))
     }
 }
 
@@ -527,7 +473,7 @@ impl IpSet {
             kind,
             maxelem: DEFAULT_MAXELEM,
             polarity,
-            members: Members::new(family, kind),
+            members: Members::default(),
         }
     }
 
