@@ -76,6 +76,17 @@
 //! `NETFENCE_DATAPATH_DUMP=<dir>` writes each sandbox's `iptables-nft-save -c` to
 //! `<dir>/<system>-<size>.save` before it goes: every rule's packet counter after the run,
 //! which shows the rules a connection's packets met.
+//!
+//! `NETFENCE_DATAPATH_VARIANT=<script>` measures a layout netfence does not write, to
+//! learn what a change would buy before building it. Once the engine has converged, the
+//! script runs under `sh` in the node namespace, with `CLIENT`, `SERVER` and `INTRUDER`
+//! set to the pair's and the intruder's IPv4 addresses (and `VARIANT_DIR` to the script's
+//! directory, for what variants share), and may rewrite the ruleset with
+//! the tools; the engine does not reconcile here, so the rewrite stays. The sandbox check
+//! then runs on the rewritten ruleset, so a variant that lets the intruder in or keeps
+//! the client out fails the bench. netfence's figures are then the variant's: printed
+//! with its name, and not recorded for the report. `benches/datapath-variants/` holds the
+//! variants measured so far.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -718,7 +729,13 @@ impl World {
                 node.sh_stdin("iptables-nft-restore", &[], CONNTRACK_IPTABLES);
                 None
             }
-            System::Netfence => Some(start_engine(&node, size)),
+            System::Netfence => {
+                let engine = start_engine(&node, size);
+                if let Some(script) = variant() {
+                    rewrite(&node, pair, &script);
+                }
+                Some(engine)
+            }
             System::Calico => {
                 let cfg = calico::CalicoConfig::new(size.gen.spec.node.clone(), false);
                 let baseline = calico::render(&size.model, &cfg);
@@ -804,6 +821,39 @@ impl World {
             .parse()
             .ok()
     }
+}
+
+/// The script of `NETFENCE_DATAPATH_VARIANT`, if set.
+fn variant() -> Option<String> {
+    std::env::var("NETFENCE_DATAPATH_VARIANT").ok()
+}
+
+/// Runs a variant's script in the node namespace, over the converged engine's ruleset.
+fn rewrite(node: &Sandbox, pair: &Pair, script: &str) {
+    let body = std::fs::read_to_string(script)
+        .unwrap_or_else(|e| panic!("reading the variant {script}: {e}"));
+    let dir = std::path::Path::new(script)
+        .parent()
+        .and_then(|d| d.canonicalize().ok())
+        .unwrap_or_else(|| panic!("the variant {script} has no directory"));
+    let input = format!(
+        "CLIENT={} SERVER={} INTRUDER={} VARIANT_DIR='{}'\n{body}",
+        pair.client.v4,
+        pair.server.v4,
+        pair.intruder.v4,
+        dir.display()
+    );
+    let mut out = node.sh_stdin("sh", &["-s"], &input);
+    // What the packets now meet first.
+    out.push_str(&node.sh("iptables-nft", &["-t", "filter", "-S", "nf-fw"]));
+    eprintln!("datapath: variant {script} applied{}", {
+        let out = out.trim();
+        if out.is_empty() {
+            String::new()
+        } else {
+            format!(":\n{out}")
+        }
+    });
 }
 
 /// An engine on `node` holding the whole cluster, converged.
@@ -987,7 +1037,10 @@ fn bench(c: &mut Criterion) {
             }
             r.set("failed_connects", tally.failed as f64);
             r.set("stalled_connects", tally.stalled as f64);
-            recorder.write(&r);
+            // A variant is not what netfence writes: the report must not show it as such.
+            if !(system == System::Netfence && variant().is_some()) {
+                recorder.write(&r);
+            }
             results.push(m);
         }
         g.finish();
@@ -1043,10 +1096,15 @@ fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
             (Some(n), Some(c)) if m.system.enforces() => format!("{:+.2}", (n - c) / 1e3),
             _ => "-".to_owned(),
         };
+        let variant = m.system == System::Netfence && variant().is_some();
         eprintln!(
             "{:<14} {:<18} {:>8} {:>8} {:>17} {:>8} {:>8} {:>6} {:>7} {:>6}",
             label(m.pods, m.policies),
-            m.system.name(),
+            if variant {
+                "netfence+variant"
+            } else {
+                m.system.name()
+            },
             m.rate().map_or("-".into(), |r| format!("{r:.0}")),
             ns.map_or("-".into(), |n| format!("{:.2}", n / 1e3)),
             cost,
@@ -1056,7 +1114,7 @@ fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
             m.tally.stalled,
             m.conntrack.map_or("-".into(), |n| n.to_string()),
         );
-        if m.pods == 1_000 && m.system == System::Netfence {
+        if m.pods == 1_000 && m.system == System::Netfence && !variant {
             if let (Some(r), Some(b)) = (m.rate(), base.map(|b| 1e9 / b)) {
                 let met = r >= 0.9 * b;
                 target = Some(target.unwrap_or(true) && met);
@@ -1069,6 +1127,9 @@ fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
          iptables-nft can read; stalled: connects over {} ms; ct: node conntrack entries)",
         STALL.as_millis()
     );
+    if let Some(script) = variant() {
+        eprintln!("netfence+variant: netfence's ruleset as rewritten by {script}");
+    }
     if let Some(met) = target {
         eprintln!(
             "target within 10% of none at 1k pods: {}{}",
