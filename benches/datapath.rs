@@ -86,7 +86,8 @@
 //! then runs on the rewritten ruleset, so a variant that lets the intruder in or keeps
 //! the client out fails the bench. netfence's figures are then the variant's: printed
 //! with its name, and not recorded for the report. `benches/datapath-variants/` holds the
-//! variants measured so far.
+//! variants measured so far; `scripts/test.sh` runs each briefly, so that they keep
+//! applying to the ruleset netfence writes.
 
 #[path = "common/mod.rs"]
 mod common;
