@@ -847,14 +847,7 @@ fn rewrite(node: &Sandbox, pair: &Pair, script: &str) {
     let mut out = node.sh_stdin("sh", &["-s"], &input);
     // What the packets now meet first.
     out.push_str(&node.sh("iptables-nft", &["-t", "filter", "-S", "nf-fw"]));
-    eprintln!("datapath: variant {script} applied{}", {
-        let out = out.trim();
-        if out.is_empty() {
-            String::new()
-        } else {
-            format!(":\n{out}")
-        }
-    });
+    eprintln!("datapath: variant {script} applied:\n{}", out.trim_end());
 }
 
 /// An engine on `node` holding the whole cluster, converged.
