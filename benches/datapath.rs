@@ -176,6 +176,21 @@ impl System {
         System::Calico,
     ];
 
+    /// Whether this run measures a variant of this system's ruleset, not the ruleset
+    /// itself: then its figures are not recorded and don't count toward the target.
+    fn varied(self) -> bool {
+        self == System::Netfence && variant().is_some()
+    }
+
+    /// The name the summary and the dumps give what was measured.
+    fn shown(self) -> &'static str {
+        if self.varied() {
+            "netfence+variant"
+        } else {
+            self.name()
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             System::None => "none",
@@ -999,7 +1014,7 @@ fn bench(c: &mut Criterion) {
             if let Ok(dir) = std::env::var("NETFENCE_DATAPATH_DUMP") {
                 // The rules' counters after the run: which rules the connects met.
                 let out = w.node.sh("iptables-nft-save", &["-c"]);
-                let file = format!("{dir}/{}-{lbl}.save", system.name());
+                let file = format!("{dir}/{}-{lbl}.save", system.shown());
                 if let Err(e) = std::fs::write(&file, out) {
                     eprintln!("datapath: writing {file}: {e}");
                 }
@@ -1032,7 +1047,7 @@ fn bench(c: &mut Criterion) {
             r.set("failed_connects", tally.failed as f64);
             r.set("stalled_connects", tally.stalled as f64);
             // A variant is not what netfence writes: the report must not show it as such.
-            if !(system == System::Netfence && variant().is_some()) {
+            if !system.varied() {
                 recorder.write(&r);
             }
             results.push(m);
@@ -1090,15 +1105,10 @@ fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
             (Some(n), Some(c)) if m.system.enforces() => format!("{:+.2}", (n - c) / 1e3),
             _ => "-".to_owned(),
         };
-        let variant = m.system == System::Netfence && variant().is_some();
         eprintln!(
             "{:<14} {:<18} {:>8} {:>8} {:>17} {:>8} {:>8} {:>6} {:>7} {:>6}",
             label(m.pods, m.policies),
-            if variant {
-                "netfence+variant"
-            } else {
-                m.system.name()
-            },
+            m.system.shown(),
             m.rate().map_or("-".into(), |r| format!("{r:.0}")),
             ns.map_or("-".into(), |n| format!("{:.2}", n / 1e3)),
             cost,
@@ -1108,7 +1118,7 @@ fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
             m.tally.stalled,
             m.conntrack.map_or("-".into(), |n| n.to_string()),
         );
-        if m.pods == 1_000 && m.system == System::Netfence && !variant {
+        if m.pods == 1_000 && m.system == System::Netfence && !m.system.varied() {
             if let (Some(r), Some(b)) = (m.rate(), base.map(|b| 1e9 / b)) {
                 let met = r >= 0.9 * b;
                 target = Some(target.unwrap_or(true) && met);
