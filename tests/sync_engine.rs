@@ -461,6 +461,39 @@ fn a_finished_pods_address_grants_nothing_to_the_pod_that_gets_it_next() {
     assert_converged(&sb, &w);
 }
 
+#[test]
+fn a_host_network_pod_lends_the_node_s_address_to_no_set() {
+    let sb = Sandbox::new("sync-hostnet");
+    let mut w = base_world();
+    let e = start_converged(&sb, &w);
+    let node = ["192.168.0.11", "fd00:ff::11"];
+    let in_sets = |rs: &Ruleset| -> Vec<String> {
+        rs.sets()
+            .iter()
+            .filter(|(_, s)| {
+                s.members().any(|m| {
+                    node.iter()
+                        .any(|n| m == ruleset::Member::Ip(n.parse().unwrap()))
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    // An agent on the host network, labelled as the pod db admits, and one in b, whose
+    // policy isolates every pod: both report the node's addresses as theirs.
+    for (ns, name, app) in [("a", "agent", "api"), ("b", "exporter", "x")] {
+        let mut p = pod(ns, name, &[("app", app)], &node);
+        p.spec.as_mut().unwrap().host_network = Some(true);
+        e.upsert_pod(&w.pod(p)).wait().unwrap();
+    }
+    let rs = observe(&sb);
+    assert_eq!(in_sets(&rs), Vec::<String>::new());
+    // So the node's traffic is the node's: not admitted to db as the agent would be.
+    let pkt = Packet::tcp(node[0].parse().unwrap(), ip4(0).parse().unwrap(), 5432);
+    assert_eq!(verdict(&rs, Hook::Forward, &pkt), Verdict::Drop);
+    assert_converged(&sb, &w);
+}
+
 /// Feeds the world and checks that nothing completes before `ready`.
 fn wait_all_but_ready(w: &World, e: &Engine) {
     let cs = w.feed(e);

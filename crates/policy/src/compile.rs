@@ -223,6 +223,12 @@ pub struct CompilerConfig {
     pub egress_mark: u32,
     /// The built-in `filter` chains that jump to `nf-fw`: `Forward` (the
     /// default, pod-to-pod and pod-to-world traffic), `Input`, `Output`.
+    ///
+    /// `Output` goes past what Kubernetes asks: it puts the node's own
+    /// traffic to its pods under their ingress policies, where upstream says
+    /// a pod can't block its resident node. The kubelet's probes come from
+    /// the node, so under a default-deny ingress policy they fail unless a
+    /// rule admits the node's address (an `ipBlock`).
     pub hooks: Vec<Hook>,
     /// The prefix every pod's host-side interface starts with (`cali` for
     /// Calico's naming): turns anti-spoofing on. Packets in on such an

@@ -74,6 +74,10 @@ impl TryFrom<&core::Namespace> for Namespace {
     }
 }
 
+/// `restartPolicy` of an init container that is a sidecar: it keeps running beside the
+/// pod's containers.
+const SIDECAR_RESTART_POLICY: &str = "Always";
+
 /// `status.phase` of a pod all of whose containers ended in success, for good.
 const POD_SUCCEEDED: &str = "Succeeded";
 /// `status.phase` of a pod all of whose containers ended, at least one in failure, for
@@ -102,8 +106,16 @@ impl TryFrom<&core::Pod> for Pod {
             status.and_then(|s| s.phase.as_deref()),
             Some(POD_SUCCEEDED | POD_FAILED)
         );
+        // A hostNetwork pod's address is its node's, and nothing in a packet tells the
+        // pod's traffic from the node's. Kubernetes then asks a plugin to ignore such pods
+        // when matching selectors and to treat their traffic as the node's (the concept
+        // page, "NetworkPolicy and hostNetwork pods"), and Calico makes no endpoint for
+        // them. In pod sets, the address would let everything from that node pass as the
+        // pod wherever a policy admits the pod, and would put the node itself under the
+        // pod's isolation on the INPUT and OUTPUT hooks. So it counts without addresses.
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
         let listed: Vec<(String, &str)> = match status.and_then(|s| s.pod_ips.as_ref()) {
-            _ if finished => Vec::new(),
+            _ if finished || host_network => Vec::new(),
             Some(ips) if !ips.is_empty() => ips
                 .iter()
                 .enumerate()
@@ -137,12 +149,24 @@ impl TryFrom<&core::Pod> for Pod {
         }
 
         let mut named_ports: BTreeMap<String, _> = BTreeMap::new();
-        let containers = pod
-            .spec
-            .as_ref()
+        let spec = pod.spec.as_ref();
+        let containers = spec
             .map(|s| s.containers.as_slice())
-            .unwrap_or_default();
-        for (i, c) in containers.iter().enumerate() {
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ("spec.containers", i, c));
+        // A sidecar (an init container with `restartPolicy: Always`) runs beside the
+        // others for the pod's whole life, and its ports are the pod's: Kubernetes
+        // resolves a Service's named target port against them too (`FindPort`).
+        let sidecars = spec
+            .and_then(|s| s.init_containers.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.restart_policy.as_deref() == Some(SIDECAR_RESTART_POLICY))
+            .map(|(i, c)| ("spec.initContainers", i, c));
+        for (list, i, c) in containers.chain(sidecars) {
             for (j, p) in c.ports.iter().flatten().enumerate() {
                 // Only named ports take part in policy, so only they are
                 // checked: rejecting a whole pod over a port no policy can
@@ -150,7 +174,7 @@ impl TryFrom<&core::Pod> for Pod {
                 let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) else {
                     continue;
                 };
-                let path = format!("spec.containers[{i}].ports[{j}]");
+                let path = format!("{list}[{i}].ports[{j}]");
                 check_port_name(port_name).map_err(|reason| Error::PortName {
                     object: object.boxed(),
                     field: format!("{path}.name"),

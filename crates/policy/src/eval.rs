@@ -29,9 +29,16 @@
 //!
 //! Two choices where Kubernetes says nothing a probe could contradict:
 //!
-//! * A pod talking to itself is always allowed: that traffic stays on the
-//!   pod's loopback and never reaches a node firewall (the upstream e2e
-//!   suite's `AllowLoopback`).
+//! * A pod talking to itself by its own address is always allowed: that
+//!   traffic stays on the pod's loopback and never reaches a node firewall
+//!   (the upstream e2e suite ignores such probes). Through a Service that
+//!   sends it back to the same pod (hairpin), it does cross the node, and
+//!   there the compiled ruleset judges it like any other connection: the
+//!   pod's egress policies, then its ingress ones. Calico does the same, and
+//!   SIG Network's ClusterNetworkPolicy docs now specify it (a pod reaching
+//!   itself by its pod IP is not subject to policy, one reaching itself
+//!   through a Service IP is). [`allowed`] answers the first case;
+//!   [`egress_allows`] and [`ingress_allows`] together answer the hairpin.
 //! * An endpoint without an address of the probed family (a single-stack pod,
 //!   a pod not yet running, an external address of the other family, an
 //!   unknown pod) makes the probe meaningless: no packet with that pair of

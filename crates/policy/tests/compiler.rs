@@ -11,9 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use policy::{
-    allowed, Cluster, Compiler, CompilerConfig, ContainerPort, Endpoint, Family, IpBlock,
-    LabelSelector, Namespace, NamespaceScope, ObjectKey, Peer, Pod, Policy, Port, PortRule,
-    Protocol, Rule, NAMESPACE_NAME_LABEL,
+    allowed, egress_allows, ingress_allows, Cluster, Compiler, CompilerConfig, ContainerPort,
+    Endpoint, Family, IpBlock, LabelSelector, Namespace, NamespaceScope, ObjectKey, Peer, Pod,
+    Policy, Port, PortRule, Protocol, Rule, NAMESPACE_NAME_LABEL,
 };
 use proptest::prelude::*;
 use ruleset::sim::{verdict, Packet, Verdict};
@@ -1660,16 +1660,24 @@ proptest! {
             for src in &eps {
                 for dst in &eps {
                     let (Some(s), Some(d)) = (addr(src), addr(dst)) else { continue };
-                    if src == dst || owners.get(&s) > Some(&1) || owners.get(&d) > Some(&1)
+                    // A pod to itself crosses the node only through a Service's
+                    // hairpin, which policy judges like any other connection.
+                    let hairpin = src == dst && matches!(src, Endpoint::Pod(_));
+                    if owners.get(&s) > Some(&1) || owners.get(&d) > Some(&1)
                         || owners.contains_key(&s) && matches!(src, Endpoint::External(_))
                         || owners.contains_key(&d) && matches!(dst, Endpoint::External(_))
-                        || s == d
+                        || s == d && !hairpin
                     {
                         continue;
                     }
                     for protocol in Protocol::ALL {
                         for port in [53, 80, 8080] {
-                            let want = allowed(&cluster, src, dst, protocol, port, family);
+                            let want = if hairpin {
+                                egress_allows(&cluster, src, dst, protocol, port, family)
+                                    && ingress_allows(&cluster, src, dst, protocol, port, family)
+                            } else {
+                                allowed(&cluster, src, dst, protocol, port, family)
+                            };
                             let pkt = Packet {
                                 src: s,
                                 dst: d,

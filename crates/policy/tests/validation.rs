@@ -367,6 +367,52 @@ fn a_finished_pod_has_no_addresses() {
 }
 
 #[test]
+fn a_host_network_pod_has_no_addresses() {
+    let mut v = good_pod();
+    v["spec"]["hostNetwork"] = json!(true);
+    // Its addresses are its node's, listed in status like a pod's own.
+    v["status"]["podIPs"] = json!([{"ip": "192.168.0.11"}]);
+    let p = policy::Pod::try_from(&pod(v)).unwrap();
+    assert_eq!((p.ipv4, p.ipv6), (None, None));
+    // Still a pod of the cluster, with its labels, node and named ports.
+    assert_eq!(p.labels.get("app").map(String::as_str), Some("web"));
+    assert_eq!(p.node_name.as_deref(), Some("node-1"));
+    let mut v = good_pod();
+    v["spec"]["hostNetwork"] = json!(false);
+    let p = policy::Pod::try_from(&pod(v)).unwrap();
+    assert_eq!(p.ipv4, Some("10.244.1.10".parse().unwrap()));
+}
+
+#[test]
+fn a_sidecar_s_named_ports_are_the_pod_s() {
+    let mut v = good_pod();
+    v["spec"]["initContainers"] = json!([
+        {"name": "setup", "ports": [{"name": "setup", "containerPort": 7000}]},
+        {"name": "mesh", "restartPolicy": "Always",
+         "ports": [{"name": "metrics", "containerPort": 15090}]}
+    ]);
+    let p = policy::Pod::try_from(&pod(v)).unwrap();
+    let ports = |name| {
+        p.resolve_named_port(name, Protocol::Tcp)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ports("metrics"), vec![15090]);
+    // An init container that runs to completion first serves nothing later.
+    assert!(ports("setup").is_empty());
+    assert_eq!(ports("http"), vec![8080, 8081]);
+    // A sidecar's bad port is named at its own path.
+    let e = pod_err(|v| {
+        v["spec"]["initContainers"] = json!([{"name": "mesh", "restartPolicy": "Always",
+            "ports": [{"name": "metrics", "containerPort": 0}]}]);
+    });
+    names(
+        &e,
+        "Pod x/web",
+        "spec.initContainers[0].ports[0].containerPort",
+    );
+}
+
+#[test]
 fn pod_ips_must_parse() {
     let e = pod_err(|v| v["status"]["podIPs"][1]["ip"] = json!("fd00::zz"));
     names(&e, "Pod x/web", "status.podIPs[1].ip");

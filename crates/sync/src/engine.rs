@@ -177,7 +177,8 @@ impl Engine {
     /// Inserts or replaces a pod (`status.podIPs`, labels, named ports, node, and the
     /// `netfence.io/host-interface` annotation are what count). A pod whose
     /// `status.phase` is `Succeeded` or `Failed` counts without addresses: its network
-    /// is gone and its addresses may already be another pod's.
+    /// is gone and its addresses may already be another pod's. So does a
+    /// `spec.hostNetwork` pod: its address is its node's, and its traffic is the node's.
     ///
     /// The object is validated here, on the caller's thread: an invalid one completes at
     /// once with [`Error::Rejected`] and never reaches the model.
