@@ -243,6 +243,8 @@ impl Setup {
             match op {
                 SetOp::Create { .. } => creates += 1,
                 SetOp::Destroy { .. } => destroys += 1,
+                // Only a set whose capacity changes is swapped, and these keep theirs.
+                SetOp::Swap { .. } => panic!("a swap in the burst's plan: {op}"),
                 SetOp::Add { name, members } | SetOp::Del { name, members } => {
                     // One message per ADT nest: 64 KiB, thousands of members.
                     messages += ipset::wire::plan_adt(members).len();

@@ -244,6 +244,58 @@ fn apply_observe_adopt_and_render() {
     assert_eq!(restored.sets(), desired.sets());
 }
 
+/// Sets made with the kernel's capacity (by an older netfence) get netfence's under the
+/// rules that look them up, by a copy swapped in: no rule is touched, no member is lost,
+/// and nothing is left behind.
+#[test]
+fn referenced_sets_get_a_new_capacity_in_place() {
+    let sb = Sandbox::new("rs-capacity");
+    let with_kernel_capacity = |mut rs: Ruleset| {
+        let names: Vec<String> = rs.sets().keys().cloned().collect();
+        for n in names {
+            rs.set_mut(&n).unwrap().maxelem = ruleset::KERNEL_MAXELEM;
+        }
+        rs
+    };
+    let old = with_kernel_capacity(build(&old_shape()));
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    converge(&mut k, &old);
+    let rules_before = save(&sb, "iptables-nft-save");
+    let sets = old.sets().len();
+
+    // The same content with netfence's capacity: only swaps, no batch.
+    let desired = build(&old_shape());
+    let mut cur = k.observe("nf-", &tables()).unwrap();
+    let p = plan(&cur, &desired).unwrap();
+    let swaps = p
+        .before
+        .iter()
+        .filter(|op| matches!(op, ruleset::SetOp::Swap { .. }))
+        .count();
+    assert_eq!(swaps, sets, "{p}");
+    assert!(p.batch.is_empty() && p.after.is_empty(), "{p}");
+    k.apply(&p, &mut cur).unwrap();
+    let seen = k.observe("nf-", &tables()).unwrap();
+    assert_eq!(seen.owned_view(), desired.owned_view());
+    assert_eq!(seen.sets().len(), sets, "a replaced set was left behind");
+    assert!(seen
+        .sets()
+        .values()
+        .all(|s| s.maxelem == ruleset::DEFAULT_MAXELEM));
+    assert_eq!(save(&sb, "iptables-nft-save"), rules_before);
+    assert_eq!(allowed(&seen), allowed(&old));
+
+    // From the kernel's capacity straight to a changed state: swaps and member changes.
+    let sb = Sandbox::new("rs-capacity2");
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    converge(&mut k, &old);
+    let new = build(&new_shape());
+    converge(&mut k, &new);
+    let seen = k.observe("nf-", &tables()).unwrap();
+    assert_eq!(seen.owned_view(), new.owned_view());
+    assert_eq!(allowed(&seen), allowed(&new));
+}
+
 #[test]
 fn second_state_keeps_foreign_rules_chains_and_sets() {
     let sb = Sandbox::new("rs-foreign");

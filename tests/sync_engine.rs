@@ -494,6 +494,65 @@ fn a_host_network_pod_lends_the_node_s_address_to_no_set() {
     assert_converged(&sb, &w);
 }
 
+#[test]
+fn member_changes_a_failed_commit_landed_are_read_back_before_the_retry() {
+    let sb = Sandbox::new("sync-partial");
+    let mut w = base_world();
+    let e = start_converged(&sb, &w);
+    let holding = |ip: &str| -> Vec<String> {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        observe(&sb)
+            .sets()
+            .iter()
+            .filter(|(_, s)| s.members().any(|m| m == ruleset::Member::Ip(ip)))
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    // A pod like api joins api's sets. One of them is swapped for a full one, so the
+    // pod's member message fails there while the others of its run land.
+    let joins = holding(&ip4(1));
+    assert!(joins.len() >= 2, "{joins:?}");
+    let full = &joins[0];
+    for args in [
+        &[
+            "create",
+            "kube-full",
+            "hash:ip",
+            "family",
+            "inet",
+            "maxelem",
+            "1",
+        ][..],
+        &["add", "kube-full", "192.0.2.1"],
+        &["swap", full, "kube-full"],
+    ] {
+        sb.sh("ipset", args);
+    }
+    let p = ip4(77);
+    let added = e.upsert_pod(&w.pod(pod("a", "p", &[("app", "api")], &[&p])));
+    // Its first commit fails (its retry may already have read the kernel back and
+    // mended the set by the time this looks).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while e.metrics().errors == 0 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", e.status());
+        thread::sleep(Duration::from_millis(1));
+    }
+
+    // The pod goes again. Read back, the kernel shows the full set under netfence's
+    // name, and a copy with netfence's capacity is swapped in; nothing of the pod may
+    // stay, in that set or in the ones the failed commit did reach.
+    w.pods.remove(&("a".to_owned(), "p".to_owned()));
+    let deleted = e.delete_pod("a", "p");
+    for c in [added, deleted, e.sync()] {
+        match c.wait_timeout(Duration::from_secs(10)) {
+            Ok(r) => r.unwrap(),
+            Err(_) => panic!("not converged in 10 s: {:?}", e.status()),
+        }
+    }
+    assert_eq!(holding(&p), Vec::<String>::new());
+    assert_converged(&sb, &w);
+}
+
 /// Feeds the world and checks that nothing completes before `ready`.
 fn wait_all_but_ready(w: &World, e: &Engine) {
     let cs = w.feed(e);
@@ -551,22 +610,18 @@ fn a_failure_no_retry_cures_is_reported_as_such_and_clears_on_success() {
     let e = start_converged(&sb, &w);
     assert_eq!(e.status().last_error, None);
 
-    // `ipset swap` gives netfence's referenced set another capacity under the same name:
-    // the kernel can't change that in place while rules use it, so no retry can cure it.
+    // `ipset swap` puts a set of a type netfence does not manage under its referenced
+    // set's name (the kernel swaps a `bitmap:ip` for a `hash:ip`: both hold addresses).
+    // Neither a swap nor a destroy can take it back while rules use the name, so no
+    // retry can cure it.
     sb.sh(
         "ipset",
-        &[
-            "create",
-            "kube-swap",
-            "hash:ip",
-            "family",
-            "inet",
-            "maxelem",
-            "1024",
-        ],
+        &["create", "kube-swap", "bitmap:ip", "range", "10.0.0.0/16"],
     );
     sb.sh("ipset", &["swap", "nf-iso-in4", "kube-swap"]);
-    e.reconcile().wait().unwrap();
+    // The reconcile found the drift, and says that its repair did not land.
+    let refused = e.reconcile().wait().expect_err("the repair failed");
+    assert!(refused.to_string().contains("nf-iso-in4"), "{refused}");
     let first = e.status().last_error.expect("the commit failed");
     assert!(!first.retryable, "{first:?}");
     assert_eq!(first.errno, None, "{first:?}");

@@ -82,6 +82,7 @@ fn set_json(op: &SetOp) -> Value {
             "members": members.iter().map(ToString::to_string).collect::<Vec<_>>(),
         }),
         SetOp::Destroy { name } => json!({"op": "destroy_set", "set": name}),
+        SetOp::Swap { name, with } => json!({"op": "swap_sets", "set": name, "with": with}),
     }
 }
 

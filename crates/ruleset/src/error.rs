@@ -12,9 +12,10 @@ pub enum Error {
         reason: String,
     },
 
-    /// A set must change its type, family or capacity while rules still reference it. The
-    /// kernel can't do that in place and no order of steps would be fail-closed, so the
-    /// planner refuses: give the new definition a new name.
+    /// A set must change its type or family while rules still reference it. The kernel
+    /// can't do that in place, not even by a swap, and no order of steps would be
+    /// fail-closed, so the planner refuses: give the new definition a new name. (A new
+    /// capacity is swapped in; see [`crate::SetOp::Swap`].)
     #[error(
         "set {name} is redefined ({from} -> {to}) while rules reference it; use a new set name"
     )]

@@ -13,7 +13,7 @@ use netfilter::nft::{self, Op};
 use netfilter::{NetlinkSocket, Netns};
 
 use crate::error::Error;
-use crate::model::{Chain, ForeignSet, IpSet, Polarity, Ruleset, TableId, DEFAULT_MAXELEM};
+use crate::model::{Chain, ForeignSet, IpSet, Polarity, Ruleset, TableId, KERNEL_MAXELEM};
 use crate::plan::{apply_committed, apply_set_committed, Plan, SetOp, Step};
 
 /// How often a set destroy refused as "in use" is retried, and how long apart at most: the
@@ -53,13 +53,17 @@ pub struct Executed {
     handles: Vec<Option<u64>>,
     /// Whether some new rule's handle is unknown ([`netfilter::nft::Committed::incomplete`]).
     incomplete: bool,
+    /// Whether member changes past `next` may have landed: a member message that fails
+    /// has applied the elements before the failing one, and the kernel goes on with
+    /// the other messages of a pipelined run whatever one of them does.
+    partial: bool,
 }
 
 impl Executed {
-    /// Whether any step has been carried out: the kernel then differs from the state the
-    /// plan was made from.
+    /// Whether the kernel may differ from the state the plan was made from: some step
+    /// was carried out, or a failed one may have been in part.
     pub fn started(&self) -> bool {
-        self.next > 0
+        self.next > 0 || self.partial
     }
 
     /// Whether the record lacks the handle of some rule the batch added, so that the
@@ -269,7 +273,7 @@ impl Kernel {
             match (rs.owns(&h.name), h.set_type, h.family) {
                 (true, Some(kind), Some(family)) => {
                     let mut s = IpSet::new(family, kind, Polarity::default());
-                    s.maxelem = h.maxelem.unwrap_or(DEFAULT_MAXELEM);
+                    s.maxelem = h.maxelem.unwrap_or(KERNEL_MAXELEM);
                     for m in l.members {
                         s.insert(m)?;
                     }
@@ -473,7 +477,10 @@ impl Kernel {
                 .take_while(|s| matches!(s, Step::Set(SetOp::Add { .. } | SetOp::Del { .. })))
                 .count();
             if run > 1 {
-                self.member_run(&steps[i..i + run], i, total, &mut ex.applied)?;
+                if let Err(e) = self.member_run(&steps[i..i + run], i, total, &mut ex.applied) {
+                    ex.partial = true;
+                    return Err(e);
+                }
                 i += run;
                 ex.next = i;
                 continue;
@@ -485,7 +492,10 @@ impl Kernel {
             };
             match steps[i] {
                 Step::Set(op) => {
-                    self.set_op(op, &mut ex.applied).map_err(fail)?;
+                    if let Err(e) = self.set_op(op, &mut ex.applied) {
+                        ex.partial |= matches!(op, SetOp::Add { .. } | SetOp::Del { .. });
+                        return Err(fail(e));
+                    }
                 }
                 Step::Batch(ops) => {
                     let committed = self.commit(ops).map_err(fail)?;
@@ -569,6 +579,7 @@ impl Kernel {
                 self.ipset.del(name, members, Exist::Ignore)?;
                 done.elements += members.len();
             }
+            SetOp::Swap { name, with } => self.ipset.swap(name, with)?,
             SetOp::Destroy { name } => {
                 let mut wait = Duration::from_millis(1);
                 let tries = if self.patient_destroys {

@@ -26,7 +26,7 @@ pub use kernel::{Applied, Executed, Flushed, Kernel};
 
 pub use model::{
     Chain, Entry, ForeignSet, IpSet, OpaqueRule, OwnedRule, Polarity, RuleId, Ruleset, Table,
-    TableId, DEFAULT_MAXELEM, DEFAULT_PREFIX,
+    TableId, DEFAULT_MAXELEM, DEFAULT_PREFIX, KERNEL_MAXELEM,
 };
 pub use plan::{plan, plan_batch_scoped, plan_scoped, plan_sets_scoped, Plan, Scope, SetOp, Step};
 

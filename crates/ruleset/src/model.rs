@@ -31,8 +31,15 @@ use crate::error::Error;
 /// The name prefix a [`Ruleset`] owns unless told otherwise.
 pub const DEFAULT_PREFIX: &str = "nf-";
 
-/// The capacity sets get unless told otherwise (the kernel's own default).
-pub const DEFAULT_MAXELEM: u32 = 65536;
+/// The capacity sets get unless told otherwise: Calico's (Felix's `MaxIpsetSize`). The
+/// kernel's own default, [`KERNEL_MAXELEM`], is less than one set can need: a peer of
+/// `namespaceSelector: {}` holds every pod of the cluster, and Kubernetes supports
+/// 150,000. A full set refuses the member, and every commit that carries it after. The
+/// capacity costs nothing until it is used: a hash set grows with its members.
+pub const DEFAULT_MAXELEM: u32 = 1 << 20;
+
+/// The capacity the kernel gives a hash set created without one.
+pub const KERNEL_MAXELEM: u32 = 65536;
 
 /// Longest prefix: it leaves room in a 28-byte chain name for a 16-byte hash and a `_`.
 pub const MAX_PREFIX: usize = 11;

@@ -85,6 +85,15 @@ pub enum SetOp {
         /// Name.
         name: String,
     },
+    /// Exchange two sets of the same type and family under their names (`ipset swap`):
+    /// the rules that look `name` up see `with`'s set from then on, in one step. How a
+    /// set that rules reference gets a new capacity.
+    Swap {
+        /// The set the rules look up.
+        name: String,
+        /// The replacement, which holds the old set afterwards.
+        with: String,
+    },
 }
 
 impl SetOp {
@@ -94,7 +103,8 @@ impl SetOp {
             SetOp::Create { name, .. }
             | SetOp::Add { name, .. }
             | SetOp::Del { name, .. }
-            | SetOp::Destroy { name } => name,
+            | SetOp::Destroy { name }
+            | SetOp::Swap { name, .. } => name,
         }
     }
 
@@ -136,6 +146,7 @@ impl fmt::Display for SetOp {
                 Ok(())
             }
             SetOp::Destroy { name } => write!(f, "destroy {name}"),
+            SetOp::Swap { name, with } => write!(f, "swap {name} {with}"),
         }
     }
 }
@@ -516,6 +527,8 @@ fn plan_sets(
     };
     // Sets to create, filled after the loop in the order the kernel should index them.
     let mut new_sets: Vec<(&String, &IpSet)> = Vec::new();
+    // Leftover replacements destroyed before the batch: not again after it.
+    let mut replaced: BTreeSet<String> = BTreeSet::new();
     let mut keys: Vec<MemberKey> = Vec::new();
     let mut moves: Vec<(usize, usize, Member)> = Vec::new();
     for (name, d, hinted) in names {
@@ -530,17 +543,54 @@ fn plan_sets(
             continue;
         };
         if !c.same_definition(d) {
-            if current.set_references().contains_key(name.as_str()) {
+            if !current.set_references().contains_key(name.as_str()) {
+                // Nothing looks it up, so it can go and come back before the batch.
+                p.before.push(SetOp::Destroy { name: name.clone() });
+                new_sets.push((name, d));
+                continue;
+            }
+            if (c.kind, c.family) != (d.kind, d.family) {
                 return Err(Error::SetRedefined {
                     name: name.clone(),
                     from: c.definition(),
                     to: d.definition(),
                 });
             }
-            // Nothing looks it up, so it can go and come back before the batch.
-            p.before.push(SetOp::Destroy { name: name.clone() });
-            new_sets.push((name, d));
-            continue;
+            // Only the capacity differs (a set made by an older netfence, or another
+            // writer's): a copy of what the set holds now, with the new capacity, is
+            // swapped in under the rules, so no packet sees a change of content. The
+            // member changes below then go to the copy, in their phases as usual.
+            let scratch = desired.set_name(&format!("_capacity:{name}"));
+            if desired.set(&scratch).is_some() {
+                return Err(Error::invalid(
+                    format!("set {name}"),
+                    format!("its replacement's name {scratch} is taken by a desired set"),
+                ));
+            }
+            if current.set(&scratch).is_some() {
+                // Left by a commit that failed half way; nothing looks it up.
+                p.before.push(SetOp::Destroy {
+                    name: scratch.clone(),
+                });
+                replaced.insert(scratch.clone());
+            }
+            p.before.push(SetOp::Create {
+                name: scratch.clone(),
+                family: d.family,
+                kind: d.kind,
+                maxelem: d.maxelem,
+            });
+            if !c.is_empty() {
+                p.before.push(SetOp::Add {
+                    name: scratch.clone(),
+                    members: c.members().collect(),
+                });
+            }
+            p.before.push(SetOp::Swap {
+                name: name.clone(),
+                with: scratch.clone(),
+            });
+            p.before.push(SetOp::Destroy { name: scratch });
         }
         let mut changes: [[Vec<Member>; 2]; 2] = Default::default(); // [dir][add=0/del=1]
         let slot = |dir: Dir| usize::from(dir == Dir::Shrink);
@@ -673,7 +723,7 @@ fn plan_sets(
         Some(s) => s.sets.iter().filter(|n| current.set(n).is_some()).collect(),
     };
     for name in gone {
-        if desired.set(name).is_none() {
+        if desired.set(name).is_none() && !replaced.contains(name) {
             p.after.push(SetOp::Destroy { name: name.clone() });
         }
     }
@@ -1111,6 +1161,18 @@ fn apply_set_op(state: &mut Ruleset, op: &SetOp, check: bool) -> Result<(), Stri
             for m in members {
                 s.remove(m);
             }
+        }
+        SetOp::Swap { name, with } => {
+            let (Some(a), Some(b)) = (state.set(name), state.set(with)) else {
+                return Err(format!("no set {name} or {with}"));
+            };
+            if (a.kind, a.family) != (b.kind, b.family) {
+                return Err(format!("sets {name} and {with} differ in type or family"));
+            }
+            let sets = state.sets_mut();
+            let a = sets.remove(name).expect("checked");
+            let b = sets.insert(with.clone(), a).expect("checked");
+            sets.insert(name.clone(), b);
         }
     }
     Ok(())

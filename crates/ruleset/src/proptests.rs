@@ -76,8 +76,9 @@ struct Shape {
     chains: [[bool; 4]; 2],
     /// Rules per (table, chain index; 4 = FORWARD): (kind, argument) pairs.
     rules: Vec<(usize, usize, u8, u8)>,
-    /// Which sets exist, their members, their polarity.
-    sets: [(bool, Vec<u8>, bool); 5],
+    /// Which sets exist, their members, their polarity, and whether they have the
+    /// kernel's capacity rather than netfence's (a set made by an older netfence).
+    sets: [(bool, Vec<u8>, bool, bool); 5],
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
@@ -87,6 +88,7 @@ fn shape() -> impl Strategy<Value = Shape> {
         any::<bool>(),
         prop::collection::vec(0u8..12, 0..6),
         any::<bool>(),
+        prop::bool::weighted(0.2),
     );
     let sets = [set.clone(), set.clone(), set.clone(), set.clone(), set];
     (chains, rules, sets).prop_map(|(chains, rules, sets)| Shape {
@@ -99,7 +101,7 @@ fn shape() -> impl Strategy<Value = Shape> {
 fn build(s: &Shape) -> Ruleset {
     let mut rs = Ruleset::default();
     for (i, (name, family, kind)) in SETS.iter().enumerate() {
-        let (present, members, grants) = &s.sets[i];
+        let (present, members, grants, small) = &s.sets[i];
         if !present {
             continue;
         }
@@ -109,6 +111,9 @@ fn build(s: &Shape) -> Ruleset {
             Polarity::Restricts
         };
         let mut set = IpSet::new(*family, *kind, pol);
+        if *small {
+            set.maxelem = crate::KERNEL_MAXELEM;
+        }
         for m in members {
             set.insert(member(*family, *kind, *m)).unwrap();
         }
@@ -392,8 +397,11 @@ fn check_order(p: &Plan, current: &Ruleset) {
                 assert!(created.contains(name) || current.set(name).is_some());
             }
             SetOp::Destroy { name } => {
-                // Only to recreate a set nothing references.
+                // Only to recreate a set nothing references, or to drop a replaced one.
                 assert!(!current.set_references().contains_key(name.as_str()));
+            }
+            SetOp::Swap { name, with } => {
+                assert!(current.set(name).is_some() && created.contains(with));
             }
         }
     }
@@ -543,7 +551,8 @@ proptest! {
                     match (c, d) {
                         // By members, as the compiler scopes a pod delta: every member
                         // of either side, a superset of the change (flag flips included).
-                        (Some(c), Some(d)) if extra & 2 == 2 => {
+                        // A pod delta never changes a set's definition.
+                        (Some(c), Some(d)) if extra & 2 == 2 && c.same_definition(d) => {
                             for m in c.members().chain(d.members()) {
                                 scope.member(n, m);
                             }
@@ -742,6 +751,85 @@ fn a_referenced_set_is_not_redefined_but_an_unreferenced_one_is_recreated() {
     ));
     let after = p.apply_in_memory(&cur).unwrap();
     assert_eq!(after.set("nf-s").unwrap().kind, SetType::HashNet);
+}
+
+/// A set that rules look up gets a new capacity from a copy swapped in under them: its
+/// content never changes in between, and the plan's member changes then go to the copy.
+#[test]
+fn a_referenced_set_gets_a_new_capacity_by_a_swap() {
+    let t = TableId::filter(Family::Ipv4);
+    let ip = |s: &str| Member::Ip(s.parse().unwrap());
+    let mk = |maxelem: u32, members: &[&str]| {
+        let mut rs = Ruleset::default();
+        let mut s = IpSet::new(Family::Ipv4, SetType::HashIp, Polarity::Grants);
+        s.maxelem = maxelem;
+        for m in members {
+            s.insert(ip(m)).unwrap();
+        }
+        rs.add_set("nf-s", s).unwrap();
+        rs.add_chain(&t, "nf-a", None).unwrap();
+        let mut r = Rule::new(Target::Accept);
+        r.matches.push(Match::Set {
+            negate: false,
+            name: "nf-s".into(),
+            dirs: vec![SetDir::Src],
+        });
+        rs.push_rule(&t, "nf-a", r).unwrap();
+        rs
+    };
+    let no_extras = Extras {
+        foreign_at: vec![],
+        foreign_chain: false,
+        foreign_set: false,
+        stray: false,
+        misplace: false,
+    };
+    let cur = kernel_state(&mk(65536, &["10.0.0.1", "10.0.0.2"]), &no_extras);
+    let want = mk(1 << 20, &["10.0.0.2", "10.0.0.3"]);
+    let p = plan(&cur, &want).unwrap();
+    let scratch = want.set_name("_capacity:nf-s");
+    assert_eq!(
+        p.before,
+        vec![
+            SetOp::Create {
+                name: scratch.clone(),
+                family: Family::Ipv4,
+                kind: SetType::HashIp,
+                maxelem: 1 << 20,
+            },
+            SetOp::Add {
+                name: scratch.clone(),
+                members: vec![ip("10.0.0.1"), ip("10.0.0.2")],
+            },
+            SetOp::Swap {
+                name: "nf-s".into(),
+                with: scratch.clone(),
+            },
+            SetOp::Destroy { name: scratch },
+            // A grants set's closing change: before the batch, as without the swap.
+            SetOp::Del {
+                name: "nf-s".into(),
+                members: vec![ip("10.0.0.1")],
+            },
+        ]
+    );
+    assert!(p.batch.is_empty());
+    assert_eq!(
+        p.after,
+        vec![SetOp::Add {
+            name: "nf-s".into(),
+            members: vec![ip("10.0.0.3")],
+        }]
+    );
+    let after = p.apply_in_memory(&cur).unwrap();
+    assert_eq!(
+        after.owned_view(),
+        kernel_state(&want, &no_extras).owned_view()
+    );
+    // A kind or family change can't be swapped in: still refused.
+    let mut other = mk(1 << 20, &[]);
+    other.set_mut("nf-s").unwrap().kind = SetType::HashNet;
+    assert!(plan(&cur, &other).is_err());
 }
 
 #[test]

@@ -171,8 +171,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             ipset_save(&rs),
-            "create nf-a hash:ip family inet6 hashsize 1024 maxelem 65536\n\
-             create nf-b hash:net family inet hashsize 1024 maxelem 65536\n\
+            "create nf-a hash:ip family inet6 hashsize 1024 maxelem 1048576\n\
+             create nf-b hash:net family inet hashsize 1024 maxelem 1048576\n\
              add nf-b 10.1.0.0/16\nadd nf-b 10.2.0.0/16\nadd nf-b 10.2.3.0/24 nomatch\n"
         );
     }

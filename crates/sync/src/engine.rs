@@ -246,7 +246,8 @@ impl Engine {
 
     /// Checks the kernel for drift now and repairs it: the cheap check first, a full dump
     /// only when it saw a change. Completes with [`Error::NotReady`] before
-    /// [`Self::ready`].
+    /// [`Self::ready`], and with [`Error::Kernel`] when the dump or the repair failed (the
+    /// engine then retries the repair as it retries any failed commit).
     pub fn reconcile(&self) -> Completion<ReconcileReport> {
         let (ticket, c) = pair();
         if let Err(e) = self.inner.tx.send(Command::Reconcile(ticket)) {

@@ -24,8 +24,9 @@ pub enum Error {
     #[error("starting the engine: {0}")]
     Start(#[source] ruleset::Error),
 
-    /// A planner refusal no retry can cure (a set whose definition would change while
-    /// rules reference it). The engine keeps running and reports it until a later delta
+    /// A planner refusal no retry can cure (a set whose type or family would change
+    /// while rules reference it, or a name netfence owns held by a set of a type it does
+    /// not manage). The engine keeps running and reports it until a later delta
     /// makes the plan possible.
     #[error("planning: {0}")]
     Plan(#[source] ruleset::Error),

@@ -27,6 +27,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use policy::{Cluster, Compiler};
 use ruleset::{
     plan, plan_batch_scoped, plan_sets_scoped, Executed, Kernel, Plan, Ruleset, Scope, TableId,
+    KERNEL_MAXELEM,
 };
 
 use crate::completion::Ticket;
@@ -75,6 +76,9 @@ pub(crate) struct Worker {
     scope: Scope,
     /// Plan everything, not just the scope: after `ready` and after every observation.
     full: bool,
+    /// The commit being made settled set changes its plan left out (which can't happen,
+    /// see [`settle_and_plan_batch`]): the next commit plans everything.
+    full_next: bool,
     backoff: Duration,
     /// When a failed commit may be tried again: no commit runs before then.
     retry_at: Option<Instant>,
@@ -136,6 +140,7 @@ impl Worker {
             waiting: Vec::new(),
             scope: Scope::default(),
             full: true,
+            full_next: false,
             backoff,
             retry_at: None,
             deferred_at: None,
@@ -183,7 +188,8 @@ impl Worker {
             // this settles what no commit did (a no-op otherwise), so every turn ends
             // settled.
             if self.ready && self.has_work() && self.retry_due() {
-                self.commit();
+                // A failure is in the status and retried; the waiting deltas keep waiting.
+                let _ = self.commit();
             }
             self.settle();
             let due = self.reconcile_at.is_some_and(|t| Instant::now() >= t);
@@ -357,15 +363,18 @@ impl Worker {
     /// Plans the burst's change and applies it.
     ///
     /// The waiting calls complete as soon as the kernel holds the change; the record of
-    /// it in `current` (for the next plan) is written after that.
-    fn commit(&mut self) {
+    /// it in `current` (for the next plan) is written after that. A failure is reported
+    /// in the status and scheduled for a retry, and returned for a caller that waits on
+    /// this very commit (a reconcile's repair).
+    fn commit(&mut self) -> Result<(), ruleset::Error> {
         if self.last_error.is_some() {
             self.shared.metrics.record_retry();
         }
         if self.stale {
             if let Err(e) = self.observe() {
                 tracing::warn!(error = %e, "observing the kernel");
-                return self.failed(&e, false);
+                self.failed(&e, false);
+                return Err(e);
             }
         }
         let t0 = Instant::now();
@@ -379,7 +388,8 @@ impl Worker {
                     // the steps that landed.
                     let _ = ex.record(p, &mut self.current);
                 }
-                return self.failed(&e.error, ex.started());
+                self.failed(&e.error, ex.started());
+                return Err(e.error);
             }
         };
         let mut leftover = Scope::default();
@@ -391,7 +401,7 @@ impl Worker {
         }
         self.deferred = leftover.sets.len();
         let taken = std::mem::replace(&mut self.scope, leftover);
-        self.full = false;
+        self.full = std::mem::take(&mut self.full_next);
         self.backoff = self.config.retry_min;
         self.retry_at = None;
         // A wake-up, not a gate: holding commits back until then made the deltas behind
@@ -422,6 +432,7 @@ impl Worker {
             self.stale = true;
         }
         drop(taken);
+        Ok(())
     }
 
     /// Settles the compiler, plans, and runs the plan in the kernel (not yet recorded in
@@ -459,7 +470,7 @@ impl Worker {
             }
             match settle_and_plan_batch(&mut self.compiler, &mut self.scope, &self.current) {
                 Ok((ops, sets_left)) => {
-                    self.full |= sets_left;
+                    self.full_next |= sets_left;
                     p.batch = ops;
                     p
                 }
@@ -536,7 +547,7 @@ impl Worker {
                 return Ok(self.plan_and_execute(ex));
             }
         };
-        self.full |= sets_left;
+        self.full_next |= sets_left;
         p.batch = ops;
         Ok(match self.kernel.execute(&p, ex) {
             Ok(()) => Ok(p),
@@ -565,6 +576,7 @@ impl Worker {
             self.stale = true;
         }
         self.full = true;
+        self.full_next = false;
         self.retry_at = Some(Instant::now() + self.backoff);
         // The retry plans everything, the deferred destroys too.
         self.deferred_at = None;
@@ -608,9 +620,14 @@ impl Worker {
         // The drift is what turns the kernel back into what netfence believed it held.
         let repairs = plan(&self.current, &believed).map_or(0, |p| p.cost());
         tracing::info!(repairs, "reconcile found drift");
-        self.shared.metrics.record_reconcile(repairs);
         self.retry_at = None;
-        self.commit();
+        // A repair that did not land is no repair: the caller hears why, and the engine
+        // retries it as any failed commit.
+        let landed = self.commit();
+        self.shared
+            .metrics
+            .record_reconcile(if landed.is_ok() { repairs } else { 0 });
+        landed.map_err(reconcile_error)?;
         Ok(ReconcileReport {
             dumped: true,
             repairs,
@@ -630,8 +647,14 @@ impl Worker {
                 continue;
             }
             owned += 1;
+            // A set swapped in under netfence's name (`ipset swap`) shows in its
+            // definition even when its size happens to match.
             match self.current.set(&h.name) {
-                Some(s) if s.len() == h.entries as usize => {}
+                Some(s)
+                    if s.len() == h.entries as usize
+                        && h.set_type == Some(s.kind)
+                        && h.family == Some(s.family)
+                        && h.maxelem.unwrap_or(KERNEL_MAXELEM) == s.maxelem => {}
                 _ => return Ok(true),
             }
         }
