@@ -529,6 +529,9 @@ fn plan_sets(
     let mut new_sets: Vec<(&String, &IpSet)> = Vec::new();
     // Leftover replacements destroyed before the batch: not again after it.
     let mut replaced: BTreeSet<String> = BTreeSet::new();
+    // Which sets rules look up: a walk of every rule, so made once, and only for a plan
+    // that redefines a set (every set, once, after an upgrade that changed capacities).
+    let mut referenced: Option<BTreeMap<&str, usize>> = None;
     let mut keys: Vec<MemberKey> = Vec::new();
     let mut moves: Vec<(usize, usize, Member)> = Vec::new();
     for (name, d, hinted) in names {
@@ -543,7 +546,8 @@ fn plan_sets(
             continue;
         };
         if !c.same_definition(d) {
-            if !current.set_references().contains_key(name.as_str()) {
+            let refs = referenced.get_or_insert_with(|| current.set_references());
+            if !refs.contains_key(name.as_str()) {
                 // Nothing looks it up, so it can go and come back before the batch.
                 p.before.push(SetOp::Destroy { name: name.clone() });
                 new_sets.push((name, d));
