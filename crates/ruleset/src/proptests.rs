@@ -200,6 +200,19 @@ struct Extras {
     misplace: bool,
 }
 
+impl Extras {
+    /// The kernel holds netfence's state and nothing else.
+    fn none() -> Self {
+        Self {
+            foreign_at: vec![],
+            foreign_chain: false,
+            foreign_set: false,
+            stray: false,
+            misplace: false,
+        }
+    }
+}
+
 fn extras() -> impl Strategy<Value = Extras> {
     (
         prop::collection::vec(0usize..6, 0..3),
@@ -500,9 +513,7 @@ proptest! {
     fn every_intermediate_state_is_fail_closed(
         old in policy_shape(), new in policy_shape()
     ) {
-        let a = kernel_state(&build_policy(&old), &Extras {
-            foreign_at: vec![], foreign_chain: false, foreign_set: false, stray: false, misplace: false,
-        });
+        let a = kernel_state(&build_policy(&old), &Extras::none());
         let b = build_policy(&new);
         let p = plan(&a, &b).unwrap();
         let batch_at = p.before.len();
@@ -690,16 +701,7 @@ fn one_changed_rule_in_a_chain_of_1000_is_one_replace() {
         rs.add_set("nf-pods", s).unwrap();
         rs
     };
-    let cur = kernel_state(
-        &mk(None),
-        &Extras {
-            foreign_at: vec![],
-            foreign_chain: false,
-            foreign_set: false,
-            stray: false,
-            misplace: false,
-        },
-    );
+    let cur = kernel_state(&mk(None), &Extras::none());
     let p = plan(&cur, &mk(Some(500))).unwrap();
     assert_eq!(p.batch.len(), 1, "{p}");
     assert!(matches!(p.batch[0], Op::ReplaceRule { .. }));
@@ -714,36 +716,35 @@ fn one_changed_rule_in_a_chain_of_1000_is_one_replace() {
     assert_eq!(p.cost(), 2);
 }
 
+/// A state with set `nf-s` and chain `nf-a`, where one rule looks the set up if
+/// `referenced`.
+fn set_looked_up(set: IpSet, referenced: bool) -> Ruleset {
+    let t = TableId::filter(Family::Ipv4);
+    let mut rs = Ruleset::default();
+    rs.add_set("nf-s", set).unwrap();
+    rs.add_chain(&t, "nf-a", None).unwrap();
+    if referenced {
+        let mut r = Rule::new(Target::Accept);
+        r.matches.push(Match::Set {
+            negate: false,
+            name: "nf-s".into(),
+            dirs: vec![SetDir::Src],
+        });
+        rs.push_rule(&t, "nf-a", r).unwrap();
+    }
+    rs
+}
+
 #[test]
 fn a_referenced_set_is_not_redefined_but_an_unreferenced_one_is_recreated() {
-    let t = TableId::filter(Family::Ipv4);
     let mk = |kind: SetType, referenced: bool| {
-        let mut rs = Ruleset::default();
-        rs.add_set("nf-s", IpSet::new(Family::Ipv4, kind, Polarity::Grants))
-            .unwrap();
-        rs.add_chain(&t, "nf-a", None).unwrap();
-        if referenced {
-            let mut r = Rule::new(Target::Accept);
-            r.matches.push(Match::Set {
-                negate: false,
-                name: "nf-s".into(),
-                dirs: vec![SetDir::Src],
-            });
-            rs.push_rule(&t, "nf-a", r).unwrap();
-        }
-        rs
+        set_looked_up(IpSet::new(Family::Ipv4, kind, Polarity::Grants), referenced)
     };
-    let no_extras = Extras {
-        foreign_at: vec![],
-        foreign_chain: false,
-        foreign_set: false,
-        stray: false,
-        misplace: false,
-    };
-    let cur = kernel_state(&mk(SetType::HashIp, true), &no_extras);
+
+    let cur = kernel_state(&mk(SetType::HashIp, true), &Extras::none());
     let e = plan(&cur, &mk(SetType::HashNet, true)).unwrap_err();
     assert!(e.to_string().contains("nf-s is redefined"), "{e}");
-    let cur = kernel_state(&mk(SetType::HashIp, false), &no_extras);
+    let cur = kernel_state(&mk(SetType::HashIp, false), &Extras::none());
     let p = plan(&cur, &mk(SetType::HashNet, false)).unwrap();
     assert!(matches!(
         &p.before[..],
@@ -757,34 +758,17 @@ fn a_referenced_set_is_not_redefined_but_an_unreferenced_one_is_recreated() {
 /// content never changes in between, and the plan's member changes then go to the copy.
 #[test]
 fn a_referenced_set_gets_a_new_capacity_by_a_swap() {
-    let t = TableId::filter(Family::Ipv4);
     let ip = |s: &str| Member::Ip(s.parse().unwrap());
     let mk = |maxelem: u32, members: &[&str]| {
-        let mut rs = Ruleset::default();
         let mut s = IpSet::new(Family::Ipv4, SetType::HashIp, Polarity::Grants);
         s.maxelem = maxelem;
         for m in members {
             s.insert(ip(m)).unwrap();
         }
-        rs.add_set("nf-s", s).unwrap();
-        rs.add_chain(&t, "nf-a", None).unwrap();
-        let mut r = Rule::new(Target::Accept);
-        r.matches.push(Match::Set {
-            negate: false,
-            name: "nf-s".into(),
-            dirs: vec![SetDir::Src],
-        });
-        rs.push_rule(&t, "nf-a", r).unwrap();
-        rs
+        set_looked_up(s, true)
     };
-    let no_extras = Extras {
-        foreign_at: vec![],
-        foreign_chain: false,
-        foreign_set: false,
-        stray: false,
-        misplace: false,
-    };
-    let cur = kernel_state(&mk(65536, &["10.0.0.1", "10.0.0.2"]), &no_extras);
+
+    let cur = kernel_state(&mk(65536, &["10.0.0.1", "10.0.0.2"]), &Extras::none());
     let want = mk(1 << 20, &["10.0.0.2", "10.0.0.3"]);
     let p = plan(&cur, &want).unwrap();
     let scratch = want.set_name("_capacity:nf-s");
@@ -824,7 +808,7 @@ fn a_referenced_set_gets_a_new_capacity_by_a_swap() {
     let after = p.apply_in_memory(&cur).unwrap();
     assert_eq!(
         after.owned_view(),
-        kernel_state(&want, &no_extras).owned_view()
+        kernel_state(&want, &Extras::none()).owned_view()
     );
     // A kind or family change can't be swapped in: still refused.
     let mut other = mk(1 << 20, &[]);
