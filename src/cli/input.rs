@@ -237,7 +237,8 @@ fn once(seen: &mut Seen, key: String, file: &str, what: &str, problems: &mut Vec
 /// Why a pod with an address is still not one NetworkPolicy applies to, if it isn't.
 fn not_enforced(pod: &core::Pod) -> Option<&'static str> {
     if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
-        // Its address is the node's: putting it into pod sets would police the node.
+        // Its address is the node's, so the model counts it without one (`Pod::try_from`);
+        // skipping it here only tells the operator so.
         return Some("host-network pod (NetworkPolicy does not apply to it)");
     }
     match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
