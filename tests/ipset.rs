@@ -935,3 +935,46 @@ fn exchange_answers_every_request_in_its_place_and_refuses_a_reused_sequence_num
         display_set(&[v4(1), v4(3), v4(4), v4(6)])
     );
 }
+
+/// Headers say what netfence never gives a set: every option `ipset create` has that
+/// changes what a set holds or how it matches shows in `extras()`, and a set netfence
+/// makes, of each type it speaks, shows none (so that it is never taken for a stranger's).
+#[test]
+fn header_extras_name_the_options_netfence_never_sets() {
+    let sb = Sandbox::new("ips-extras");
+    let mut ips = open(&sb);
+    for (name, kind, family) in [
+        ("nf-ip4", SetType::HashIp, Family::Ipv4),
+        ("nf-ip6", SetType::HashIp, Family::Ipv6),
+        ("nf-net4", SetType::HashNet, Family::Ipv4),
+        ("nf-ipp6", SetType::HashIpPort, Family::Ipv6),
+        ("nf-nif4", SetType::HashNetIface, Family::Ipv4),
+    ] {
+        let opts = CreateOptions {
+            maxelem: Some(1 << 20),
+            ..CreateOptions::default()
+        };
+        ips.create(name, kind, family, &opts).unwrap();
+    }
+    sb.sh_stdin(
+        "ipset",
+        &["restore"],
+        "create t-timeout hash:ip timeout 30\n\
+         create t-netmask hash:ip netmask 24\n\
+         create t-ext hash:net counters comment skbinfo\n\
+         create t-force hash:ip,port forceadd\n",
+    );
+    let extras: std::collections::BTreeMap<String, Vec<String>> = ips
+        .headers()
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.name.clone(), h.extras()))
+        .collect();
+    for name in ["nf-ip4", "nf-ip6", "nf-net4", "nf-ipp6", "nf-nif4"] {
+        assert!(extras[name].is_empty(), "{name}: {:?}", extras[name]);
+    }
+    assert_eq!(extras["t-timeout"], ["timeout 30"]);
+    assert_eq!(extras["t-netmask"], ["netmask 24"]);
+    assert_eq!(extras["t-ext"], ["counters", "comment", "skbinfo"]);
+    assert_eq!(extras["t-force"], ["forceadd"]);
+}

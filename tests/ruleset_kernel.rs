@@ -296,6 +296,107 @@ fn referenced_sets_get_a_new_capacity_in_place() {
     assert_eq!(allowed(&seen), allowed(&new));
 }
 
+/// Sets someone changed under netfence's names in ways netfence never writes are read
+/// (not a failed observation) and replaced under the rules that look them up: a copy
+/// whose members expire, one with a netmask (10.9.0.1 stored as 10.9.0.0, matching all
+/// of 10.9/16), and an ICMP entry in a `hash:ip,port` set. Foreign sets netfence can't
+/// represent (a non-UTF-8 name, an interface name it refuses) don't stop it either.
+#[test]
+fn sets_holding_what_netfence_never_writes_are_replaced_in_place() {
+    use std::os::unix::ffi::OsStrExt;
+
+    let sb = Sandbox::new("rs-odd");
+    let mut desired = build(&old_shape());
+    let t = TableId::filter(Family::Ipv4);
+    let mut ports = IpSet::new(Family::Ipv4, SetType::HashIpPort, Polarity::Grants);
+    ports
+        .insert(Member::IpPort {
+            ip: v4(1),
+            protocol: 6,
+            port: 80,
+        })
+        .unwrap();
+    desired.add_set("nf-ports4", ports).unwrap();
+    let mut r = Rule::new(Target::Accept);
+    r.matches.push(Match::Set {
+        negate: false,
+        name: "nf-ports4".into(),
+        dirs: vec![SetDir::Dst, SetDir::Dst],
+    });
+    desired.push_rule(&t, "nf-fw", r).unwrap();
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    converge(&mut k, &desired);
+    let rules_before = save(&sb, "iptables-nft-save");
+
+    sb.sh_stdin(
+        "ipset",
+        &["restore"],
+        "create t hash:ip family inet maxelem 1048576 timeout 600\n\
+         add t 10.9.0.2\nadd t 10.9.0.3\nswap t nf-iso4\ndestroy t\n\
+         create t hash:ip family inet maxelem 1048576 netmask 16\n\
+         add t 10.9.0.1\nswap t nf-peer0-4\ndestroy t\n\
+         add nf-ports4 10.9.9.9,icmp:echo-request\n\
+         create foreign hash:net,iface\nadd foreign 10.0.0.0/8,eth0:1\n",
+    );
+    let odd_name = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &sb.name, "ipset", "create"])
+        .arg(odd_name)
+        .arg("hash:ip")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let mut cur = k.observe("nf-", &tables()).unwrap();
+    let odd = |name: &str| {
+        cur.set(name)
+            .unwrap()
+            .unmodelled
+            .clone()
+            .unwrap_or_default()
+    };
+    assert!(odd("nf-iso4").contains("timeout 600"), "{}", odd("nf-iso4"));
+    assert!(
+        odd("nf-peer0-4").contains("netmask 16"),
+        "{}",
+        odd("nf-peer0-4")
+    );
+    assert!(
+        odd("nf-ports4").contains("1 members"),
+        "{}",
+        odd("nf-ports4")
+    );
+    assert!(cur.foreign_sets().contains_key("foreign"));
+    assert!(cur.foreign_sets().contains_key("caf\u{fffd}"));
+
+    let p = plan(&cur, &desired).unwrap();
+    let swaps = p
+        .before
+        .iter()
+        .filter(|op| matches!(op, ruleset::SetOp::Swap { .. }))
+        .count();
+    assert_eq!(swaps, 3, "{p}");
+    assert!(p.batch.is_empty(), "{p}");
+    k.apply(&p, &mut cur).unwrap();
+
+    let seen = k.observe("nf-", &tables()).unwrap();
+    assert_eq!(seen.owned_view(), desired.owned_view());
+    assert!(seen.sets().values().all(|s| s.unmodelled.is_none()));
+    assert!(plan(&seen, &desired).unwrap().is_empty());
+    // Read lossily: the tools print the non-UTF-8 name as it is.
+    let tool = |args: &[&str]| String::from_utf8_lossy(&sb.run("ipset", args).stdout).into_owned();
+    let headers = tool(&["list", "-t"]);
+    assert!(
+        !headers.contains("timeout") && !headers.contains("netmask"),
+        "{headers}"
+    );
+    assert_eq!(save(&sb, "iptables-nft-save"), rules_before);
+    assert_eq!(allowed(&seen), allowed(&desired));
+    // Someone else's sets are still theirs.
+    let names = tool(&["list", "-n"]);
+    assert!(names.lines().any(|l| l == "foreign"), "{names}");
+}
+
 #[test]
 fn second_state_keeps_foreign_rules_chains_and_sets() {
     let sb = Sandbox::new("rs-foreign");

@@ -570,6 +570,26 @@ fn tampering_is_repaired_by_one_reconcile_each() {
         assert!(r.dumped && r.repairs > 0, "{tool} {args:?}: {r:?}");
         assert_converged(&sb, &w);
     }
+    // The same members in a set whose members expire, swapped in: the size and the
+    // nf_tables generation say nothing, the header's timeout does.
+    let saved = sb.sh("ipset", &["save", "nf-iso-in4"]);
+    let mut script = String::new();
+    for l in saved.lines() {
+        if l.starts_with("create ") {
+            script.push_str("create t hash:ip family inet maxelem 1048576 timeout 600\n");
+        } else if let Some(m) = l.strip_prefix("add nf-iso-in4 ") {
+            script.push_str(&format!("add t {m}\n"));
+        }
+    }
+    script.push_str("swap t nf-iso-in4\ndestroy t\n");
+    sb.sh_stdin("ipset", &["restore"], &script);
+    assert_ne!(observe(&sb).owned_view(), w.compiled().owned_view());
+    let r = e.reconcile().wait().unwrap();
+    assert!(r.dumped && r.repairs > 0, "timeout swapped in: {r:?}");
+    assert_converged(&sb, &w);
+    let header = sb.sh("ipset", &["list", "-t", "nf-iso-in4"]);
+    assert!(!header.contains("timeout"), "{header}");
+
     // A foreign set and rule are left alone.
     sb.sh("ipset", &["create", "kube-x", "hash:ip"]);
     sb.sh(
@@ -583,7 +603,7 @@ fn tampering_is_repaired_by_one_reconcile_each() {
         .contains("-A FORWARD -s 198.51.100.1/32 -j DROP"));
     assert!(sb.sh("ipset", &["list", "-n"]).contains("kube-x"));
     let m = e.metrics();
-    assert!(m.repairs >= 5 && m.reconciles == 7, "{m:?}");
+    assert!(m.repairs >= 6 && m.reconciles == 8, "{m:?}");
 }
 
 #[test]

@@ -274,8 +274,22 @@ impl Kernel {
                 (true, Some(kind), Some(family)) => {
                     let mut s = IpSet::new(family, kind, Polarity::default());
                     s.maxelem = h.maxelem.unwrap_or(KERNEL_MAXELEM);
+                    // Members that don't fit the set as netfence models it (an
+                    // `icmp:echo-request` entry in a `hash:ip,port` set) are another
+                    // writer's: the set is marked, not the observation failed, so that
+                    // the planner can replace it.
+                    let mut odd = l.unreadable;
                     for m in l.members {
-                        s.insert(m)?;
+                        if s.insert(m).is_err() {
+                            odd += 1;
+                        }
+                    }
+                    let mut extras = h.extras();
+                    if odd > 0 {
+                        extras.push(format!("{odd} members netfence does not write"));
+                    }
+                    if !extras.is_empty() {
+                        s.unmodelled = Some(extras.join(", "));
                     }
                     rs.sets_mut().insert(h.name, s);
                 }

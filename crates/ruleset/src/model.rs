@@ -356,6 +356,12 @@ pub struct IpSet {
     pub maxelem: u32,
     /// How the members act on traffic (not stored in the kernel).
     pub polarity: Polarity,
+    /// What an observed set has that netfence never writes (a timeout, a netmask, an
+    /// extension, members netfence can't represent), in `ipset`'s words; `None` for
+    /// every set netfence builds. A set with any differs in definition from every
+    /// desired set, so the planner replaces it rather than reuse it: a timeout would
+    /// let an isolated pod's member expire, a netmask would widen every address.
+    pub unmodelled: Option<String>,
     /// Keyed by hash, not in order: every member a burst changes is looked up here by
     /// the compiler, the planner and the commit record (three copies of a set live at
     /// once), and in a `BTreeMap` of thousands those searches were the planner's largest
@@ -463,10 +469,7 @@ impl MemberKey {
 
 impl PartialEq for IpSet {
     fn eq(&self, o: &Self) -> bool {
-        self.family == o.family
-            && self.kind == o.kind
-            && self.maxelem == o.maxelem
-            && self.members == o.members
+        self.same_definition(o) && self.members == o.members
     }
 }
 
@@ -480,25 +483,33 @@ impl IpSet {
             kind,
             maxelem: DEFAULT_MAXELEM,
             polarity,
+            unmodelled: None,
             members: Members::default(),
         }
     }
 
-    /// What must match for the set to be reused in place: type, family, capacity.
+    /// What must match for the set to be reused in place: type, family, capacity, and
+    /// nothing [`Self::unmodelled`].
     pub fn definition(&self) -> String {
-        format!(
+        let mut d = format!(
             "{} family {} maxelem {}",
             self.kind,
             self.family.ipset_name(),
             self.maxelem
-        )
+        );
+        if let Some(u) = &self.unmodelled {
+            d.push_str(", with ");
+            d.push_str(u);
+        }
+        d
     }
 
     /// Whether `other` has this set's [`Self::definition`], compared field by field:
     /// the planner asks it of every set a burst touches, and formatting two strings
     /// each time was a share of its time in the allocator.
     pub fn same_definition(&self, other: &IpSet) -> bool {
-        (self.kind, self.family, self.maxelem) == (other.kind, other.family, other.maxelem)
+        (self.kind, self.family, self.maxelem, &self.unmodelled)
+            == (other.kind, other.family, other.maxelem, &other.unmodelled)
     }
 
     /// Adds a member (replacing the same network with the other `nomatch` flag).

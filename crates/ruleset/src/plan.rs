@@ -560,11 +560,15 @@ fn plan_sets(
                     to: d.definition(),
                 });
             }
-            // Only the capacity differs (a set made by an older netfence, or another
-            // writer's): a copy of what the set holds now, with the new capacity, is
-            // swapped in under the rules, so no packet sees a change of content. The
+            // Same type and family, but another capacity (a set made by an older
+            // netfence), or options netfence never writes (another writer's set, with
+            // a timeout or a netmask, or members netfence can't represent): a copy of
+            // what the set holds now, as netfence models it and with the desired
+            // definition, is swapped in under the rules. For a capacity alone no
+            // packet sees a change of content; for the rest, only what netfence can't
+            // represent goes (expiry, masking, another writer's odd entries). The
             // member changes below then go to the copy, in their phases as usual.
-            let scratch = desired.set_name(&format!("_capacity:{name}"));
+            let scratch = desired.set_name(&format!("_redefine:{name}"));
             if desired.set(&scratch).is_some() {
                 return Err(Error::invalid(
                     format!("set {name}"),

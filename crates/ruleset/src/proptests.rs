@@ -771,7 +771,7 @@ fn a_referenced_set_gets_a_new_capacity_by_a_swap() {
     let cur = kernel_state(&mk(65536, &["10.0.0.1", "10.0.0.2"]), &Extras::none());
     let want = mk(1 << 20, &["10.0.0.2", "10.0.0.3"]);
     let p = plan(&cur, &want).unwrap();
-    let scratch = want.set_name("_capacity:nf-s");
+    let scratch = want.set_name("_redefine:nf-s");
     assert_eq!(
         p.before,
         vec![
@@ -814,6 +814,62 @@ fn a_referenced_set_gets_a_new_capacity_by_a_swap() {
     let mut other = mk(1 << 20, &[]);
     other.set_mut("nf-s").unwrap().kind = SetType::HashNet;
     assert!(plan(&cur, &other).is_err());
+}
+
+/// A set someone else made under netfence's name with options it never writes (here a
+/// netmask, which stored 10.0.0.1 as 10.0.0.0 and so matched all of 10.0/16) is not
+/// reused: a copy of what netfence can read of it is swapped in, and the member changes
+/// go to the copy, so that the next plan has nothing left to do.
+#[test]
+fn a_referenced_set_with_options_netfence_never_writes_is_replaced_by_a_swap() {
+    let ip = |s: &str| Member::Ip(s.parse().unwrap());
+    let mk = |members: &[&str]| {
+        let mut s = IpSet::new(Family::Ipv4, SetType::HashIp, Polarity::Restricts);
+        for m in members {
+            s.insert(ip(m)).unwrap();
+        }
+        set_looked_up(s, true)
+    };
+    let mut cur = kernel_state(&mk(&["10.0.0.0"]), &Extras::none());
+    cur.set_mut("nf-s").unwrap().unmodelled = Some("netmask 16".into());
+    let want = mk(&["10.0.0.1"]);
+    let p = plan(&cur, &want).unwrap();
+    let scratch = want.set_name("_redefine:nf-s");
+    assert_eq!(
+        p.before,
+        vec![
+            SetOp::Create {
+                name: scratch.clone(),
+                family: Family::Ipv4,
+                kind: SetType::HashIp,
+                maxelem: 1 << 20,
+            },
+            SetOp::Add {
+                name: scratch.clone(),
+                members: vec![ip("10.0.0.0")],
+            },
+            SetOp::Swap {
+                name: "nf-s".into(),
+                with: scratch.clone(),
+            },
+            SetOp::Destroy { name: scratch },
+            // A restricting set grows before the batch and shrinks after it.
+            SetOp::Add {
+                name: "nf-s".into(),
+                members: vec![ip("10.0.0.1")],
+            },
+        ]
+    );
+    assert_eq!(
+        p.after,
+        vec![SetOp::Del {
+            name: "nf-s".into(),
+            members: vec![ip("10.0.0.0")],
+        }]
+    );
+    let after = p.apply_in_memory(&cur).unwrap();
+    assert_eq!(after.set("nf-s").unwrap().unmodelled, None);
+    assert!(plan(&after, &want).unwrap().is_empty());
 }
 
 #[test]

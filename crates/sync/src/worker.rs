@@ -648,13 +648,16 @@ impl Worker {
             }
             owned += 1;
             // A set swapped in under netfence's name (`ipset swap`) shows in its
-            // definition even when its size happens to match.
+            // definition even when its size happens to match, and one with a timeout
+            // or a netmask in its options: ipset changes don't move the nf_tables
+            // generation, so the header is all this check has.
             match self.current.set(&h.name) {
                 Some(s)
                     if s.len() == h.entries as usize
                         && h.set_type == Some(s.kind)
                         && h.family == Some(s.family)
-                        && h.maxelem.unwrap_or(KERNEL_MAXELEM) == s.maxelem => {}
+                        && h.maxelem.unwrap_or(KERNEL_MAXELEM) == s.maxelem
+                        && (s.unmodelled.is_some() || h.extras().is_empty()) => {}
                 _ => return Ok(true),
             }
         }

@@ -545,6 +545,52 @@ pub struct SetHeader {
     pub entries: u32,
     /// Size in memory, bytes.
     pub memsize: u32,
+    /// Default member timeout in seconds (`timeout`): members expire.
+    pub timeout: Option<u32>,
+    /// Netmask (`netmask`): addresses are stored masked to it.
+    pub netmask: Option<u8>,
+    /// Extension flags (`IPSET_ATTR_CADT_FLAGS` of the header: counters, comment,
+    /// forceadd, skbinfo); 0 when the set has none.
+    pub cadt_flags: u32,
+    /// Create-time attributes the kernel listed that netfence doesn't name (a bitmask, a
+    /// markmask, or one a newer kernel adds), by number.
+    pub other_options: Vec<u16>,
+}
+
+impl SetHeader {
+    /// The set's options that change what it holds or how it matches and that netfence
+    /// never gives a set (`timeout 3`, `netmask 16`, `forceadd`, ...), in the words of
+    /// `ipset create`; empty for a set made with type, family, hashsize and maxelem
+    /// alone. netfence reuses an owned set in place only when this is empty: a timeout
+    /// lets members expire (an isolated pod would stop being isolated), a netmask
+    /// widens every address to its network, forceadd evicts members when the set is
+    /// full.
+    pub fn extras(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(t) = self.timeout {
+            out.push(format!("timeout {t}"));
+        }
+        if let Some(n) = self.netmask {
+            out.push(format!("netmask {n}"));
+        }
+        let mut flags = self.cadt_flags;
+        for (bit, word) in [
+            (sys::IPSET_FLAG_WITH_COUNTERS, "counters"),
+            (sys::IPSET_FLAG_WITH_COMMENT, "comment"),
+            (sys::IPSET_FLAG_WITH_FORCEADD, "forceadd"),
+            (sys::IPSET_FLAG_WITH_SKBINFO, "skbinfo"),
+        ] {
+            if flags & bit != 0 {
+                out.push(word.to_string());
+                flags &= !bit;
+            }
+        }
+        if flags != 0 {
+            out.push(format!("flags {flags:#x}"));
+        }
+        out.extend(self.other_options.iter().map(|a| format!("attribute {a}")));
+        out
+    }
 }
 
 /// A set with its members, as `ipset list NAME` shows it.
@@ -554,6 +600,11 @@ pub struct SetListing {
     pub header: SetHeader,
     /// The members, in the kernel's (hash) order. Empty for types netfence doesn't speak.
     pub members: Vec<Member>,
+    /// Members the kernel listed that [`Member`] can't represent (an interface name
+    /// netfence refuses, a wildcard or physdev interface, a port without a protocol):
+    /// left out of `members`, counted here, so that one odd element in someone else's
+    /// set doesn't make the whole listing fail.
+    pub unreadable: usize,
 }
 
 /// A handle on the ipset subsystem of one network namespace.
@@ -1091,17 +1142,24 @@ fn assemble(chunks: Vec<ListChunk>) -> Vec<SetListing> {
         match c.header {
             Some(header) => {
                 let mut members = c.members;
+                let mut unreadable = c.unreadable;
                 if header.set_type.is_none() {
                     members.clear();
+                    unreadable = 0;
                 } else {
                     members.reserve(header.entries as usize);
                 }
-                out.push(SetListing { header, members });
+                out.push(SetListing {
+                    header,
+                    members,
+                    unreadable,
+                });
             }
             None => {
                 if let Some(last) = out.last_mut().filter(|l| l.header.name == c.name) {
                     if last.header.set_type.is_some() {
                         last.members.extend(c.members);
+                        last.unreadable += c.unreadable;
                     }
                 }
             }
@@ -1367,21 +1425,25 @@ mod tests {
                 name: "a".into(),
                 header: Some(h("a")),
                 members: vec![ip("10.0.0.1")],
+                unreadable: 0,
             },
             ListChunk {
                 name: "a".into(),
                 header: None,
                 members: vec![ip("10.0.0.2")],
+                unreadable: 1,
             },
             ListChunk {
                 name: "b".into(),
                 header: Some(h("b")),
                 members: vec![],
+                unreadable: 0,
             },
         ];
         let sets = assemble(chunks);
         assert_eq!(sets.len(), 2);
         assert_eq!(sets[0].members, vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+        assert_eq!((sets[0].unreadable, sets[1].unreadable), (1, 0));
         assert!(sets[1].members.is_empty());
     }
 

@@ -70,6 +70,8 @@ const ATTR_BUCKETSIZE: u16 = sys::IPSET_ATTR_BUCKETSIZE as u16;
 const ATTR_ELEMENTS: u16 = sys::IPSET_ATTR_ELEMENTS as u16;
 const ATTR_REFERENCES: u16 = sys::IPSET_ATTR_REFERENCES as u16;
 const ATTR_MEMSIZE: u16 = sys::IPSET_ATTR_MEMSIZE as u16;
+const ATTR_TIMEOUT: u16 = sys::IPSET_ATTR_TIMEOUT as u16;
+const ATTR_NETMASK: u16 = sys::IPSET_ATTR_NETMASK as u16;
 // Inside IPSET_ATTR_IP (`ip_set.h`, IP specific attributes).
 const ATTR_IPADDR_IPV4: u16 = sys::IPSET_ATTR_IPADDR_IPV4 as u16;
 const ATTR_IPADDR_IPV6: u16 = sys::IPSET_ATTR_IPADDR_IPV6 as u16;
@@ -745,6 +747,9 @@ pub struct ListChunk {
     pub header: Option<SetHeader>,
     /// Members in this message.
     pub members: Vec<Member>,
+    /// Elements in this message that [`Member`] can't represent (see
+    /// [`super::SetListing::unreadable`]).
+    pub unreadable: usize,
 }
 
 /// Decodes one message of a LIST/SAVE dump.
@@ -756,8 +761,15 @@ pub struct ListChunk {
 /// with none of them. Elements of other types are decoded on the same rule and should not be
 /// trusted.
 ///
+/// What other writers may put in the kernel and netfence can't represent does not fail
+/// the dump, since one such object would stop netfence from reading any set: a name
+/// that is not UTF-8 is read lossily (netfence's own names are ASCII, so it can't be
+/// one of them), and an element [`Member`] can't hold is counted in
+/// [`ListChunk::unreadable`].
+///
 /// # Errors
-/// [`Error::Malformed`] for anything that does not decode; never a panic.
+/// [`Error::Malformed`] for a message that does not parse as netlink attributes, or
+/// whose addresses have the wrong size; never a panic.
 pub fn decode_list(msg: &Msg<'_>) -> Result<ListChunk, Error> {
     if msg.ty != Cmd::List.msg_type() && msg.ty != Cmd::Save.msg_type() {
         return Err(Error::malformed(format!(
@@ -769,13 +781,14 @@ pub fn decode_list(msg: &Msg<'_>) -> Result<ListChunk, Error> {
     let mut h = SetHeader::default();
     let mut has_header = false;
     let mut members = Vec::new();
+    let mut unreadable = 0;
     for a in msg.attrs(4) {
         let a = a?;
         match a.ty {
-            ATTR_SETNAME => name = Some(a.str()?.to_string()),
+            ATTR_SETNAME => name = Some(lossy_str(a.data)),
             ATTR_TYPENAME => {
                 has_header = true;
-                h.type_name = a.str()?.to_string();
+                h.type_name = lossy_str(a.data);
                 h.set_type = SetType::from_name(&h.type_name);
             }
             ATTR_FAMILY => h.family = Family::from_nfproto(a.u8()?),
@@ -792,7 +805,10 @@ pub fn decode_list(msg: &Msg<'_>) -> Result<ListChunk, Error> {
                         ATTR_REFERENCES => h.references = d.u32_be()?,
                         ATTR_MEMSIZE => h.memsize = d.u32_be()?,
                         ATTR_ELEMENTS => h.entries = d.u32_be()?,
-                        _ => {}
+                        ATTR_TIMEOUT => h.timeout = Some(d.u32_be()?),
+                        ATTR_NETMASK => h.netmask = Some(d.u8()?),
+                        ATTR_CADT_FLAGS => h.cadt_flags = d.u32_be()?,
+                        other => h.other_options.push(other),
                     }
                 }
             }
@@ -805,10 +821,13 @@ pub fn decode_list(msg: &Msg<'_>) -> Result<ListChunk, Error> {
                             d.ty
                         )));
                     }
-                    // Elements without an address (bitmap:port) belong to types netfence
-                    // doesn't speak: skipped, so that listing every set still works.
-                    if let Some(m) = decode_member(d.data)? {
-                        members.push(m);
+                    match decode_member(d.data)? {
+                        Element::Member(m) => members.push(m),
+                        Element::Unreadable => unreadable += 1,
+                        // Elements without an address (bitmap:port) belong to types
+                        // netfence doesn't speak: skipped, so that listing every set
+                        // still works.
+                        Element::Other => {}
                     }
                 }
             }
@@ -823,7 +842,25 @@ pub fn decode_list(msg: &Msg<'_>) -> Result<ListChunk, Error> {
         name,
         header: has_header.then_some(h),
         members,
+        unreadable,
     })
+}
+
+/// A name attribute's text up to its NUL, with bytes that are not UTF-8 replaced.
+fn lossy_str(data: &[u8]) -> String {
+    let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+    String::from_utf8_lossy(&data[..end]).into_owned()
+}
+
+/// What one listed element is to netfence.
+#[derive(Debug, PartialEq, Eq)]
+enum Element {
+    /// A member it can represent.
+    Member(Member),
+    /// An element of a set type netfence speaks that [`Member`] can't hold.
+    Unreadable,
+    /// An element without an address: a type netfence doesn't speak.
+    Other,
 }
 
 fn decode_ip(data: &[u8]) -> Result<IpAddr, Error> {
@@ -850,7 +887,10 @@ fn decode_ip(data: &[u8]) -> Result<IpAddr, Error> {
     Err(Error::malformed("IPSET_ATTR_IP without an address"))
 }
 
-fn decode_member(data: &[u8]) -> Result<Option<Member>, Error> {
+/// Decodes one listed element. Only a broken attribute stream or an address of the
+/// wrong size is an error: the kernel never sends those. Anything well-formed that
+/// [`Member`] can't represent is [`Element::Unreadable`].
+fn decode_member(data: &[u8]) -> Result<Element, Error> {
     let (mut ip, mut cidr, mut flags) = (None, None, 0u32);
     let (mut port, mut proto, mut iface) = (None, None, None);
     for a in nl::attrs(data) {
@@ -861,41 +901,42 @@ fn decode_member(data: &[u8]) -> Result<Option<Member>, Error> {
             ATTR_CADT_FLAGS => flags = a.u32_be()?,
             ATTR_PORT => port = Some(a.u16_be()?),
             ATTR_PROTO => proto = Some(a.u8()?),
-            ATTR_IFACE => iface = Some(a.str()?),
+            ATTR_IFACE => iface = Some(a.data),
             _ => {}
         }
     }
     let Some(ip) = ip else {
-        return Ok(None);
+        return Ok(Element::Other);
     };
-    if let Some(name) = iface {
-        let len =
-            cidr.ok_or_else(|| Error::malformed("IPSET_ATTR_IFACE without IPSET_ATTR_CIDR"))?;
-        return Ok(Some(Member::NetIface {
-            net: IpNet::new(ip, len)
-                .map_err(|_| Error::malformed(format!("prefix /{len} too long for {ip}")))?,
-            iface: IfName::new(name)
-                .map_err(|e| Error::malformed(format!("listed interface: {e}")))?,
-            nomatch: flags & FLAG_NOMATCH != 0,
-        }));
+    // A wildcard (`eth+`) or physdev interface: matching netfence can't express, so
+    // never one of its members.
+    if flags & !FLAG_NOMATCH != 0 {
+        return Ok(Element::Unreadable);
     }
-    Ok(Some(match (cidr, port) {
-        (None, None) => Member::Ip(ip),
-        (None, Some(port)) => Member::IpPort {
-            ip,
-            protocol: proto.ok_or_else(|| {
-                Error::malformed("set element with IPSET_ATTR_PORT but no IPSET_ATTR_PROTO")
-            })?,
-            port,
-        },
+    let nomatch = flags & FLAG_NOMATCH != 0;
+    let net = |len: u8| IpNet::new(ip, len).ok();
+    let m = match (iface, cidr, port) {
+        (Some(name), Some(len), _) => {
+            let name = std::str::from_utf8(
+                &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())],
+            );
+            match (net(len), name.ok().and_then(|n| IfName::new(n).ok())) {
+                (Some(net), Some(iface)) => Some(Member::NetIface {
+                    net,
+                    iface,
+                    nomatch,
+                }),
+                _ => None,
+            }
+        }
+        (Some(_), None, _) => None,
+        (None, None, None) => Some(Member::Ip(ip)),
+        (None, None, Some(port)) => proto.map(|protocol| Member::IpPort { ip, protocol, port }),
         // hash:net,port and the like: not a type netfence speaks, and dropped by the
         // caller; decoded as the network so that listing all sets doesn't fail on them.
-        (Some(len), _) => Member::Net {
-            net: IpNet::new(ip, len)
-                .map_err(|_| Error::malformed(format!("prefix /{len} too long for {ip}")))?,
-            nomatch: flags & FLAG_NOMATCH != 0,
-        },
-    }))
+        (None, Some(len), _) => net(len).map(|net| Member::Net { net, nomatch }),
+    };
+    Ok(m.map_or(Element::Unreadable, Element::Member))
 }
 
 /// Decodes an `NLMSG_ERROR` answering an ADD/DEL: the errno (0 for an ACK) and, when the
@@ -1458,7 +1499,94 @@ mod tests {
         assert_eq!(h.references, 0);
         assert_eq!(h.memsize, 1312);
         assert_eq!(h.entries, 1);
+        assert!(h.extras().is_empty(), "{:?}", h.extras());
         assert_eq!(chunk.members, vec![net("2001:db8::/64", true)]);
+        assert_eq!(chunk.unreadable, 0);
+    }
+
+    #[test]
+    fn decode_header_options_netfence_never_sets() {
+        // `ipset create s hash:ip timeout 3 netmask 16 counters forceadd`, with a bitmask
+        // attribute (12) standing for one a newer kernel may add.
+        let be32 = |v: u32| v.to_be_bytes();
+        let data = a(
+            0x8007,
+            &[
+                a(0x4012, &be32(1024)),
+                a(0x4013, &be32(65536)),
+                a(0x4006, &be32(3)),
+                a(0x14, &[16]),
+                a(
+                    0x4008,
+                    &be32(sys::IPSET_FLAG_WITH_COUNTERS | sys::IPSET_FLAG_WITH_FORCEADD),
+                ),
+                a(0x800c, &a(0x4001, &[255, 255, 0, 0])),
+                a(0x4018, &be32(0)),
+            ]
+            .concat(),
+        );
+        let buf = msg(
+            7,
+            0x2,
+            &[
+                proto7(),
+                a(2, b"s\0"),
+                a(3, b"hash:ip\0"),
+                a(5, &[2]),
+                a(4, &[6]),
+                data,
+            ]
+            .concat(),
+        );
+        let m = nl::messages(&buf).next().unwrap().unwrap();
+        let h = decode_list(&m).unwrap().header.unwrap();
+        assert_eq!((h.timeout, h.netmask), (Some(3), Some(16)));
+        assert_eq!(
+            h.extras(),
+            [
+                "timeout 3",
+                "netmask 16",
+                "counters",
+                "forceadd",
+                "attribute 12"
+            ]
+        );
+    }
+
+    #[test]
+    fn what_others_write_and_netfence_cannot_represent_does_not_fail_a_listing() {
+        let ip4 = a(0x8001, &a(0x4001, &[10, 0, 0, 1]));
+        let elem = |attrs: &[Vec<u8>]| a(0x8007, &attrs.concat());
+        // A wildcard interface (`ipset add s 10.0.0.1,eth+`), an interface name netfence
+        // refuses, a port without its protocol; then one member it reads.
+        let adt = a(
+            0x8008,
+            &[
+                elem(&[
+                    ip4.clone(),
+                    a(3, &[32]),
+                    a(0x17, b"eth\0"),
+                    a(0x4008, &sys::IPSET_FLAG_IFACE_WILDCARD.to_be_bytes()),
+                ]),
+                elem(&[ip4.clone(), a(3, &[32]), a(0x17, b"eth0:1\0")]),
+                elem(&[ip4.clone(), a(0x4004, &80u16.to_be_bytes())]),
+                elem(&[ip4.clone(), a(3, &[32]), a(0x17, b"eth0\0")]),
+            ]
+            .concat(),
+        );
+        // A set name that is not UTF-8.
+        let buf = msg(7, 0x2, &[proto7(), a(2, b"caf\xe9\0"), adt].concat());
+        let m = nl::messages(&buf).next().unwrap().unwrap();
+        let c = decode_list(&m).unwrap();
+        assert_eq!(c.name, "caf\u{fffd}");
+        assert_eq!(c.unreadable, 3);
+        assert_eq!(
+            c.members,
+            vec![Member::net_iface(
+                "10.0.0.1/32".parse().unwrap(),
+                IfName::new("eth0").unwrap()
+            )]
+        );
     }
 
     #[test]
@@ -1708,14 +1836,14 @@ mod tests {
         .concat();
         assert_eq!(
             decode_member(&data).unwrap(),
-            Some(Member::net_iface(
+            Element::Member(Member::net_iface(
                 "8000::/1".parse().unwrap(),
                 iface("eth0")
             ))
         );
-        // An interface without a prefix is malformed, not a panic.
+        // An interface without a prefix is unreadable, not a panic.
         let data = [a(0x8001, &a(0x4001, &[10, 0, 0, 1])), a(0x17, b"eth0\0")].concat();
-        assert!(decode_member(&data).is_err());
+        assert_eq!(decode_member(&data).unwrap(), Element::Unreadable);
     }
 
     #[test]
@@ -1928,7 +2056,8 @@ mod tests {
         );
         assert_eq!(chunk.members, vec![ipp("fd00::1", 17, 53)]);
         assert_eq!(chunk.members[0].to_string(), "fd00::1,udp:53");
-        // A port without its protocol is not an element netfence can name.
+        // A port without its protocol is not an element netfence can name: counted,
+        // not a failed listing.
         let bad = a(
             0x8008,
             &a(
@@ -1938,7 +2067,8 @@ mod tests {
         );
         let buf = msg(7, 0x2, &[proto7(), a(2, b"s1\0"), bad].concat());
         let m = nl::messages(&buf).next().unwrap().unwrap();
-        assert!(decode_list(&m).is_err());
+        let c = decode_list(&m).unwrap();
+        assert_eq!((c.members.len(), c.unreadable), (0, 1));
         assert_eq!(choose_revision(SetType::HashIpPort, 7, 0), 7);
         assert_eq!(choose_revision(SetType::HashIpPort, 9, 0), 7);
         assert_eq!(choose_revision(SetType::HashIpPort, 6, 0), 6);
@@ -1992,7 +2122,7 @@ mod tests {
             let msg = nl::messages(&req).next().unwrap().unwrap();
             let adt = msg.attrs(4).flatten().find(|a| a.ty == ATTR_ADT).unwrap();
             let data = adt.nested().flatten().next().unwrap();
-            proptest::prop_assert_eq!(decode_member(data.data).unwrap(), Some(m));
+            proptest::prop_assert_eq!(decode_member(data.data).unwrap(), Element::Member(m));
         }
 
         /// Encoding then decoding elements gives them back (through a LIST-shaped message).
@@ -2003,7 +2133,7 @@ mod tests {
             let msg = nl::messages(&req).next().unwrap().unwrap();
             let adt = msg.attrs(4).flatten().find(|a| a.ty == ATTR_ADT).unwrap();
             let data = adt.nested().flatten().next().unwrap();
-            proptest::prop_assert_eq!(decode_member(data.data).unwrap(), Some(m));
+            proptest::prop_assert_eq!(decode_member(data.data).unwrap(), Element::Member(m));
         }
     }
 }
