@@ -512,6 +512,24 @@ fn invalid_cidr_names_file_object_and_field() {
 }
 
 #[test]
+fn invalid_name_names_file_object_and_field() {
+    // Caught when the file is read, with the field; not by the compiler, which named
+    // neither the file nor the field and called it a netfence bug.
+    let file = fixture("bad-name.yaml");
+    let r = netfence(&["render", "-f", &file]).expect(1);
+    assert!(
+        r.stderr.contains(&format!(
+            "{file}: NetworkPolicy shop/Bad Name: metadata.name: invalid name \"Bad Name\": \
+             must be a lowercase RFC 1123 subdomain"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("netfence bug"), "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+}
+
+#[test]
 fn pod_in_a_missing_namespace_is_invalid() {
     let sb = Sandbox::new("cli-orphan");
     let file = fixture("orphan-pod.yaml");

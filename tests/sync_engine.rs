@@ -817,6 +817,8 @@ fn invalid_deltas_are_rejected_alone_with_messages() {
     let bad_port = policy("a", "bad-port", sel(&[]), Some(sel(&[])), 70000);
     let bad_ip = pod("a", "bad-ip", &[], &["10.0.0.300"]);
     let bad_label = namespace("c", &[("bad key!", "v")]);
+    let bad_name = policy("a", "Bad Name", sel(&[]), Some(sel(&[])), 80);
+    let bad_ns_name = namespace(&"n".repeat(64), &[]);
 
     let good1 = e.upsert_pod(&w.pod(pod("a", "ok1", &[("app", "web")], &[&ip4(40)])));
     let r1 = e.upsert_policy(&bad_cidr);
@@ -830,12 +832,16 @@ fn invalid_deltas_are_rejected_alone_with_messages() {
     let r2 = e.upsert_policy(&bad_port);
     let r3 = e.upsert_pod(&bad_ip);
     let r4 = e.upsert_namespace(&bad_label);
+    let r5 = e.upsert_policy(&bad_name);
+    let r6 = e.upsert_namespace(&bad_ns_name);
     let good3 = e.upsert_namespace(&w.ns(namespace("c", &[("ok", "yes")])));
     for (c, field) in [
         (r1, "cidr"),
         (r2, "port"),
         (r3, "podIPs"),
         (r4, "metadata.labels"),
+        (r5, "NetworkPolicy a/Bad Name: metadata.name: invalid name"),
+        (r6, "metadata.name: invalid name"),
     ] {
         match c.wait() {
             Err(Error::Rejected(err)) => {
@@ -849,7 +855,7 @@ fn invalid_deltas_are_rejected_alone_with_messages() {
         c.wait().unwrap();
     }
     assert_converged(&sb, &w);
-    assert_eq!(e.metrics().rejected, 4);
+    assert_eq!(e.metrics().rejected, 6);
 }
 
 #[test]

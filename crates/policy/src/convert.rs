@@ -23,7 +23,9 @@ use crate::model::{
     ContainerPort, IpBlock, Namespace, NamespaceScope, Peer, Pod, Policy, Port, PortRule, Protocol,
     Rule, HOST_INTERFACE_ANNOTATION, NAMESPACE_NAME_LABEL,
 };
-use crate::selector::{validate_labels, LabelSelector, Labels};
+use crate::selector::{
+    check_dns_label, check_dns_subdomain, validate_labels, LabelSelector, Labels,
+};
 
 /// Longest IANA service name, the syntax of named ports (`validation.IsValidPortName`).
 const PORT_NAME_MAX: usize = 15;
@@ -54,6 +56,53 @@ fn required<'a>(
     }
 }
 
+/// A required name that must also pass `check`.
+fn valid_name<'a>(
+    object: &ObjectRef,
+    field: &str,
+    value: &'a Option<String>,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<&'a str, Error> {
+    let name = required(object, field, value)?;
+    check(name).map_err(|reason| Error::Name {
+        object: object.boxed(),
+        field: field.to_owned(),
+        value: name.to_owned(),
+        reason,
+    })?;
+    Ok(name)
+}
+
+/// A namespace's name, in a Namespace's `metadata.name` or any namespaced object's
+/// `metadata.namespace`: an RFC 1123 label of at most 63 characters, the API server's
+/// own rule (`ValidateNamespaceName`, which `ValidateObjectMeta` also applies to
+/// `metadata.namespace`), so a real API server never sends another.
+///
+/// Checked here, where the error can name the object and the field: names end up in
+/// chain names and in the `kubernetes.io/metadata.name` label. Left unchecked, a name
+/// the kernel refuses in a chain name (one with a space) would fail only in the
+/// compiler, as a netfence bug naming no field, and a namespace name too long for a
+/// label value would become a value that no valid selector can name.
+fn namespace_name<'a>(
+    object: &ObjectRef,
+    field: &str,
+    value: &'a Option<String>,
+) -> Result<&'a str, Error> {
+    valid_name(object, field, value, check_dns_label)
+}
+
+/// A pod's or a NetworkPolicy's `metadata.name`: an RFC 1123 subdomain of at most 253
+/// characters, the API server's own rule for both kinds (`NameIsDNSSubdomain`, through
+/// `ValidatePodName` and `ValidateNetworkPolicyName`), so a real API server never sends
+/// another. Checked for the reason given at [`namespace_name`].
+fn object_name<'a>(
+    object: &ObjectRef,
+    field: &str,
+    value: &'a Option<String>,
+) -> Result<&'a str, Error> {
+    valid_name(object, field, value, check_dns_subdomain)
+}
+
 fn labels_of(object: &ObjectRef, meta: &ObjectMeta) -> Result<Labels, Error> {
     let labels = meta.labels.clone().unwrap_or_default();
     validate_labels(object, "metadata.labels", &labels)?;
@@ -65,7 +114,7 @@ impl TryFrom<&core::Namespace> for Namespace {
 
     fn try_from(ns: &core::Namespace) -> Result<Self, Error> {
         let object = object_ref(Kind::Namespace, &ns.metadata, false);
-        let name = required(&object, "metadata.name", &ns.metadata.name)?.to_owned();
+        let name = namespace_name(&object, "metadata.name", &ns.metadata.name)?.to_owned();
         let mut labels = labels_of(&object, &ns.metadata)?;
         // The API server sets this label on every namespace and overwrites any
         // user value, so selectors written against it work on real clusters.
@@ -89,9 +138,9 @@ impl TryFrom<&core::Pod> for Pod {
 
     fn try_from(pod: &core::Pod) -> Result<Self, Error> {
         let object = object_ref(Kind::Pod, &pod.metadata, true);
-        let name = required(&object, "metadata.name", &pod.metadata.name)?.to_owned();
+        let name = object_name(&object, "metadata.name", &pod.metadata.name)?.to_owned();
         let namespace =
-            required(&object, "metadata.namespace", &pod.metadata.namespace)?.to_owned();
+            namespace_name(&object, "metadata.namespace", &pod.metadata.namespace)?.to_owned();
         let labels = labels_of(&object, &pod.metadata)?;
 
         let mut ipv4 = None;
@@ -228,8 +277,9 @@ impl TryFrom<&net::NetworkPolicy> for Policy {
 
     fn try_from(np: &net::NetworkPolicy) -> Result<Self, Error> {
         let object = object_ref(Kind::NetworkPolicy, &np.metadata, true);
-        let name = required(&object, "metadata.name", &np.metadata.name)?.to_owned();
-        let namespace = required(&object, "metadata.namespace", &np.metadata.namespace)?.to_owned();
+        let name = object_name(&object, "metadata.name", &np.metadata.name)?.to_owned();
+        let namespace =
+            namespace_name(&object, "metadata.namespace", &np.metadata.namespace)?.to_owned();
         let default_spec = net::NetworkPolicySpec::default();
         let spec = np.spec.as_ref().unwrap_or(&default_spec);
 

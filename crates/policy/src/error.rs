@@ -77,6 +77,20 @@ pub enum Error {
         /// Path of the missing field.
         field: String,
     },
+    /// A name the API server would refuse: a namespace's (its `metadata.name`, or another
+    /// object's `metadata.namespace`) must be an RFC 1123 label, a pod's or a
+    /// NetworkPolicy's an RFC 1123 subdomain.
+    #[error("{object}: {field}: invalid name {value:?}: {reason}")]
+    Name {
+        /// The offending object.
+        object: Box<ObjectRef>,
+        /// `metadata.name` or `metadata.namespace`.
+        field: String,
+        /// The name as given.
+        value: String,
+        /// What rule the name breaks.
+        reason: String,
+    },
     /// A label key is not a Kubernetes qualified name.
     #[error("{object}: {field}: invalid label key {key:?}: {reason}")]
     LabelKey {
@@ -313,6 +327,7 @@ impl Error {
     pub fn object(&self) -> Option<&ObjectRef> {
         match self {
             Error::Missing { object, .. }
+            | Error::Name { object, .. }
             | Error::LabelKey { object, .. }
             | Error::LabelValue { object, .. }
             | Error::Operator { object, .. }
@@ -339,6 +354,7 @@ impl Error {
     pub fn field(&self) -> Option<&str> {
         match self {
             Error::Missing { field, .. }
+            | Error::Name { field, .. }
             | Error::LabelKey { field, .. }
             | Error::LabelValue { field, .. }
             | Error::Operator { field, .. }

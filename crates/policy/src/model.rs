@@ -153,7 +153,7 @@ impl fmt::Display for ObjectKey {
 /// A namespace: name and labels (including [`NAMESPACE_NAME_LABEL`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Namespace {
-    /// The namespace's name.
+    /// The namespace's name: an RFC 1123 label when converted from a Kubernetes object.
     pub name: String,
     /// The namespace's labels.
     pub labels: Labels,
@@ -171,9 +171,9 @@ pub struct ContainerPort {
 /// A pod, reduced to what policy needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pod {
-    /// The pod's namespace.
+    /// The pod's namespace: an RFC 1123 label when converted from a Kubernetes object.
     pub namespace: String,
-    /// The pod's name.
+    /// The pod's name: an RFC 1123 subdomain when converted from a Kubernetes object.
     pub name: String,
     /// The pod's labels.
     pub labels: Labels,
@@ -326,9 +326,10 @@ pub struct PolicyTypes {
 /// with `policyTypes: [Egress]` neither isolates nor admits anything inbound.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// The policy's namespace; it selects pods only there.
+    /// The policy's namespace; it selects pods only there. An RFC 1123 label when
+    /// converted from a Kubernetes object.
     pub namespace: String,
-    /// The policy's name.
+    /// The policy's name: an RFC 1123 subdomain when converted from a Kubernetes object.
     pub name: String,
     /// `spec.podSelector`: which pods of the namespace the policy applies to.
     pub pod_selector: LabelSelector,

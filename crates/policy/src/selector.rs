@@ -22,9 +22,11 @@ pub type Labels = BTreeMap<String, String>;
 
 /// Longest label name or value (`validation.LabelValueMaxLength`).
 const NAME_MAX: usize = 63;
-/// Longest DNS subdomain, the optional prefix of a label key
-/// (`validation.DNS1123SubdomainMaxLength`).
-const PREFIX_MAX: usize = 253;
+/// Longest DNS subdomain: the optional prefix of a label key, a pod's or a
+/// NetworkPolicy's name (`validation.DNS1123SubdomainMaxLength`).
+const DNS_SUBDOMAIN_MAX: usize = 253;
+/// Longest DNS label: a namespace's name (`validation.DNS1123LabelMaxLength`).
+const DNS_LABEL_MAX: usize = 63;
 
 /// What a requirement asks of one label key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -481,19 +483,36 @@ fn check_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Lowercase RFC 1123 subdomain, at most 253 characters.
-fn check_dns_subdomain(s: &str) -> Result<(), String> {
-    if s.len() > PREFIX_MAX {
-        return Err(format!("must be no more than {PREFIX_MAX} characters"));
+/// One part of a lowercase RFC 1123 name: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, any length.
+fn is_dns_label_text(l: &str) -> bool {
+    !l.is_empty()
+        && l.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !l.starts_with('-')
+        && !l.ends_with('-')
+}
+
+/// Lowercase RFC 1123 label, at most 63 characters (`validation.IsDNS1123Label`): the
+/// form of a namespace name.
+pub(crate) fn check_dns_label(s: &str) -> Result<(), String> {
+    if s.len() > DNS_LABEL_MAX {
+        return Err(format!("must be no more than {DNS_LABEL_MAX} characters"));
     }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if !s.split('.').all(label_ok) {
+    if !is_dns_label_text(s) {
+        return Err("must be a lowercase RFC 1123 label: lowercase alphanumeric characters or '-', starting and ending with an alphanumeric character".into());
+    }
+    Ok(())
+}
+
+/// Lowercase RFC 1123 subdomain, at most 253 characters (`validation.IsDNS1123Subdomain`):
+/// dot-separated parts, each of the form of a label (of any length).
+pub(crate) fn check_dns_subdomain(s: &str) -> Result<(), String> {
+    if s.len() > DNS_SUBDOMAIN_MAX {
+        return Err(format!(
+            "must be no more than {DNS_SUBDOMAIN_MAX} characters"
+        ));
+    }
+    if !s.split('.').all(is_dns_label_text) {
         return Err("must be a lowercase RFC 1123 subdomain: lowercase alphanumeric characters, '-' or '.', starting and ending with an alphanumeric character".into());
     }
     Ok(())
@@ -547,6 +566,57 @@ mod tests {
         for bad in ["-v", "v-", "a/b", "a b", "ü", &"x".repeat(64)] {
             assert!(check_value(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "0", "shop", "kube-system", "1-a", &"x".repeat(63)] {
+            assert_eq!(check_dns_label(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "Shop",
+            "a b",
+            "-a",
+            "a-",
+            "a.b",
+            "a_b",
+            "ü",
+            &"x".repeat(64),
+        ] {
+            assert!(check_dns_label(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(check_dns_label(&"x".repeat(64)).unwrap_err().contains("63"));
+    }
+
+    #[test]
+    fn dns_subdomains() {
+        let longest = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+        for ok in ["a", "web-0", "a.b", "a-1.b-2.c", &"x".repeat(100), &longest] {
+            assert_eq!(check_dns_subdomain(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "Web",
+            "a b",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a.",
+            "a-.b",
+            "a.-b",
+            "a_b",
+            &format!("{longest}c"),
+        ] {
+            assert!(
+                check_dns_subdomain(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+        assert!(check_dns_subdomain(&"x".repeat(254))
+            .unwrap_err()
+            .contains("253"));
     }
 
     #[test]

@@ -285,6 +285,125 @@ fn policy_needs_name_and_namespace() {
     );
 }
 
+/// Names the API server refuses for a kind whose names are at most `max` characters:
+/// too long, uppercase, a space, a leading '-', an empty part between dots.
+fn bad_names(max: usize) -> [String; 5] {
+    [
+        "x".repeat(max + 1),
+        "Web".into(),
+        "bad name".into(),
+        "-web".into(),
+        "a..b".into(),
+    ]
+}
+
+/// Asserts that `e` rejects `value` as the name in `field` of `object`.
+#[track_caller]
+fn bad_name(e: &Error, object: &str, field: &str, value: &str) {
+    names(e, object, field);
+    assert!(matches!(e, Error::Name { .. }), "{e}");
+    assert!(e.to_string().contains(&format!("{value:?}")), "{e}");
+    assert!(!e.to_string().contains("required"), "{e}");
+}
+
+fn namespace(name: &str) -> core::Namespace {
+    serde_json::from_value(json!({"metadata": {"name": name}})).expect("well-typed Namespace")
+}
+
+#[test]
+fn namespace_name_is_a_dns_label() {
+    for bad in bad_names(63)
+        .iter()
+        .map(String::as_str)
+        .chain(["a.b", "web-"])
+    {
+        let e = policy::Namespace::try_from(&namespace(bad)).unwrap_err();
+        bad_name(&e, &format!("Namespace {bad}"), "metadata.name", bad);
+    }
+    let e = policy::Namespace::try_from(&namespace(&"x".repeat(64))).unwrap_err();
+    assert!(e.to_string().contains("no more than 63 characters"), "{e}");
+    for good in ["x".repeat(63), "kube-system".into(), "0-a".into()] {
+        let ns = policy::Namespace::try_from(&namespace(&good)).unwrap();
+        assert_eq!(ns.name, good);
+    }
+}
+
+#[test]
+fn pod_name_is_a_dns_subdomain_and_its_namespace_a_dns_label() {
+    for bad in bad_names(253) {
+        let e = pod_err(|v| v["metadata"]["name"] = json!(bad));
+        bad_name(&e, &format!("Pod x/{bad}"), "metadata.name", &bad);
+    }
+    let e = pod_err(|v| v["metadata"]["name"] = json!("x".repeat(254)));
+    assert!(e.to_string().contains("no more than 253 characters"), "{e}");
+    for bad in bad_names(63).iter().map(String::as_str).chain(["a.b"]) {
+        let e = pod_err(|v| v["metadata"]["namespace"] = json!(bad));
+        bad_name(&e, &format!("Pod {bad}/web"), "metadata.namespace", bad);
+    }
+    let longest = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+    for good in [longest.as_str(), "web-0.shop", "0"] {
+        let mut v = good_pod();
+        v["metadata"]["name"] = json!(good);
+        v["metadata"]["namespace"] = json!("x".repeat(63));
+        let p = policy::Pod::try_from(&pod(v)).unwrap();
+        assert_eq!(p.key(), ObjectKey::new("x".repeat(63), good));
+    }
+}
+
+#[test]
+fn policy_name_is_a_dns_subdomain_and_its_namespace_a_dns_label() {
+    for bad in bad_names(253) {
+        let mut p = np(json!({}));
+        p.metadata.name = Some(bad.clone());
+        let e = Policy::try_from(&p).unwrap_err();
+        bad_name(&e, &format!("NetworkPolicy x/{bad}"), "metadata.name", &bad);
+    }
+    for bad in bad_names(63)
+        .iter()
+        .map(String::as_str)
+        .chain(["Bad NS", "a.b"])
+    {
+        let mut p = np(json!({}));
+        p.metadata.namespace = Some(bad.into());
+        let e = Policy::try_from(&p).unwrap_err();
+        bad_name(
+            &e,
+            &format!("NetworkPolicy {bad}/p"),
+            "metadata.namespace",
+            bad,
+        );
+    }
+    let mut p = np(json!({}));
+    p.metadata.name = Some("Bad Name".into());
+    p.metadata.namespace = Some("shop".into());
+    let e = Policy::try_from(&p).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "NetworkPolicy shop/Bad Name: metadata.name: invalid name \"Bad Name\": must be a \
+         lowercase RFC 1123 subdomain: lowercase alphanumeric characters, '-' or '.', \
+         starting and ending with an alphanumeric character"
+    );
+    let longest = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+    p.metadata.name = Some(longest.clone());
+    p.metadata.namespace = Some("x".repeat(63));
+    assert_eq!(Policy::try_from(&p).unwrap().name, longest);
+}
+
+#[test]
+fn names_inside_selectors_are_label_values_not_object_names() {
+    // `kubernetes.io/metadata.name` values and other label values follow the label
+    // syntax (uppercase, '_' and '.' allowed), not the name rules: a selector naming a
+    // namespace that can't exist is valid, and selects nothing.
+    let p = Policy::try_from(&np(ingress_from(json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "Not_A.Name"}},
+        "podSelector": {"matchExpressions": [{
+            "key": "statefulset.kubernetes.io/pod-name", "operator": "In", "values": ["Web_0"]
+        }]}
+    }))))
+    .unwrap();
+    assert_eq!(p.ingress.as_ref().map(Vec::len), Some(1));
+}
+
 fn good_pod() -> Value {
     json!({
         "metadata": {
