@@ -441,6 +441,18 @@ fn flush_removes_only_what_netfence_owns() {
     assert_eq!(v["operations"], 0);
 }
 
+#[test]
+fn a_prefix_that_could_clash_with_another_is_refused() {
+    // `nf_` would share `nf-`'s rule marker, and `nf-` would own all of `nf-b-`'s names:
+    // either pair would delete each other's rules.
+    for prefix in ["nf_", "nf.", "nf", "nf-b-"] {
+        let r = netfence(&["render", "-f", &fixture("cluster.yaml"), "--prefix", prefix]).expect(1);
+        assert!(r.stderr.contains("--prefix"), "{prefix}: {}", r.stderr);
+        assert!(r.stderr.contains("then one '-'"), "{prefix}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{prefix}: {}", r.stdout);
+    }
+}
+
 /// Asserts that the sandbox holds nothing of netfence's.
 fn untouched(sb: &Sandbox) {
     let k = kernel_text(sb);

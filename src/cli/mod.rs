@@ -176,8 +176,9 @@ impl NetnsArg {
 /// The name prefix netfence owns.
 #[derive(Debug, Args)]
 pub struct PrefixArg {
-    /// Prefix of every chain and set netfence owns; its rules' comments start with the
-    /// prefix's stem (`nf:` for `nf-`). Two instances with different prefixes coexist.
+    /// Prefix of every chain and set netfence owns: a letter, then letters or digits, then
+    /// one `-`, at most 11 bytes. Its rules' comments start with the prefix's stem (`nf:`
+    /// for `nf-`). Two instances with different prefixes coexist.
     #[arg(long, value_name = "PREFIX", default_value = netfence::ruleset::DEFAULT_PREFIX)]
     pub prefix: String,
 }

@@ -209,7 +209,8 @@ use crate::selector::{LabelSelector, Labels};
 /// How the compiler names and marks what it writes, and which node it runs on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompilerConfig {
-    /// Prefix of every chain and set netfence owns (see [`Ruleset::new`]).
+    /// Prefix of every chain and set netfence owns: a letter, then letters or digits,
+    /// then one `-` (`nf-` by default; see [`Ruleset::new`]).
     pub prefix: String,
     /// The families to enforce, each at most once.
     pub families: Vec<Family>,

@@ -708,25 +708,37 @@ impl Default for Ruleset {
 impl Ruleset {
     /// An empty ruleset owning names that start with `prefix`.
     ///
+    /// A prefix is a letter, then letters or digits, then exactly one `-`, at most
+    /// [`MAX_PREFIX`] bytes: `nf-` (the default), `xf-`, `a1-`. The comments of its
+    /// rules start with the part before the `-` and a `:` (`nf:`). Rulesets with
+    /// different prefixes own disjoint names and rules, so two instances coexist.
+    ///
     /// # Errors
-    /// [`Error::Invalid`] unless the prefix is 1 to [`MAX_PREFIX`] bytes of letters,
-    /// digits, `-`, `_` or `.` and starts with a letter.
+    /// [`Error::Invalid`] for any other prefix (`nf`, `nf_`, `nf.`, `nf-b-`).
     pub fn new(prefix: &str) -> Result<Self, Error> {
-        let ok = !prefix.is_empty()
-            && prefix.len() <= MAX_PREFIX
-            && prefix.starts_with(|c: char| c.is_ascii_alphabetic())
-            && prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !ok {
+        // Why no more than this: ownership is `starts_with(prefix)`, and a rule is claimed
+        // by its comment's marker with an id that hashes table, chain and content but not
+        // the prefix. A prefix that can begin another's names (`nf-` and `nf-b-`) would
+        // own that instance's chains and sets, and delete them as its own; two prefixes
+        // with one marker (`nf-`, `nf_`, `nf.` and `nf` all made `nf:`) would adopt each
+        // other's rules, the jumps from FORWARD included, and delete them: fail-open.
+        // With a stem of letters and digits and one `-` to end it, a name's owner is
+        // whatever comes before its first `-`, and the marker differs with the stem.
+        let stem = prefix.strip_suffix('-').filter(|stem| {
+            prefix.len() <= MAX_PREFIX
+                && stem.starts_with(|c: char| c.is_ascii_alphabetic())
+                && stem.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+        let Some(stem) = stem else {
             return Err(Error::invalid(
                 format!("name prefix {prefix:?}"),
                 format!(
-                    "must be 1 to {MAX_PREFIX} letters, digits, '-', '_' or '.', starting with a letter"
+                    "must be a letter, then letters or digits, then one '-' (like {DEFAULT_PREFIX}), \
+                     at most {MAX_PREFIX} bytes"
                 ),
             ));
-        }
-        let marker = format!("{}:", prefix.trim_end_matches(['-', '_', '.']));
+        };
+        let marker = format!("{stem}:");
         Ok(Self {
             prefix: prefix.to_owned(),
             marker,
@@ -746,7 +758,8 @@ impl Ruleset {
         &self.marker
     }
 
-    /// Whether a chain or set name is netfence's.
+    /// Whether a chain or set name is netfence's: it starts with the prefix. (No name
+    /// of a ruleset with another prefix does; see [`Self::new`].)
     pub fn owns(&self, name: &str) -> bool {
         name.starts_with(&self.prefix)
     }
@@ -1367,6 +1380,91 @@ mod tests {
         assert!(Ruleset::new("1abc").is_err());
         assert!(Ruleset::new("averyveryverylongprefix").is_err());
         assert!(Ruleset::new("a b").is_err());
+    }
+
+    #[test]
+    fn a_prefix_is_a_stem_and_one_dash() {
+        let longest = format!("{}-", "a".repeat(MAX_PREFIX - 1));
+        for ok in ["nf-", "xf-", "a1-", "A-", "Nf9-", longest.as_str()] {
+            let r = Ruleset::new(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+            assert_eq!(r.marker(), format!("{}:", &ok[..ok.len() - 1]));
+        }
+        let too_long = format!("{}-", "a".repeat(MAX_PREFIX));
+        for bad in [
+            "nf_",
+            "nf.",
+            "nf",
+            "nf-b-",
+            "nf--",
+            "n-f-",
+            "nf_b-",
+            "nf.b-",
+            "-",
+            "1a-",
+            "-nf-",
+            "a b-",
+            "",
+            too_long.as_str(),
+        ] {
+            let e = Ruleset::new(bad).expect_err(bad).to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+            assert!(e.contains("then one '-'"), "{e}");
+        }
+    }
+
+    /// Every valid prefix of up to 5 bytes over `a`, `b`, `1`, `-`, `_`, `.` (the old
+    /// alphabet): any two distinct ones own none of each other's chain and set names,
+    /// plain or hashed, and neither claims the other's rule comments.
+    #[test]
+    fn distinct_prefixes_never_own_each_other_s_names_nor_rules() {
+        const ALPHABET: &[u8] = b"ab1-_.";
+        let mut candidates = vec![String::new()];
+        let mut all = Vec::new();
+        for _ in 0..5 {
+            candidates = candidates
+                .iter()
+                .flat_map(|s| ALPHABET.iter().map(move |&c| format!("{s}{}", c as char)))
+                .collect();
+            all.extend(candidates.iter().cloned());
+        }
+        let valid: Vec<Ruleset> = all.iter().filter_map(|p| Ruleset::new(p).ok()).collect();
+        let logical = [
+            "fw",
+            "fw-a",
+            "-x",
+            "_x",
+            ".x",
+            "b-",
+            "1-fw",
+            "a-name-long-enough-to-be-hashed-into-the-limit",
+        ];
+        let id = RuleId::compute(&tid(), "FORWARD", &Rule::new(Target::Accept), 0);
+        for p in &valid {
+            for q in valid.iter().filter(|q| q.prefix() != p.prefix()) {
+                let names = logical
+                    .iter()
+                    .flat_map(|l| [q.chain_name(l), q.set_name(l)])
+                    .chain([q.prefix().to_owned()]);
+                for name in names {
+                    assert!(q.owns(&name), "{} should own {name}", q.prefix());
+                    assert!(
+                        !p.owns(&name),
+                        "{} owns {}'s {name}",
+                        p.prefix(),
+                        q.prefix()
+                    );
+                }
+                let comment = format!("{}{}", q.marker(), id.as_str());
+                assert!(
+                    !comment.starts_with(p.marker()),
+                    "{} claims {}'s rule {comment}",
+                    p.prefix(),
+                    q.prefix()
+                );
+            }
+        }
+        // a or b, then {a,b,1}^0..3, then '-': 2 * (1 + 3 + 9 + 27).
+        assert_eq!(valid.len(), 80);
     }
 
     #[test]
