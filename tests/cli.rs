@@ -453,6 +453,60 @@ fn a_prefix_that_could_clash_with_another_is_refused() {
     }
 }
 
+/// netfence's user chains that jump nowhere, from `iptables-nft-save`: a jump to one can't
+/// close a loop.
+fn leaf_chains(sb: &Sandbox) -> Vec<String> {
+    let save = sb.sh("iptables-nft-save", &[]);
+    save.lines()
+        .filter_map(|l| l.strip_prefix(":nf-"))
+        .filter_map(|l| l.split(' ').next())
+        .map(|n| format!("nf-{n}"))
+        .filter(|n| {
+            let from = format!("-A {n} ");
+            !save
+                .lines()
+                .any(|l| l.starts_with(&from) && l.contains("-j nf-"))
+        })
+        .collect()
+}
+
+/// A jump written by hand between two netfence chains no longer keeps `flush` from
+/// deleting them (it failed with EBUSY and the hint "another writer kept changing the
+/// ruleset"); one from someone else's chain leaves its target emptied, and `flush` says
+/// which chain and why, without a retry loop.
+#[test]
+fn flush_deletes_chains_a_hand_written_jump_joins() {
+    let sb = Sandbox::new("cli-jump");
+    let file = fixture("cluster.yaml");
+    netfence(&["apply", "-f", &file, "--netns", &sb.name]).expect(0);
+    let leaves = leaf_chains(&sb);
+    assert!(leaves.len() >= 2, "{leaves:?}");
+    sb.sh("iptables-nft", &["-A", &leaves[1], "-j", &leaves[0]]);
+    let f = netfence(&["flush", "--netns", &sb.name]).expect(0);
+    assert!(f.stdout.starts_with("removed from"), "{}", f.stdout);
+    assert!(!kernel_text(&sb).contains("nf-"), "{}", kernel_text(&sb));
+
+    netfence(&["apply", "-f", &file, "--netns", &sb.name]).expect(0);
+    let target = leaf_chains(&sb).remove(0);
+    sb.sh("iptables-nft", &["-N", "DOCKER-USER"]);
+    sb.sh("iptables-nft", &["-A", "DOCKER-USER", "-j", &target]);
+    let f = netfence(&["flush", "--netns", &sb.name]).expect(2);
+    assert!(
+        f.stderr
+            .contains(&format!("kept ip filter {target}, emptied"))
+            && f.stderr
+                .contains("a rule outside netfence still jumps to it")
+            && !f.stderr.contains("kept changing"),
+        "{}",
+        f.stderr
+    );
+    let save = sb.sh("iptables-nft-save", &[]);
+    assert!(!save.contains("-A nf-"), "{save}");
+    sb.sh("iptables-nft", &["-D", "DOCKER-USER", "-j", &target]);
+    netfence(&["flush", "--netns", &sb.name]).expect(0);
+    assert!(!kernel_text(&sb).contains("nf-"), "{}", kernel_text(&sb));
+}
+
 /// Asserts that the sandbox holds nothing of netfence's.
 fn untouched(sb: &Sandbox) {
     let k = kernel_text(sb);

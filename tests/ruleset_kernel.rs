@@ -747,3 +747,108 @@ fn one_rule_of_a_thousand_is_replaced_in_place() {
     assert!(rules[500].contains("--dport 9999"), "{}", rules[500]);
     assert_eq!(k.observe("nf-", &tables()).unwrap(), cur);
 }
+
+/// FORWARD jumps to each of `chains` (IPv4), and each accepts TCP to a port of its own.
+fn jumped_chains(chains: &[&str]) -> Ruleset {
+    let t = TableId::filter(Family::Ipv4);
+    let mut rs = Ruleset::default();
+    rs.add_chain(&t, "FORWARD", forward()).unwrap();
+    for (i, c) in (0u16..).zip(chains) {
+        rs.add_chain(&t, c, None).unwrap();
+        rs.push_rule(&t, "FORWARD", Rule::new(Target::Jump((*c).into())))
+            .unwrap();
+        let mut r = Rule::new(Target::Accept);
+        r.protocol = Some(Neg::is(Protocol::Tcp));
+        r.matches.push(Match::Ports {
+            sport: None,
+            dport: Some(Neg::is(PortRange::single(8000 + i))),
+        });
+        rs.push_rule(&t, c, r).unwrap();
+    }
+    rs
+}
+
+/// The `nf-` chains `iptables-nft-save` shows.
+fn nf_chains(sb: &Sandbox) -> Vec<String> {
+    save(sb, "iptables-nft-save")
+        .into_iter()
+        .filter(|l| l.starts_with(":nf-"))
+        .collect()
+}
+
+/// A jump an admin wrote between two netfence chains that both go (`-A nf-b -j nf-a`),
+/// and one from a netfence chain to another before a flush: the kernel refuses to delete
+/// a chain a live rule jumps to, so the stray must go before either chain. Ordered by
+/// netfence's own jumps alone, the batch failed with EBUSY on every retry.
+#[test]
+fn stray_jumps_between_doomed_chains_do_not_block_their_deletion() {
+    let sb = Sandbox::new("rs-strayjump");
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    converge(&mut k, &jumped_chains(&["nf-a", "nf-b", "nf-keep"]));
+    sb.sh("iptables-nft", &["-A", "nf-b", "-j", "nf-a"]);
+    // And one from a chain that stays to one that goes.
+    sb.sh("iptables-nft", &["-A", "nf-keep", "-j", "nf-b"]);
+    let desired = jumped_chains(&["nf-keep"]);
+    let cur = converge(&mut k, &desired);
+    assert_eq!(cur.owned_view(), desired.owned_view());
+    assert_eq!(nf_chains(&sb), [":nf-keep - [0:0]"]);
+    assert!(plan(&k.observe("nf-", &tables()).unwrap(), &desired)
+        .unwrap()
+        .is_empty());
+
+    // The flush case: `-A nf-p -j nf-egress` between two chains it deletes.
+    converge(&mut k, &jumped_chains(&["nf-egress", "nf-p"]));
+    sb.sh("iptables-nft", &["-A", "nf-p", "-j", "nf-egress"]);
+    let f = k.flush("nf-", &tables()).unwrap();
+    assert!(f.left.is_empty() && f.kept.is_empty(), "{f:?}");
+    assert!(nf_chains(&sb).is_empty(), "{:?}", nf_chains(&sb));
+    assert!(k
+        .observe("nf-", &tables())
+        .unwrap()
+        .owned_chains()
+        .is_empty());
+}
+
+/// A foreign chain's rule jumping to a netfence chain (`-A DOCKER-USER -j nf-a`) is not
+/// netfence's to delete: the chain it holds is emptied and kept, the rest goes, and the
+/// chain goes at the first flush after the foreign rule does. A jump the dump can't show
+/// (a native verdict map) makes the kernel refuse the chain's deletion: reported at once,
+/// naming the chain, and not as a race to retry.
+#[test]
+fn a_foreign_jump_keeps_its_target_emptied_or_fails_clearly() {
+    let sb = Sandbox::new("rs-foreignjump");
+    let mut k = Kernel::open(&sb.netns()).unwrap();
+    converge(&mut k, &jumped_chains(&["nf-a", "nf-b"]));
+    sb.sh("iptables-nft", &["-N", "DOCKER-USER"]);
+    sb.sh("iptables-nft", &["-A", "DOCKER-USER", "-j", "nf-a"]);
+    let f = k.flush("nf-", &tables()).unwrap();
+    assert_eq!(f.kept, ["ip filter nf-a"], "{f:?}");
+    assert_eq!(nf_chains(&sb), [":nf-a - [0:0]"]);
+    assert!(!save(&sb, "iptables-nft-save")
+        .iter()
+        .any(|l| l.starts_with("-A nf-")));
+    // Nothing left to do while the foreign jump stays.
+    let seen = k.observe("nf-", &tables()).unwrap();
+    assert!(plan(&seen, &Ruleset::default()).unwrap().is_empty());
+    sb.sh("iptables-nft", &["-D", "DOCKER-USER", "-j", "nf-a"]);
+    let f = k.flush("nf-", &tables()).unwrap();
+    assert!(f.kept.is_empty(), "{f:?}");
+    assert!(nf_chains(&sb).is_empty());
+
+    converge(&mut k, &jumped_chains(&["nf-a"]));
+    sb.sh(
+        "nft",
+        &["add rule ip filter DOCKER-USER meta l4proto vmap { tcp : jump nf-a }"],
+    );
+    let e = k.flush("nf-", &tables()).unwrap_err();
+    assert!(
+        matches!(e, Error::ChainInUse { ref chain, .. } if chain == "ip filter nf-a"),
+        "{e}"
+    );
+    assert!(!e.is_retryable());
+    assert!(
+        e.to_string()
+            .contains("a rule outside netfence still jumps to it"),
+        "{e}"
+    );
+}

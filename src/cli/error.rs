@@ -77,7 +77,11 @@ impl CliError {
 
     /// A kernel-side failure of the library, with a hint derived from its errno.
     pub fn ruleset(what: impl Into<String>, netns: &Netns, e: &netfence::ruleset::Error) -> Self {
-        let hint = netfilter_cause(e).and_then(|n| hint(n, netns));
+        // Its EBUSY is no race: the generic hint would send the operator to retry.
+        let hint = match e {
+            netfence::ruleset::Error::ChainInUse { chain, .. } => Some(foreign_jump_hint(chain)),
+            _ => netfilter_cause(e).and_then(|n| hint(n, netns)),
+        };
         CliError::Kernel {
             what: what.into(),
             detail: e.to_string(),
@@ -151,6 +155,17 @@ fn hint(e: &netfence::netfilter::Error, netns: &Netns) -> Option<String> {
         return Some("another writer kept changing the ruleset; run the command again".into());
     }
     None
+}
+
+/// What to do about a rule outside netfence that jumps to netfence's chain `chain`
+/// (`family table name`).
+pub fn foreign_jump_hint(chain: &str) -> String {
+    let name = chain.rsplit(' ').next().unwrap_or(chain);
+    format!(
+        "a rule netfence did not write jumps to {chain}, and netfence never deletes another \
+         writer's rules: find it (`nft list ruleset | grep {name}`), delete it, then run the \
+         command again"
+    )
 }
 
 /// The hint for a namespace that is not there.

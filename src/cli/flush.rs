@@ -65,6 +65,21 @@ pub fn run(args: &FlushArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     if !flushed.left.is_empty() {
         return Err(left_over(&netns));
     }
+    if let Some(chain) = flushed.kept.first() {
+        return Err(CliError::Kernel {
+            what: format!("flushing {netns}"),
+            detail: format!(
+                "kept {}, emptied: a rule outside netfence still jumps to {}",
+                flushed.kept.join(", "),
+                if flushed.kept.len() == 1 {
+                    "it"
+                } else {
+                    "them"
+                }
+            ),
+            hint: Some(super::error::foreign_jump_hint(chain)),
+        });
+    }
     let mut report = Report {
         netns: super::netns_id(&netns),
         operations: flushed.operations,

@@ -60,6 +60,28 @@ pub enum Error {
         source: netfilter::Error,
     },
 
+    /// The kernel refused to delete one of netfence's chains because a rule still jumps to
+    /// it that the plan could not see: one outside netfence whose jump the dump could not
+    /// decode (a verdict map, say). netfence never deletes another writer's rule, so no
+    /// retry cures this; nothing of the batch was applied. Rules whose jump the dump
+    /// shows don't get here: the planner keeps the chains they hold, emptied.
+    #[error(
+        "plan step {step} of {total} failed: chain {chain} can't be deleted: a rule outside \
+         netfence still jumps to it ({source})"
+    )]
+    ChainInUse {
+        /// The step's number, from 1.
+        step: usize,
+        /// How many steps the plan has.
+        total: usize,
+        /// The chain, as `family table name`.
+        chain: String,
+        /// The kernel's refusal (boxed: the variant would otherwise be the largest, and
+        /// every `Result` of the crate would carry its size).
+        #[source]
+        source: Box<netfilter::Error>,
+    },
+
     /// The kernel could not be read or the netlink socket failed.
     #[error(transparent)]
     Netfilter(#[from] netfilter::Error),
@@ -86,6 +108,7 @@ impl Error {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Self::Step { source, .. } | Self::Netfilter(source) => source.errno(),
+            Self::ChainInUse { source, .. } => source.errno(),
             _ => None,
         }
     }

@@ -13,7 +13,7 @@ use netfilter::nft::{self, Op};
 use netfilter::{NetlinkSocket, Netns};
 
 use crate::error::Error;
-use crate::model::{Chain, ForeignSet, IpSet, Polarity, Ruleset, TableId, KERNEL_MAXELEM};
+use crate::model::{Chain, Entry, ForeignSet, IpSet, Polarity, Ruleset, TableId, KERNEL_MAXELEM};
 use crate::plan::{apply_committed, apply_set_committed, Plan, SetOp, Step};
 
 /// How often a set destroy refused as "in use" is retried, and how long apart at most: the
@@ -162,6 +162,9 @@ pub struct Flushed {
     pub operations: usize,
     /// Sets still referenced (so still there) after every attempt.
     pub left: Vec<String>,
+    /// netfence's chains left in place, emptied, because a rule outside netfence still
+    /// jumps to them (see [`crate::plan`]), as `family table name`.
+    pub kept: Vec<String>,
 }
 
 /// How many times [`Kernel::flush`] observes and plans again: after another writer's
@@ -330,6 +333,10 @@ impl Kernel {
                         r.chain
                     )
                 });
+                let e = match r.rule {
+                    None => with_raw_jump(e, &r.raw),
+                    Some(_) => e,
+                };
                 chain.push(e);
                 rs.tables_mut()
                     .get_mut(tid)
@@ -357,8 +364,10 @@ impl Kernel {
                 before: current.clone(),
                 operations: 0,
                 left: Vec::new(),
+                kept: Vec::new(),
             });
             let p = crate::plan::plan(&current, &empty)?;
+            f.kept = kept_chains(&current, &p);
             if p.is_empty() {
                 f.left.clear();
                 break;
@@ -512,7 +521,15 @@ impl Kernel {
                     }
                 }
                 Step::Batch(ops) => {
-                    let committed = self.commit(ops).map_err(fail)?;
+                    let committed = self.commit(ops).map_err(|e| match chain_in_use(ops, &e) {
+                        Some(chain) => Error::ChainInUse {
+                            step: i + 1,
+                            total,
+                            chain,
+                            source: Box::new(e),
+                        },
+                        None => fail(e),
+                    })?;
                     if committed.incomplete {
                         tracing::warn!(
                             "the kernel's echoes did not bracket the batch's new rules; \
@@ -669,4 +686,70 @@ impl Kernel {
         };
         Ok(committed)
     }
+}
+
+/// The owned chains of `state` that `plan` leaves in place, as `family table name`.
+fn kept_chains(state: &Ruleset, plan: &Plan) -> Vec<String> {
+    let deleted: BTreeSet<(netfilter::Family, &str, &str)> = plan
+        .batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::DelChain {
+                family,
+                table,
+                chain,
+            } => Some((*family, table.as_str(), chain.as_str())),
+            _ => None,
+        })
+        .collect();
+    state
+        .owned_chains()
+        .into_iter()
+        .filter(|(t, c)| !deleted.contains(&(t.family, t.name.as_str(), c.as_str())))
+        .map(|(t, c)| format!("{t} {c}"))
+        .collect()
+}
+
+/// `e`, a rule outside the vocabulary (a native `nft` rule, say), with the chain its jump
+/// or goto leads to: the planner must know it, or it would plan to delete a chain the
+/// rule holds. The first such verdict wins; a verdict map's targets are not seen.
+fn with_raw_jump(mut e: Entry, raw: &nft::RawRule) -> Entry {
+    use nft::expr::{verdict, Expr};
+    if let Entry::Foreign(o) | Entry::Stray(o) = &mut e {
+        o.jump = nft::expr::decode_exprs(&raw.exprs)
+            .ok()
+            .into_iter()
+            .flatten()
+            .find_map(|x| match x {
+                Expr::Verdict {
+                    code: verdict::JUMP | verdict::GOTO,
+                    chain,
+                } => chain,
+                _ => None,
+            });
+    }
+    e
+}
+
+/// The chain, as `family table name`, when `e` is the kernel refusing one of `ops`'
+/// chain deletions as still in use (`EBUSY`). The planner keeps every doomed chain that
+/// an observed rule it leaves in place jumps to, and the batch commits only on the
+/// observed generation, so what holds the chain is a rule whose jump the dump could not
+/// show: someone else's, which no retry removes.
+fn chain_in_use(ops: &[Op], e: &netfilter::Error) -> Option<String> {
+    let netfilter::Error::Kernel {
+        op: what,
+        errno: libc::EBUSY,
+    } = e
+    else {
+        return None;
+    };
+    ops.iter().find_map(|op| match op {
+        Op::DelChain {
+            family,
+            table,
+            chain,
+        } if what.ends_with(&op.describe()) => Some(format!("{family} {table} {chain}")),
+        _ => None,
+    })
 }

@@ -159,6 +159,10 @@ pub struct OpaqueRule {
     pub handle: Option<u64>,
     /// The rule's `iptables-save` arguments, or a note that it is not in the vocabulary.
     pub text: String,
+    /// The chain it jumps or goes to, when the dump shows one. The planner needs it even
+    /// for a rule it may not touch: the kernel refuses to delete a chain that any rule
+    /// still jumps to.
+    pub jump: Option<String>,
 }
 
 /// One rule in a chain.
@@ -298,6 +302,7 @@ impl Chain {
                     *e = Entry::Stray(OpaqueRule {
                         handle: r.handle,
                         text,
+                        jump: r.rule.jump_target().map(str::to_owned),
                     });
                 }
             }
@@ -320,6 +325,19 @@ impl Chain {
     /// The chains this chain's owned rules jump or go to.
     pub fn jump_targets(&self) -> impl Iterator<Item = &str> {
         self.owned().filter_map(|r| r.rule.jump_target())
+    }
+
+    /// The chains any rule of this chain is known to jump or go to, with the rule: owned
+    /// rules, and the strays and foreign rules whose jump the dump showed. What the kernel
+    /// counts when it refuses to delete a chain still jumped to.
+    pub fn observed_jumps(&self) -> impl Iterator<Item = (&Entry, &str)> {
+        self.entries.iter().filter_map(|e| {
+            let target = match e {
+                Entry::Owned(r) => r.rule.jump_target(),
+                Entry::Foreign(o) | Entry::Stray(o) => o.jump.as_deref(),
+            };
+            Some((e, target?))
+        })
     }
 }
 
@@ -1195,7 +1213,12 @@ impl Ruleset {
         text: impl FnOnce() -> String,
     ) -> Entry {
         let owned_chain = self.owns(chain_name);
-        let opaque = |text: String| OpaqueRule { handle, text };
+        let jump = rule.and_then(Rule::jump_target);
+        let opaque = |text: String| OpaqueRule {
+            handle,
+            text,
+            jump: jump.map(str::to_owned),
+        };
         let Some(rule) = rule else {
             return if owned_chain {
                 Entry::Stray(opaque(text()))

@@ -7,8 +7,10 @@
 //! 1. **before**: create new sets and fill them; change the members of existing sets in
 //!    the direction that closes (see below);
 //! 2. **batch**: one atomic nf_tables transaction: tables and chains to create, rule
-//!    replacements, deletions and insertions, then deletions of the chains nothing jumps
-//!    to any more (a chain is never deleted while a rule jumps to it);
+//!    replacements, deletions and insertions (among them every rule, owned or stray, of
+//!    each chain to delete), then deletions of the chains. A chain is never deleted while
+//!    a rule jumps to it: one that a rule the batch leaves in place still jumps to (a
+//!    foreign rule) is kept, emptied, until a later plan finds it free;
 //! 3. **after**: the remaining member changes, then destruction of the sets no rule
 //!    references any more (a set is never destroyed while a rule references it).
 //!
@@ -42,7 +44,7 @@
 //! changed rule in a chain of 1,000 costs one replace, and a set that gains one member
 //! costs one add of one element.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use netfilter::ipset::{Member, SetType};
@@ -50,7 +52,7 @@ use netfilter::nft::{ChainSpec, Op, Position, RuleRef};
 use netfilter::Family;
 
 use crate::error::Error;
-use crate::model::{Chain, Entry, IpSet, MemberKey, OwnedRule, Polarity, Ruleset, TableId};
+use crate::model::{Chain, Entry, IpSet, MemberKey, OwnedRule, Polarity, Ruleset, Table, TableId};
 
 /// One change to an ipset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -782,6 +784,7 @@ fn plan_batch(
                 .collect(),
         };
         let mut doomed = Vec::new();
+        let table_ops = rule_ops.len();
         for name in names {
             let cur = cur_t.and_then(|t| t.chains.get(name));
             let des = des_t.and_then(|t| t.chains.get(name));
@@ -812,9 +815,29 @@ fn plan_batch(
                 (None, None) => {}
             }
         }
-        // A chain goes after every doomed chain that jumps to it: a rule inside a deleted
-        // chain goes with it, and any other jump was removed earlier in the batch.
-        for name in delete_order(&doomed) {
+        // Every rule of a doomed chain goes first, whoever wrote it: a jump between two
+        // doomed chains (an admin's `-A nf-b -j nf-a`) would otherwise hold its target
+        // until its own chain went, and the kernel refuses a DelChain while any rule
+        // jumps to the chain. Then no DelChain depends on another, and all of them follow
+        // every rule operation of the batch.
+        for (name, c) in &doomed {
+            for e in c.entries() {
+                rule_ops.push(Op::DelRule {
+                    family: tid.family,
+                    table: tid.name.clone(),
+                    chain: (*name).to_owned(),
+                    handle: need_handle(e, tid, name)?,
+                });
+            }
+        }
+        let kept = match cur_t {
+            Some(t) if !doomed.is_empty() => still_jumped_to(t, &doomed, &rule_ops[table_ops..]),
+            _ => BTreeSet::new(),
+        };
+        for (name, _) in doomed {
+            if kept.contains(name) {
+                continue;
+            }
             chain_dels.push(Op::DelChain {
                 family: tid.family,
                 table: tid.name.clone(),
@@ -828,43 +851,48 @@ fn plan_batch(
     Ok(())
 }
 
-/// Chains to delete, each after the chains that jump to it.
-fn delete_order<'a>(doomed: &[(&'a str, &'a Chain)]) -> Vec<&'a str> {
-    let names: BTreeSet<&str> = doomed.iter().map(|(n, _)| *n).collect();
-    let mut indeg: BTreeMap<&str, usize> = names.iter().map(|n| (*n, 0)).collect();
-    let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (n, c) in doomed {
-        let targets: BTreeSet<&str> = c.jump_targets().filter(|t| names.contains(t)).collect();
-        for t in targets {
-            edges.entry(n).or_default().push(t);
-            if let Some((_, d)) = indeg.iter_mut().find(|(k, _)| **k == t) {
-                *d += 1;
-            }
-        }
-    }
-    let mut ready: BTreeSet<&str> = indeg
+/// The doomed chains that a rule this batch leaves in place still jumps to: a foreign rule
+/// (say `-A DOCKER-USER -j nf-egress`), which is not netfence's to delete, or a rule of a
+/// chain outside a scoped plan. `ops` are the batch's rule operations in the table.
+///
+/// Such a chain is kept, emptied by the batch, rather than deleted: the kernel would
+/// refuse the DelChain, and with it the whole batch, on every retry, so nothing else
+/// would ever land. An empty user chain returns at once to the rule after the jump, so
+/// the kept chain enforces nothing, which is what its deletion meant; the first plan
+/// after the jump goes deletes it.
+fn still_jumped_to<'a>(
+    table: &Table,
+    doomed: &[(&'a str, &Chain)],
+    ops: &[Op],
+) -> BTreeSet<&'a str> {
+    let names: BTreeSet<&'a str> = doomed.iter().map(|(n, _)| *n).collect();
+    let deleted: HashSet<(&str, u64)> = ops
         .iter()
-        .filter(|(_, d)| **d == 0)
-        .map(|(n, _)| *n)
+        .filter_map(|op| match op {
+            Op::DelRule { chain, handle, .. } | Op::ReplaceRule { chain, handle, .. } => {
+                Some((chain.as_str(), *handle))
+            }
+            _ => None,
+        })
         .collect();
-    let mut out = Vec::with_capacity(names.len());
-    while let Some(n) = ready.pop_first() {
-        out.push(n);
-        for t in edges.get(n).into_iter().flatten() {
-            let d = indeg.get_mut(t).expect("edge to a doomed chain");
-            *d -= 1;
-            if *d == 0 {
-                ready.insert(t);
+    let mut kept = BTreeSet::new();
+    for (cname, c) in &table.chains {
+        if names.contains(cname.as_str()) {
+            continue;
+        }
+        for (e, target) in c.observed_jumps() {
+            let Some(&doomed_name) = names.get(target) else {
+                continue;
+            };
+            let goes = e
+                .handle()
+                .is_some_and(|h| deleted.contains(&(cname.as_str(), h)));
+            if !goes {
+                kept.insert(doomed_name);
             }
         }
     }
-    // The kernel refuses jump loops, so everything is ordered; if not, still delete all.
-    for n in names {
-        if !out.contains(&n) {
-            out.push(n);
-        }
-    }
-    out
+    kept
 }
 
 fn need_handle(e: &Entry, tid: &TableId, chain: &str) -> Result<u64, Error> {
@@ -1327,8 +1355,8 @@ fn apply_op(
                     .chains
                     .iter()
                     .filter(|(n, _)| *n != chain)
-                    .flat_map(|(_, c)| c.jump_targets())
-                    .filter(|j| j == chain)
+                    .flat_map(|(_, c)| c.observed_jumps())
+                    .filter(|(_, j)| j == chain)
                     .count();
                 if users > 0 {
                     return Err(format!("chain {chain} is the target of {users} jump(s)"));

@@ -253,6 +253,7 @@ fn kernel_state(desired: &Ruleset, x: &Extras) -> Ruleset {
         c.push(Entry::Foreign(OpaqueRule {
             handle: Some(1),
             text: "-j ACCEPT".into(),
+            jump: None,
         }));
         base.add_table(t.clone()).chains.insert("KUBE-X".into(), c);
     }
@@ -277,6 +278,7 @@ fn kernel_state(desired: &Ruleset, x: &Extras) -> Ruleset {
             Entry::Foreign(OpaqueRule {
                 handle: next(),
                 text: format!("-s 192.0.2.{k}/32 -j ACCEPT"),
+                jump: None,
             }),
         );
     }
@@ -303,6 +305,7 @@ fn kernel_state(desired: &Ruleset, x: &Extras) -> Ruleset {
                 .push(Entry::Stray(OpaqueRule {
                     handle: h,
                     text: "-j ACCEPT".into(),
+                    jump: None,
                 }));
         }
     }
@@ -714,6 +717,143 @@ fn one_changed_rule_in_a_chain_of_1000_is_one_replace() {
     );
     assert!(p.before.is_empty());
     assert_eq!(p.cost(), 2);
+}
+
+/// FORWARD jumps to each of `chains`, and each holds one accept.
+fn jumped_chains(chains: &[&str]) -> Ruleset {
+    let t = TableId::filter(Family::Ipv4);
+    let mut rs = Ruleset::default();
+    rs.add_chain(&t, "FORWARD", fwd()).unwrap();
+    for c in chains {
+        rs.add_chain(&t, c, None).unwrap();
+        rs.push_rule(&t, "FORWARD", Rule::new(Target::Jump((*c).into())))
+            .unwrap();
+        rs.push_rule(&t, c, Rule::new(Target::Accept)).unwrap();
+    }
+    rs
+}
+
+/// Appends to `chain` of `state` a rule netfence did not write that jumps to `target`:
+/// a stray in an owned chain, a foreign rule in a built-in one. Returns its handle.
+fn add_jump(state: &mut Ruleset, chain: &str, target: &str) -> u64 {
+    let t = TableId::filter(Family::Ipv4);
+    let handle = 1 + state
+        .tables()
+        .values()
+        .flat_map(|t| t.chains.values())
+        .flat_map(|c| c.entries().iter().filter_map(Entry::handle))
+        .max()
+        .unwrap_or(1);
+    let o = OpaqueRule {
+        handle: Some(handle),
+        text: format!("-j {target}"),
+        jump: Some(target.into()),
+    };
+    let e = if state.owns(chain) {
+        Entry::Stray(o)
+    } else {
+        Entry::Foreign(o)
+    };
+    state.chain_mut(&t, chain).unwrap().push(e);
+    handle
+}
+
+/// The index of the first chain deletion in `p`'s batch, after asserting that every
+/// rule operation comes before it.
+fn first_chain_delete(p: &Plan) -> usize {
+    let first = p
+        .batch
+        .iter()
+        .position(|op| matches!(op, Op::DelChain { .. }))
+        .unwrap_or(p.batch.len());
+    assert!(
+        p.batch[first..]
+            .iter()
+            .all(|op| matches!(op, Op::DelChain { .. })),
+        "a rule operation after a chain deletion:\n{p}"
+    );
+    first
+}
+
+fn deletes_rule(p: &Plan, chain: &str, handle: u64) -> bool {
+    p.batch.iter().any(
+        |op| matches!(op, Op::DelRule { chain: c, handle: h, .. } if c == chain && *h == handle),
+    )
+}
+
+/// An admin's `-A nf-b -j nf-a` between two chains that both go: every rule of both
+/// (the stray too) is deleted before either chain, so the kernel never sees a DelChain
+/// of a chain a live rule jumps to. Ordered by owned jumps alone, nf-a went first while
+/// the stray in nf-b still held it, and the kernel refused the batch with EBUSY.
+#[test]
+fn a_stray_jump_between_doomed_chains_goes_before_either_chain() {
+    let mut cur = kernel_state(&jumped_chains(&["nf-a", "nf-b"]), &Extras::none());
+    let stray = add_jump(&mut cur, "nf-b", "nf-a");
+    let p = plan(&cur, &Ruleset::default()).unwrap();
+    let first = first_chain_delete(&p);
+    assert!(deletes_rule(&p, "nf-b", stray), "{p}");
+    for c in ["nf-a", "nf-b"] {
+        let rules = cur.chain(&TableId::filter(Family::Ipv4), c).unwrap();
+        for e in rules.entries() {
+            assert!(deletes_rule(&p, c, e.handle().unwrap()), "{c}: {p}");
+        }
+    }
+    assert_eq!(p.batch.len() - first, 2, "{p}");
+    let after = p.apply_in_memory(&cur).unwrap();
+    assert!(after.owned_chains().is_empty());
+    assert!(plan(&after, &Ruleset::default()).unwrap().is_empty());
+}
+
+/// A stray in a chain that stays, jumping to one that goes, is deleted in the same batch
+/// before the chain.
+#[test]
+fn a_stray_jump_from_a_surviving_chain_goes_before_its_target() {
+    let mut cur = kernel_state(&jumped_chains(&["nf-a", "nf-b"]), &Extras::none());
+    let stray = add_jump(&mut cur, "nf-b", "nf-a");
+    let desired = jumped_chains(&["nf-b"]);
+    let p = plan(&cur, &desired).unwrap();
+    let first = first_chain_delete(&p);
+    let at = p
+        .batch
+        .iter()
+        .position(|op| matches!(op, Op::DelRule { chain, handle, .. } if chain == "nf-b" && *handle == stray))
+        .unwrap_or_else(|| panic!("the stray stays:\n{p}"));
+    assert!(at < first);
+    let after = p.apply_in_memory(&cur).unwrap();
+    assert_eq!(after.owned_view(), desired.owned_view());
+}
+
+/// A foreign rule (`-A FORWARD -j nf-a`, not netfence's to delete) holds nf-a: the chain
+/// is emptied and kept rather than deleted, which the kernel would refuse, failing the
+/// whole batch on every retry. The other chain still goes, and once the foreign rule is
+/// gone, the next plan deletes nf-a.
+#[test]
+fn a_chain_a_foreign_rule_jumps_to_is_emptied_and_kept() {
+    let t = TableId::filter(Family::Ipv4);
+    let mut cur = kernel_state(&jumped_chains(&["nf-a", "nf-b"]), &Extras::none());
+    let foreign = add_jump(&mut cur, "FORWARD", "nf-a");
+    let p = plan(&cur, &Ruleset::default()).unwrap();
+    first_chain_delete(&p);
+    assert!(!deletes_rule(&p, "FORWARD", foreign), "{p}");
+    let dels: Vec<&str> = p
+        .batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::DelChain { chain, .. } => Some(chain.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dels, ["nf-b"], "{p}");
+    let mut after = p.apply_in_memory(&cur).unwrap();
+    let kept = after.chain(&t, "nf-a").expect("nf-a kept");
+    assert!(kept.entries().is_empty());
+    assert!(plan(&after, &Ruleset::default()).unwrap().is_empty());
+    let fw = after.chain_mut(&t, "FORWARD").unwrap();
+    let at = fw.position_of(foreign).unwrap();
+    fw.remove(at);
+    let p = plan(&after, &Ruleset::default()).unwrap();
+    let done = p.apply_in_memory(&after).unwrap();
+    assert!(done.owned_chains().is_empty(), "{p}");
 }
 
 /// A state with set `nf-s` and chain `nf-a`, where one rule looks the set up if

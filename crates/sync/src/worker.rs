@@ -680,6 +680,12 @@ impl Worker {
         if !f.left.is_empty() {
             return Err(Error::FlushIncomplete { left: f.left });
         }
+        if !f.kept.is_empty() {
+            tracing::warn!(
+                kept = ?f.kept,
+                "flush kept these chains, emptied: a rule outside netfence still jumps to them"
+            );
+        }
         tracing::info!(
             operations = f.operations,
             "flushed everything netfence owned"
