@@ -213,6 +213,11 @@ pub struct Chain {
     /// [`Ruleset::rewrite_chain`] take identities over without computing them. Any other
     /// change (an observed rule, an applied plan's insert or delete) clears it.
     derived: bool,
+    /// How many entries netfence did not write jump or go somewhere: nearly always none,
+    /// so the planner's search for what holds a chain it deletes skips the chain without
+    /// looking at its rules (a walk of every rule of a 10,000-pod state cost a burst's
+    /// plan 0.2 ms).
+    opaque_jumps: usize,
 }
 
 impl PartialEq for Chain {
@@ -231,7 +236,14 @@ impl Chain {
             entries: Vec::new(),
             ids: HashMap::new(),
             derived: true,
+            opaque_jumps: 0,
         }
+    }
+
+    /// Whether an entry netfence did not write (a stray, a foreign rule) jumps or goes
+    /// to another chain.
+    pub fn has_opaque_jumps(&self) -> bool {
+        self.opaque_jumps > 0
     }
 
     /// The rules, in order.
@@ -266,8 +278,11 @@ impl Chain {
     /// [`Self::insert`] for [`Ruleset::push_rule`] and [`Ruleset::rewrite_chain`], which
     /// keep [`Self::derived`] true.
     fn put(&mut self, index: usize, e: Entry) {
-        if let Entry::Owned(r) = &e {
-            *self.ids.entry(r.id.clone()).or_default() += 1;
+        match &e {
+            Entry::Owned(r) => *self.ids.entry(r.id.clone()).or_default() += 1,
+            Entry::Foreign(o) | Entry::Stray(o) => {
+                self.opaque_jumps += usize::from(o.jump.is_some())
+            }
         }
         self.entries.insert(index, e);
     }
@@ -276,12 +291,17 @@ impl Chain {
     pub(crate) fn remove(&mut self, index: usize) -> Entry {
         self.derived = false;
         let e = self.entries.remove(index);
-        if let Entry::Owned(r) = &e {
-            if let Some(n) = self.ids.get_mut(&r.id) {
-                *n -= 1;
-                if *n == 0 {
-                    self.ids.remove(&r.id);
+        match &e {
+            Entry::Owned(r) => {
+                if let Some(n) = self.ids.get_mut(&r.id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.ids.remove(&r.id);
+                    }
                 }
+            }
+            Entry::Foreign(o) | Entry::Stray(o) => {
+                self.opaque_jumps -= usize::from(o.jump.is_some())
             }
         }
         e
@@ -299,10 +319,12 @@ impl Chain {
             if let Entry::Owned(r) = e {
                 if !seen.insert(r.id.clone()) {
                     let text = r.kernel_rule(marker).to_iptables(family);
+                    let jump = r.rule.jump_target().map(str::to_owned);
+                    self.opaque_jumps += usize::from(jump.is_some());
                     *e = Entry::Stray(OpaqueRule {
                         handle: r.handle,
                         text,
-                        jump: r.rule.jump_target().map(str::to_owned),
+                        jump,
                     });
                 }
             }

@@ -7,10 +7,11 @@
 //! 1. **before**: create new sets and fill them; change the members of existing sets in
 //!    the direction that closes (see below);
 //! 2. **batch**: one atomic nf_tables transaction: tables and chains to create, rule
-//!    replacements, deletions and insertions (among them every rule, owned or stray, of
-//!    each chain to delete), then deletions of the chains. A chain is never deleted while
-//!    a rule jumps to it: one that a rule the batch leaves in place still jumps to (a
-//!    foreign rule) is kept, emptied, until a later plan finds it free;
+//!    replacements, deletions and insertions (among them the rules netfence did not write
+//!    in each chain to delete), then deletions of the chains, each after those that jump
+//!    to it. A chain is never deleted while a rule jumps to it: one that a rule the batch
+//!    leaves in place still jumps to (a foreign rule) is kept, emptied, until a later plan
+//!    finds it free;
 //! 3. **after**: the remaining member changes, then destruction of the sets no rule
 //!    references any more (a set is never destroyed while a rule references it).
 //!
@@ -815,26 +816,33 @@ fn plan_batch(
                 (None, None) => {}
             }
         }
-        // Every rule of a doomed chain goes first, whoever wrote it: a jump between two
-        // doomed chains (an admin's `-A nf-b -j nf-a`) would otherwise hold its target
-        // until its own chain went, and the kernel refuses a DelChain while any rule
-        // jumps to the chain. Then no DelChain depends on another, and all of them follow
-        // every rule operation of the batch.
-        for (name, c) in &doomed {
-            for e in c.entries() {
-                rule_ops.push(Op::DelRule {
-                    family: tid.family,
-                    table: tid.name.clone(),
-                    chain: (*name).to_owned(),
-                    handle: need_handle(e, tid, name)?,
-                });
-            }
-        }
+        // A doomed chain still jumped to by a rule the batch leaves in place is emptied
+        // and kept (see `still_jumped_to`).
         let kept = match cur_t {
             Some(t) if !doomed.is_empty() => still_jumped_to(t, &doomed, &rule_ops[table_ops..]),
             _ => BTreeSet::new(),
         };
-        for (name, _) in doomed {
+        // A DelChain takes the chain's rules with it, and the chains go in an order in
+        // which each follows the doomed chains whose own rules jump to it. Rules netfence
+        // did not write are not in that order (an admin's `-A nf-b -j nf-a` between two
+        // doomed chains held its target, and the kernel refused the whole batch on every
+        // retry), so they go one by one first, among the rule operations, as does every
+        // rule of a kept chain. Deleting netfence's own rules one by one too would be a
+        // third more operations in a 1,000-delta burst's batch, for nothing.
+        for (name, c) in &doomed {
+            let emptied = kept.contains(name);
+            for e in c.entries() {
+                if emptied || !matches!(e, Entry::Owned(_)) {
+                    rule_ops.push(Op::DelRule {
+                        family: tid.family,
+                        table: tid.name.clone(),
+                        chain: (*name).to_owned(),
+                        handle: need_handle(e, tid, name)?,
+                    });
+                }
+            }
+        }
+        for name in delete_order(&doomed) {
             if kept.contains(name) {
                 continue;
             }
@@ -851,9 +859,51 @@ fn plan_batch(
     Ok(())
 }
 
+/// Chains to delete, each after the chains whose owned rules jump to it (a chain's rules
+/// go with it; any other jump is removed earlier in the batch).
+fn delete_order<'a>(doomed: &[(&'a str, &'a Chain)]) -> Vec<&'a str> {
+    let names: BTreeSet<&str> = doomed.iter().map(|(n, _)| *n).collect();
+    let mut indeg: BTreeMap<&str, usize> = names.iter().map(|n| (*n, 0)).collect();
+    let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (n, c) in doomed {
+        let targets: BTreeSet<&str> = c.jump_targets().filter(|t| names.contains(t)).collect();
+        for t in targets {
+            edges.entry(n).or_default().push(t);
+            if let Some(d) = indeg.get_mut(t) {
+                *d += 1;
+            }
+        }
+    }
+    let mut ready: BTreeSet<&str> = indeg
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(n, _)| *n)
+        .collect();
+    let mut out = Vec::with_capacity(names.len());
+    while let Some(n) = ready.pop_first() {
+        out.push(n);
+        for t in edges.get(n).into_iter().flatten() {
+            let d = indeg.get_mut(t).expect("edge to a doomed chain");
+            *d -= 1;
+            if *d == 0 {
+                ready.insert(t);
+            }
+        }
+    }
+    // The kernel refuses jump loops, so everything is ordered; if not, still delete all.
+    for n in names {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
 /// The doomed chains that a rule this batch leaves in place still jumps to: a foreign rule
-/// (say `-A DOCKER-USER -j nf-egress`), which is not netfence's to delete, or a rule of a
-/// chain outside a scoped plan. `ops` are the batch's rule operations in the table.
+/// (say `-A DOCKER-USER -j nf-egress`) or a stray, which the batch does not delete. Owned
+/// rules are not looked at: a valid desired state jumps only to its own chains, so every
+/// owned jump to a doomed chain is deleted or replaced in the batch, and the walk stays
+/// a check of each rule's kind. `ops` are the batch's rule operations in the table.
 ///
 /// Such a chain is kept, emptied by the batch, rather than deleted: the kernel would
 /// refuse the DelChain, and with it the whole batch, on every retry, so nothing else
@@ -877,11 +927,14 @@ fn still_jumped_to<'a>(
         .collect();
     let mut kept = BTreeSet::new();
     for (cname, c) in &table.chains {
-        if names.contains(cname.as_str()) {
+        if !c.has_opaque_jumps() || names.contains(cname.as_str()) {
             continue;
         }
-        for (e, target) in c.observed_jumps() {
-            let Some(&doomed_name) = names.get(target) else {
+        for e in c.entries() {
+            let (Entry::Foreign(o) | Entry::Stray(o)) = e else {
+                continue;
+            };
+            let Some(&doomed_name) = o.jump.as_deref().and_then(|t| names.get(t)) else {
                 continue;
             };
             let goes = e
