@@ -248,6 +248,86 @@ fn kernel_errors_name_the_operation_and_the_batch_is_atomic() {
     assert!(nft::list_tables(&mut s, Some(V4)).unwrap().is_empty());
 }
 
+/// The largest rules the validator lets through commit and are read back whole, with the
+/// rule after them, by netfence and by `iptables-nft-save`: one of 128 expressions (the
+/// kernel's NFT_RULE_MAXEXPRS, counter and verdict included), and one of as many 255-byte
+/// comment matches as fit in a dump message. One match more is refused before anything
+/// is sent, naming the rule; nothing is committed then.
+#[test]
+fn the_largest_rules_commit_and_list_back() {
+    let sb = Sandbox::new("maxx");
+    let mut s = NetlinkSocket::open(&sb.netns()).unwrap();
+    let mut tx = Transaction::new();
+    base(&mut tx, "nf-x");
+    tx.commit(&mut s, None, &no_sets).unwrap();
+    let mark = Match::Mark {
+        negate: false,
+        value: 1,
+        mask: 1,
+    };
+    let most_exprs = Rule {
+        matches: vec![mark; (nft::MAX_EXPRS - 2) / 3],
+        comment: Some("most-exprs".into()),
+        ..Rule::new(Target::Accept)
+    };
+    let mut most_bytes = Rule {
+        matches: Vec::new(),
+        comment: Some("most-bytes".into()),
+        ..Rule::new(Target::Accept)
+    };
+    let long = Match::Comment("c".repeat(255));
+    while nft::validate(&most_bytes, V4).is_ok() {
+        most_bytes.matches.push(long.clone());
+    }
+    most_bytes.matches.pop();
+    let add = |r: &Rule| Op::AddRule {
+        family: V4,
+        table: T.into(),
+        chain: "nf-x".into(),
+        rule: r.clone(),
+        position: Position::Append,
+    };
+    for big in [&most_exprs, &most_bytes] {
+        let mut tx = Transaction::new();
+        tx.push(add(big));
+        tx.push(add_rule("nf-x", "after", Position::Append));
+        tx.commit(&mut s, None, &no_sets).unwrap();
+        let rules = nft::list_rules(&mut s, V4, T, Some("nf-x"), &no_names).unwrap();
+        assert_eq!(rules.len(), 2, "{}", big.comment().unwrap());
+        assert_eq!(rules[0].rule.as_ref(), Some(big));
+        let saved = sb.sh("iptables-nft-save", &[]);
+        assert_eq!(
+            saved.lines().filter(|l| l.starts_with("-A nf-x")).count(),
+            2
+        );
+
+        let g = nft::generation(&mut s).unwrap();
+        let mut bigger = big.clone();
+        bigger.matches.push(Match::Comment("one more".into()));
+        let mut tx = Transaction::new();
+        tx.push(add(&bigger));
+        let err = tx.commit(&mut s, None, &no_sets).unwrap_err();
+        assert!(matches!(err, Error::Invalid { .. }), "{err}");
+        assert!(err.to_string().contains(big.comment().unwrap()), "{err}");
+        assert_eq!(
+            nft::generation(&mut s).unwrap(),
+            g,
+            "something was committed"
+        );
+
+        let mut tx = Transaction::new();
+        for r in rules {
+            tx.push(Op::DelRule {
+                family: V4,
+                table: T.into(),
+                chain: "nf-x".into(),
+                handle: r.handle,
+            });
+        }
+        tx.commit(&mut s, None, &no_sets).unwrap();
+    }
+}
+
 #[test]
 fn coexists_with_iptables_nft_writers() {
     let sb = Sandbox::new("coex");

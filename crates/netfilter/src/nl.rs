@@ -17,7 +17,8 @@ const NLA_HDRLEN: usize = 4;
 pub const NLA_F_NESTED: u16 = 1 << 15;
 /// `NLA_F_NET_BYTEORDER` (`linux/netlink.h`): ipset marks big-endian integers with it.
 pub const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
-const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
+/// The type bits of `nla_type`, without the flags above (`NLA_TYPE_MASK`).
+pub(crate) const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
 
 /// `NLMSG_ERROR` (`linux/netlink.h`): an error or, with errno 0, an ACK.
 pub const NLMSG_ERROR: u16 = 2;

@@ -25,6 +25,124 @@ const IFNAMSIZ: usize = 16;
 pub const MAX_CHAIN_NAME: usize = 28;
 /// Longest ipset name (`IPSET_MAXNAMELEN` - 1).
 pub const MAX_SET_NAME: usize = 31;
+/// Most expressions the kernel takes in one rule (`NFT_RULE_MAXEXPRS`,
+/// `net/netfilter/nf_tables_api.c`): `nf_tables_newrule` refuses the 129th with `EINVAL`.
+pub const MAX_EXPRS: usize = 128;
+/// Most bytes a rule's expressions may take once encoded (an upper bound, see
+/// [`Footprint`]). Not the 64 KiB the `NFTA_RULE_EXPRESSIONS` nest could hold: a dump
+/// writes each rule whole into one skb of at most `SKB_WITH_OVERHEAD(32768)` bytes
+/// (`netlink_dump()`, `net/netlink/af_netlink.c`), and a rule that doesn't fit there is
+/// committed but never dumped. Worse, `nf_tables_dump_rules()` ends the dump at it, so
+/// the rules after it vanish from `list_rules` and `iptables-nft-save` too (measured on
+/// 6.18: a 31 KiB rule dumps, a 32 KiB one and the rule after it don't). So: 32 KiB, less
+/// 1 KiB for `skb_shared_info` and 1 KiB for the rest of the rule message.
+pub const MAX_EXPR_BYTES: usize = 30 * 1024;
+
+/// Upper bound of one encoded native expression (meta, cmp, payload, bitwise, range,
+/// counter, immediate, log): the list element, name and data nest headers take 24
+/// bytes, and the largest body netfence writes (bitwise with two 16-byte data nests, or
+/// log with a 64-byte prefix) stays under 80.
+const NATIVE_EXPR_BYTES: usize = 128;
+/// Upper bound of an encoded xt `match`/`target` besides its info blob: the list element,
+/// name and data nest headers (24), `NFTA_MATCH_NAME` with up to `XT_EXTENSION_MAXNAMELEN`
+/// bytes (36), `NFTA_MATCH_REV` (8) and the `NFTA_MATCH_INFO` header (4).
+const XT_EXPR_BYTES: usize = 72;
+
+/// What [`build`] emits for a rule, counted before anything is built: how many
+/// expressions, and an upper bound of their encoded bytes. It follows `build` match by
+/// match; a unit test checks it against what libnftnl really writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Footprint {
+    /// Expressions, counter and verdict included.
+    pub(crate) exprs: usize,
+    /// Upper bound of their encoded bytes, inside `NFTA_RULE_EXPRESSIONS`.
+    pub(crate) bytes: usize,
+}
+
+impl Footprint {
+    fn native(&mut self, n: usize) {
+        self.exprs += n;
+        self.bytes += n * NATIVE_EXPR_BYTES;
+    }
+
+    fn xt(&mut self, info_len: usize) {
+        self.exprs += 1;
+        // Attribute payloads are padded to 4 bytes (`NLA_ALIGN`).
+        self.bytes += XT_EXPR_BYTES + info_len.next_multiple_of(4);
+    }
+
+    /// Whether the kernel takes this many expressions and the nest can hold them.
+    pub(crate) fn check(self) -> Result<(), String> {
+        if self.exprs > MAX_EXPRS {
+            return Err(format!(
+                "it encodes to {} expressions (counter and verdict included); the kernel \
+                 accepts at most {MAX_EXPRS} per rule (NFT_RULE_MAXEXPRS)",
+                self.exprs
+            ));
+        }
+        if self.bytes > MAX_EXPR_BYTES {
+            return Err(format!(
+                "its {} expressions may take up to {} bytes encoded; at most \
+                 {MAX_EXPR_BYTES} keep the rule within what one netlink dump message \
+                 carries, so that it can be listed back",
+                self.exprs, self.bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The [`Footprint`] of `rule`: the same expressions, in the same cases, as [`build`].
+pub(crate) fn footprint(rule: &Rule) -> Footprint {
+    let mut f = Footprint::default();
+    if rule.in_iface.is_some() {
+        f.native(2); // meta iifname, cmp
+    }
+    if rule.out_iface.is_some() {
+        f.native(2); // meta oifname, cmp
+    }
+    if rule.protocol.is_some() {
+        f.native(2); // meta l4proto, cmp
+    }
+    for a in [&rule.src, &rule.dst].into_iter().flatten() {
+        match a.value.prefix_len() {
+            0 => {}
+            p if p % 8 == 0 => f.native(2), // payload, cmp
+            _ => f.native(3),               // payload, bitwise, cmp
+        }
+    }
+    let sctp = rule
+        .protocol
+        .as_ref()
+        .is_some_and(|p| p.value == Protocol::Sctp);
+    for m in &rule.matches {
+        match m {
+            Match::Ports { .. } if sctp => f.xt(xt::sctp::INFO_LEN),
+            Match::Ports { sport, dport } => {
+                // payload, then cmp or range, for each port given
+                f.native(2 * (sport.is_some() as usize + dport.is_some() as usize));
+            }
+            Match::Multiport { .. } => f.xt(xt::multiport::INFO_LEN),
+            Match::Set { .. } => f.xt(xt::set::INFO_LEN),
+            Match::Conntrack { .. } => f.xt(xt::conntrack::INFO_LEN),
+            Match::Mark { .. } => f.native(3), // meta mark, bitwise, cmp
+            Match::Comment(_) => f.xt(xt::comment::INFO_LEN),
+        }
+    }
+    f.native(1); // counter
+    match &rule.target {
+        Target::Accept
+        | Target::Drop
+        | Target::Return
+        | Target::Jump(_)
+        | Target::Goto(_)
+        | Target::Nflog { .. } => f.native(1),
+        Target::Reject(_) => f.xt(xt::reject::INFO_LEN),
+        Target::SetXMark { .. } => f.xt(xt::mark::INFO_LEN),
+        Target::Log { .. } => f.xt(xt::log::INFO_LEN),
+    }
+    f
+}
 
 /// Resolves an ipset name to the kernel index the xt `set` match carries.
 pub trait SetIndex {
@@ -106,19 +224,21 @@ impl Drop for ExprBox {
     }
 }
 
-/// An owned `nftnl_rule`.
-pub(crate) struct RuleBox(NonNull<sys::nftnl_rule>);
+/// An owned `nftnl_rule`, with the number of expressions added to it.
+pub(crate) struct RuleBox(NonNull<sys::nftnl_rule>, usize);
 
 impl RuleBox {
     fn new() -> Self {
         // SAFETY: plain allocation.
-        Self(NonNull::new(unsafe { sys::nftnl_rule_alloc() }).expect("nftnl_rule_alloc failed"))
+        let p = unsafe { sys::nftnl_rule_alloc() };
+        Self(NonNull::new(p).expect("nftnl_rule_alloc failed"), 0)
     }
     fn push(&mut self, e: ExprBox) {
         let p = e.0;
         std::mem::forget(e);
         // SAFETY: the rule takes ownership of the expression.
         unsafe { sys::nftnl_rule_add_expr(self.0.as_ptr(), p.as_ptr()) }
+        self.1 += 1;
     }
     pub(crate) fn set_str(&self, attr: u32, v: &str) {
         let c = CString::new(v).expect("checked for NUL by the validator");
@@ -420,7 +540,11 @@ pub fn validate(rule: &Rule, family: Family) -> Result<(), Error> {
         }
         _ => {}
     }
-    Ok(())
+    // Last, once every part is known to be well-formed: the whole rule must fit in one
+    // kernel rule, and in the buffer libnftnl writes it into without bounds checks.
+    footprint(rule)
+        .check()
+        .map_err(|why| Error::invalid("rule", why))
 }
 
 /// Builds the libnftnl rule (expressions and compat attribute) for `rule` in `family`.
@@ -430,6 +554,7 @@ pub fn validate(rule: &Rule, family: Family) -> Result<(), Error> {
 /// [`Error::Invalid`] from [`validate`], or the set lookup's error.
 pub(crate) fn build(rule: &Rule, family: Family, sets: &dyn SetIndex) -> Result<RuleBox, Error> {
     validate(rule, family)?;
+    let counted = footprint(rule).exprs;
     let v6 = family == Family::Ipv6;
     let mut r = RuleBox::new();
     r.set_u32(sys::NFTNL_RULE_FAMILY, family.nfproto() as u32);
@@ -549,6 +674,17 @@ pub(crate) fn build(rule: &Rule, family: Family, sets: &dyn SetIndex) -> Result<
                 0
             },
         );
+    }
+    // validate()'s size bound holds only while footprint() counts what this function
+    // builds: refuse to hand libnftnl a rule the bound did not cover.
+    if r.1 != counted {
+        return Err(Error::Encode {
+            what: format!(
+                "rule: {} expressions built where {counted} were counted (footprint() is out \
+                 of step with build())",
+                r.1
+            ),
+        });
     }
     Ok(r)
 }

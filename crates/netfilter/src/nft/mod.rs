@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use nftnl::nftnl_sys as sys;
 
-pub use encode::{validate, SetIndex, MAX_CHAIN_NAME, MAX_SET_NAME};
+pub use encode::{validate, SetIndex, MAX_CHAIN_NAME, MAX_EXPRS, MAX_SET_NAME};
 pub use rule::{
     CtState, Family, Iface, Match, Neg, PortDir, PortRange, Protocol, RejectWith, Rule, SetDir,
     Target,
@@ -28,6 +28,9 @@ pub use rule::{
 use crate::error::Error;
 use crate::nl::{self, Msg, MsgWriter};
 use crate::socket::NetlinkSocket;
+
+/// Longest table name (`NFT_TABLE_MAXNAMELEN` minus the NUL, `nf_tables.h`).
+const MAX_TABLE_NAME: usize = 255;
 
 /// `NFNL_SUBSYS_NFTABLES` (`nfnetlink.h`).
 const SUBSYS: u16 = 10;
@@ -273,10 +276,23 @@ pub struct Transaction {
     ops: Vec<Op>,
 }
 
+/// Bytes of [`SCRATCH`].
+const SCRATCH_BYTES: usize = 65536 + 8192;
+/// Upper bound of a rule message besides its expressions: header and `nfgenmsg` (20),
+/// table name of up to 255 bytes (260), chain (36), handle, position, rule id and
+/// position id (40), compat nest (20), userdata of up to 256 bytes (260) and the
+/// expressions' nest header (4): 640, rounded up.
+const RULE_MSG_OVERHEAD: usize = 1024;
+
+// libnftnl writes a rule message without bounds checks; `encode::validate` bounds the
+// expressions, `rule_in` the names, and together they must fit the buffer.
+const _: () = assert!(RULE_MSG_OVERHEAD + encode::MAX_EXPR_BYTES <= SCRATCH_BYTES);
+
 thread_local! {
-    /// Scratch buffer libnftnl builds one rule message into (the largest nf_tables
-    /// message is a bit over 64 KiB). Kept all-zero between uses.
-    static SCRATCH: std::cell::RefCell<Vec<u64>> = std::cell::RefCell::new(vec![0u64; (65536 + 8192) / 8]);
+    /// Scratch buffer libnftnl builds one rule message into (the largest rule message
+    /// netfence lets through is under 32 KiB; the margin costs nothing). Kept all-zero
+    /// between uses.
+    static SCRATCH: std::cell::RefCell<Vec<u64>> = std::cell::RefCell::new(vec![0u64; SCRATCH_BYTES / 8]);
 }
 
 impl Transaction {
@@ -638,7 +654,7 @@ fn encode_op(
     let req = nl::NLM_F_REQUEST | ack;
     match op {
         Op::AddTable { family, table } => {
-            check_name("table", table, 255)?;
+            check_name("table", table, MAX_TABLE_NAME)?;
             w.begin(nft_type(msg::NEWTABLE), req | nl::NLM_F_CREATE, seq);
             w.nfgenmsg(family.nfproto(), 0, 0);
             w.attr_strz(1, table)?; // NFTA_TABLE_NAME
@@ -730,7 +746,7 @@ fn encode_op(
                     }
                 }
             }
-            write_rule(w, &r, msg::NEWRULE, *family, flags, seq);
+            write_rule(w, &r, msg::NEWRULE, *family, flags, seq)?;
         }
         Op::ReplaceRule {
             family,
@@ -745,7 +761,7 @@ fn encode_op(
             if echo {
                 flags |= nl::NLM_F_ECHO;
             }
-            write_rule(w, &r, msg::NEWRULE, *family, flags, seq);
+            write_rule(w, &r, msg::NEWRULE, *family, flags, seq)?;
         }
     }
     Ok(())
@@ -759,6 +775,8 @@ fn rule_in(
     chain: &str,
     sets: &dyn SetIndex,
 ) -> Result<encode::RuleBox, Error> {
+    // The table name goes into the same unchecked buffer as the rule: bound it too.
+    check_name("table", table, MAX_TABLE_NAME)?;
     check_name("chain", chain, MAX_CHAIN_NAME)?;
     let r = encode::build(rule, family, sets)?;
     r.set_str(sys::NFTNL_RULE_TABLE, table);
@@ -773,24 +791,66 @@ fn write_rule(
     family: Family,
     flags: u16,
     seq: u32,
-) {
+) -> Result<(), Error> {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
+        let cap = s.len() * 8;
         let buf = s.as_mut_ptr().cast::<std::os::raw::c_char>();
-        // SAFETY: the scratch buffer holds the largest nf_tables message; libnftnl writes
-        // the header and payload into it and records the length in nlmsg_len.
+        // SAFETY: libnftnl writes the header and payload into the buffer and records the
+        // length in nlmsg_len. It checks no bounds: what keeps it inside is that every
+        // rule reaching here passed `encode::validate`'s size bound and `rule_in`'s name
+        // checks, which together fit the buffer (the const assertion at SCRATCH).
         let len = unsafe {
             let nlh = sys::nftnl_nlmsg_build_hdr(buf, ty, family.nfproto() as u16, flags, seq);
             sys::nftnl_rule_nlmsg_build_payload(nlh, r.as_ptr());
             (*nlh).nlmsg_len as usize
         };
-        // SAFETY: `len` bytes were just written by libnftnl inside the buffer.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u8>(), len) };
-        w.raw(bytes);
+        let bytes_of = |s: &mut Vec<u64>| {
+            // SAFETY: u64 storage viewed as bytes, within its length.
+            unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<u8>(), cap) }
+        };
+        // Checked in every build, not only debug ones: should the bound above ever be
+        // wrong, the message must not be sent, nor may its length be trusted to index
+        // the buffer.
+        if len > cap {
+            bytes_of(&mut s).fill(0);
+            return Err(Error::Encode {
+                what: format!(
+                    "rule message of {len} bytes: larger than the {cap}-byte buffer it was \
+                     built in"
+                ),
+            });
+        }
+        let bytes = &mut bytes_of(&mut s)[..len];
+        let sent = if well_formed_rule(bytes) {
+            w.raw(bytes);
+            Ok(())
+        } else {
+            Err(Error::Encode {
+                what: format!(
+                    "rule message of {len} bytes: its attribute lengths don't add up (a \
+                     nest over 64 KiB wraps its 16-bit length)"
+                ),
+            })
+        };
         // libnftnl does not write attribute padding: re-zero what this message used so
         // the next one carries no stale bytes (deterministic output, nothing leaked).
         bytes.fill(0);
-    });
+        sent
+    })
+}
+
+/// Whether the attributes of a rule message built by libnftnl tile it exactly, and the
+/// elements of its `NFTA_RULE_EXPRESSIONS` tile that nest: a nest whose 16-bit length
+/// wrapped leaves bytes over, or runs past its end.
+fn well_formed_rule(msg: &[u8]) -> bool {
+    /// `nlmsghdr` and `nfgenmsg`.
+    const HDR: usize = 16 + 4;
+    /// `NFTA_RULE_EXPRESSIONS`.
+    const EXPRESSIONS: u16 = 4;
+    msg.len() >= HDR
+        && nl::attrs(&msg[HDR..])
+            .all(|a| a.is_ok_and(|a| a.ty != EXPRESSIONS || a.nested().all(|e| e.is_ok())))
 }
 
 /// Reads the nf_tables generation id, for [`Transaction::commit`]'s optimistic check.
@@ -1209,6 +1269,278 @@ mod tests {
         // One new rule: echoed once, nothing to derive.
         let one = vec![add(v4, "filter", "a")];
         assert_eq!(echo_plan(&one), [true]);
+    }
+
+    fn set_index(_: &str) -> Result<u16, Error> {
+        Ok(7)
+    }
+
+    /// A rule of `n` `-m comment` matches of `len` bytes, with a userdata comment naming
+    /// it.
+    fn commented(n: usize, len: usize) -> Rule {
+        Rule {
+            matches: (0..n)
+                .map(|i| Match::Comment(format!("{i:0>len$}")))
+                .collect(),
+            comment: Some(format!("rule-of-{n}")),
+            ..Rule::new(Target::Accept)
+        }
+    }
+
+    fn add_rule(rule: Rule) -> Op {
+        Op::AddRule {
+            family: Family::Ipv4,
+            table: "filter".into(),
+            chain: "c".into(),
+            rule,
+            position: Position::Append,
+        }
+    }
+
+    /// The `NFTA_RULE_EXPRESSIONS` payload of the one rule message of a batch, and the
+    /// message's length.
+    fn encoded_exprs(op: &Op) -> (Vec<u8>, usize) {
+        let bytes = encode_ops(std::slice::from_ref(op), 1, None, &set_index, false).unwrap();
+        let m = nl::messages(&bytes).nth(1).unwrap().unwrap();
+        let exprs = m
+            .attrs(4)
+            .map(Result::unwrap)
+            .find(|a| a.ty == 4)
+            .unwrap()
+            .data
+            .to_vec();
+        (exprs, m.bytes.len())
+    }
+
+    /// The kernel takes at most 128 expressions in a rule (NFT_RULE_MAXEXPRS), counter
+    /// and verdict included: 42 mark matches (3 expressions each) fit, one more match is
+    /// refused before anything is written, with an error naming the rule and the limit.
+    #[test]
+    fn a_rule_of_129_expressions_is_refused_and_nothing_is_written() {
+        let mark = Match::Mark {
+            negate: false,
+            value: 1,
+            mask: 1,
+        };
+        let mut rule = Rule {
+            matches: vec![mark; 42],
+            comment: Some("rule-of-129".into()),
+            ..Rule::new(Target::Accept)
+        };
+        let (exprs, _) = encoded_exprs(&add_rule(rule.clone()));
+        assert_eq!(expr::decode_exprs(&exprs).unwrap().len(), MAX_EXPRS);
+
+        rule.matches.push(Match::Comment("one more".into()));
+        let e = validate(&rule, Family::Ipv4).unwrap_err().to_string();
+        assert!(e.contains("129 expressions") && e.contains("128"), "{e}");
+        for op in [
+            add_rule(rule.clone()),
+            Op::ReplaceRule {
+                family: Family::Ipv4,
+                table: "filter".into(),
+                chain: "c".into(),
+                handle: 3,
+                rule: rule.clone(),
+            },
+        ] {
+            let mut w = MsgWriter::new();
+            let e = encode_op(&mut w, &op, 1, 2, 0, false, &set_index).unwrap_err();
+            assert!(matches!(e, Error::Invalid { .. }), "{e}");
+            assert_eq!(w.len(), 0, "bytes were written for a refused rule");
+            let e = encode_ops(&[op], 1, None, &set_index, false)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("\"rule-of-129\"") && e.contains("129 expressions"),
+                "{e}"
+            );
+        }
+    }
+
+    /// Rules far past what fits are refused by the validator, before libnftnl writes
+    /// anything into its unchecked buffer: under the normal test runner this must return
+    /// an error, not crash (the reviewer's 260 and 300 matches of 200 bytes overran the
+    /// 72 KiB scratch buffer; 240 encoded a message whose 16-bit nest length wrapped).
+    #[test]
+    fn huge_rules_are_refused_before_encoding() {
+        for (n, len, why) in [
+            (240, 200, "NFT_RULE_MAXEXPRS"),
+            (260, 200, "NFT_RULE_MAXEXPRS"),
+            (300, 200, "NFT_RULE_MAXEXPRS"),
+            (5000, 255, "NFT_RULE_MAXEXPRS"),
+            // Within the expression count, but too many bytes to be dumped back.
+            (100, 255, "dump"),
+        ] {
+            let e =
+                encode_ops(&[add_rule(commented(n, len))], 1, None, &set_index, false).unwrap_err();
+            assert!(matches!(e, Error::Invalid { .. }), "{n}: {e}");
+            assert!(e.to_string().contains(why), "{n}: {e}");
+        }
+        // Names go into the same buffer: a long or NUL-bearing table name is refused too.
+        for table in ["t".repeat(256), "t".repeat(100_000), "t\0".into()] {
+            let op = Op::AddRule {
+                family: Family::Ipv4,
+                table: table.clone(),
+                chain: "c".into(),
+                rule: Rule::new(Target::Accept),
+                position: Position::Append,
+            };
+            let e = encode_ops(&[op], 1, None, &set_index, false).unwrap_err();
+            assert!(matches!(e, Error::Invalid { .. }), "{e}");
+        }
+    }
+
+    /// The size bound the validator applies is a true upper bound of what libnftnl
+    /// writes, and the expression count is exact, for every kind of match and target at
+    /// its largest.
+    #[test]
+    fn footprint_bounds_what_libnftnl_writes() {
+        let long_chain = "c".repeat(MAX_CHAIN_NAME);
+        let header = Rule {
+            in_iface: Some(Neg::not(Iface::Exact("i".repeat(15)))),
+            out_iface: Some(Neg::is(Iface::Prefix("veth".into()))),
+            protocol: Some(Neg::is(Protocol::Tcp)),
+            src: Some(Neg::not("10.1.2.0/23".parse().unwrap())),
+            dst: Some(Neg::is("10.1.0.0/16".parse().unwrap())),
+            comment: Some("x".repeat(udata::MAX_COMMENT_LEN)),
+            ..Rule::new(Target::Jump(long_chain.clone()))
+        };
+        let matches = [
+            Match::Ports {
+                sport: Some(Neg::not(PortRange::range(1, 2))),
+                dport: Some(Neg::is(PortRange::single(80))),
+            },
+            Match::Multiport {
+                dir: PortDir::Destination,
+                negate: true,
+                ports: (1..=15).map(PortRange::single).collect(),
+            },
+            Match::Set {
+                negate: true,
+                name: "s".repeat(MAX_SET_NAME),
+                dirs: vec![SetDir::Src; 6],
+            },
+            Match::Conntrack {
+                negate: false,
+                states: CtState::ESTABLISHED,
+            },
+            Match::Mark {
+                negate: true,
+                value: 1,
+                mask: 0xff,
+            },
+            Match::Comment("m".repeat(xt::comment::MAX_LEN)),
+        ];
+        let targets = [
+            Target::Accept,
+            Target::Goto(long_chain),
+            Target::Reject(RejectWith::TcpReset),
+            Target::SetXMark { value: 1, mask: 2 },
+            Target::Log {
+                prefix: Some("p".repeat(xt::log::MAX_PREFIX)),
+                level: 7,
+            },
+            Target::Nflog {
+                group: 5,
+                prefix: Some("n".repeat(63)),
+            },
+        ];
+        let mut rules = Vec::new();
+        for m in &matches {
+            for t in &targets {
+                let one = Rule {
+                    matches: vec![m.clone()],
+                    target: t.clone(),
+                    ..header.clone()
+                };
+                // As many of the match as the validator lets through, to reach the
+                // largest size.
+                let mut full = one.clone();
+                while validate(&full, Family::Ipv4).is_ok() {
+                    full.matches.push(m.clone());
+                }
+                full.matches.pop();
+                rules.push(one);
+                rules.push(full);
+            }
+        }
+        let sctp = Rule {
+            protocol: Some(Neg::is(Protocol::Sctp)),
+            matches: vec![Match::Ports {
+                sport: None,
+                dport: Some(Neg::is(PortRange::range(1, 9))),
+            }],
+            ..Rule::new(Target::Accept)
+        };
+        rules.push(sctp);
+        rules.push(Rule::new(Target::Drop));
+        for family in [Family::Ipv4, Family::Ipv6] {
+            for rule in &rules {
+                let mut rule = rule.clone();
+                if family == Family::Ipv6 {
+                    rule.src = Some(Neg::is("fd00::/61".parse().unwrap()));
+                    rule.dst = Some(Neg::not("fd00:1::/64".parse().unwrap()));
+                }
+                let fp = encode::footprint(&rule);
+                assert!(fp.exprs <= MAX_EXPRS, "{rule:?}");
+                let op = Op::ReplaceRule {
+                    family,
+                    table: "t".repeat(MAX_TABLE_NAME),
+                    chain: "c".repeat(MAX_CHAIN_NAME),
+                    handle: u64::MAX,
+                    rule: rule.clone(),
+                };
+                let (exprs, len) = encoded_exprs(&op);
+                let what = rule.to_iptables(family);
+                assert_eq!(
+                    expr::decode_exprs(&exprs).unwrap().len(),
+                    fp.exprs,
+                    "{what}"
+                );
+                assert!(
+                    exprs.len() <= fp.bytes,
+                    "{what}: {} > {}",
+                    exprs.len(),
+                    fp.bytes
+                );
+                assert!(len <= RULE_MSG_OVERHEAD + fp.bytes, "{what}: {len}");
+            }
+        }
+    }
+
+    /// The byte bound is enforced on its own: an expression list too large to be dumped
+    /// back is refused even within the expression count.
+    #[test]
+    fn footprint_refuses_more_bytes_than_a_nest_holds() {
+        let over = encode::Footprint {
+            exprs: 100,
+            bytes: encode::MAX_EXPR_BYTES + 1,
+        };
+        assert!(over.check().unwrap_err().contains("dump"));
+        let fits = encode::Footprint {
+            exprs: MAX_EXPRS,
+            bytes: encode::MAX_EXPR_BYTES,
+        };
+        assert!(fits.check().is_ok());
+    }
+
+    /// The last-line check on what libnftnl wrote: a message whose expressions nest
+    /// length wrapped is recognised as malformed.
+    #[test]
+    fn a_wrapped_expressions_nest_is_malformed() {
+        let op = add_rule(commented(3, 200));
+        let bytes = encode_ops(std::slice::from_ref(&op), 1, None, &set_index, false).unwrap();
+        let m = nl::messages(&bytes).nth(1).unwrap().unwrap();
+        assert!(well_formed_rule(m.bytes));
+        let mut bad = m.bytes.to_vec();
+        // Find NFTA_RULE_EXPRESSIONS and shrink its length as a wrap would.
+        let mut at = 20;
+        while u16::from_ne_bytes([bad[at + 2], bad[at + 3]]) & nl::NLA_TYPE_MASK != 4 {
+            at += nl::align(u16::from_ne_bytes([bad[at], bad[at + 1]]) as usize);
+        }
+        let len = u16::from_ne_bytes([bad[at], bad[at + 1]]);
+        bad[at..at + 2].copy_from_slice(&(len - 100).to_ne_bytes());
+        assert!(!well_formed_rule(&bad));
     }
 
     proptest! {

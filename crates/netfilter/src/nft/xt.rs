@@ -59,6 +59,8 @@ pub mod comment {
     use super::*;
     /// Extension name.
     pub const NAME: &str = "comment";
+    /// Length of the info blob (`XT_ALIGN(sizeof(struct xt_comment_info))`).
+    pub const INFO_LEN: usize = xt_align(size_of::<sys::xt_comment_info>());
     /// Longest comment (`XT_MAX_COMMENT_LEN` minus the NUL).
     pub const MAX_LEN: usize = sys::XT_MAX_COMMENT_LEN as usize - 1;
 
@@ -81,6 +83,8 @@ pub mod set {
     use super::*;
     /// Extension name.
     pub const NAME: &str = "set";
+    /// Length of the info blob (`XT_ALIGN(sizeof(struct xt_set_info_match_v4))`).
+    pub const INFO_LEN: usize = xt_align(size_of::<sys::xt_set_info_match_v4>());
     /// Revision.
     pub const REV: u32 = 4;
 
@@ -135,6 +139,8 @@ pub mod multiport {
     use super::*;
     /// Extension name.
     pub const NAME: &str = "multiport";
+    /// Length of the info blob (`XT_ALIGN(sizeof(struct xt_multiport_v1))`).
+    pub const INFO_LEN: usize = xt_align(size_of::<sys::xt_multiport_v1>());
     /// Revision.
     pub const REV: u32 = 1;
     /// Slots in the struct; a range takes two.
@@ -206,6 +212,8 @@ pub mod conntrack {
     use super::*;
     /// Extension name.
     pub const NAME: &str = "conntrack";
+    /// Length of the info blob (`XT_ALIGN(sizeof(struct xt_conntrack_mtinfo3))`).
+    pub const INFO_LEN: usize = xt_align(size_of::<sys::xt_conntrack_mtinfo3>());
     /// Revision.
     pub const REV: u32 = 3;
 
@@ -245,6 +253,8 @@ pub mod sctp {
     use super::*;
     /// Extension name.
     pub const NAME: &str = "sctp";
+    /// Length of the info blob (`XT_ALIGN(sizeof(struct xt_sctp_info))`).
+    pub const INFO_LEN: usize = xt_align(size_of::<sys::xt_sctp_info>());
 
     /// Encodes; `None` ports are not matched.
     pub fn encode(sport: Option<(PortRange, bool)>, dport: Option<(PortRange, bool)>) -> Vec<u8> {
@@ -296,6 +306,8 @@ pub mod mark {
     use super::*;
     /// Extension name.
     pub const NAME: &str = "MARK";
+    /// Length of the info blob (`XT_ALIGN(sizeof(struct xt_mark_tginfo2))`).
+    pub const INFO_LEN: usize = xt_align(size_of::<sys::xt_mark_tginfo2>());
     /// Revision.
     pub const REV: u32 = 2;
 
@@ -316,6 +328,8 @@ pub mod log {
     use super::*;
     /// Extension name.
     pub const NAME: &str = "LOG";
+    /// Length of the info blob (`XT_ALIGN(sizeof(struct xt_log_info))`).
+    pub const INFO_LEN: usize = xt_align(size_of::<sys::xt_log_info>());
     /// Longest prefix (30 bytes with the NUL).
     pub const MAX_PREFIX: usize = 29;
 
@@ -345,6 +359,8 @@ pub mod reject {
     use super::*;
     /// Extension name.
     pub const NAME: &str = "REJECT";
+    /// Length of the info blob (`XT_ALIGN(sizeof(struct ip6t_reject_info))`).
+    pub const INFO_LEN: usize = xt_align(size_of::<sys::ip6t_reject_info>());
 
     fn code(w: RejectWith, v6: bool) -> u32 {
         match (w, v6) {
