@@ -328,6 +328,45 @@ fn the_largest_rules_commit_and_list_back() {
     }
 }
 
+/// A batch of thousands of failing operations: nfnetlink queues one error for each,
+/// more than the receive buffer holds once there are enough of them. The batch still
+/// reports its first failing operation (not ENOBUFS), and the next batch on the same
+/// socket is not mistaken for a failure by replies left over from the first.
+#[test]
+fn a_flood_of_errors_reports_the_first_and_spares_the_next_batch() {
+    let sb = Sandbox::new("flood");
+    let mut s = NetlinkSocket::open(&sb.netns()).unwrap();
+    let mut tx = Transaction::new();
+    base(&mut tx, "nf-f");
+    tx.commit(&mut s, None, &no_sets).unwrap();
+    // 8000 overflowed the buffer before errors had room reserved; 60000 overflows it
+    // still, past what is reserved.
+    for n in [8_000u64, 60_000] {
+        let mut bad = Transaction::new();
+        for h in 0..n {
+            bad.push(Op::DelRule {
+                family: V4,
+                table: T.into(),
+                chain: "nf-f".into(),
+                handle: 1_000_000 + h,
+            });
+        }
+        let err = bad.commit(&mut s, None, &no_sets).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("operation #1 of the batch"), "{n}: {msg}");
+        assert!(msg.contains("handle 1000000"), "{n}: {msg}");
+        assert_eq!(err.errno(), Some(libc::ENOENT), "{n}: {msg}");
+        assert!(!err.is_retryable(), "{n}: {msg}");
+
+        let tag = format!("good-{n}");
+        let mut good = Transaction::new();
+        good.push(add_rule("nf-f", &tag, Position::Append));
+        let done = good.commit(&mut s, None, &no_sets).unwrap();
+        assert_eq!(done.handles[0], Some(handle_of(&mut s, "nf-f", &tag)));
+    }
+    assert_eq!(tags(&mut s, "nf-f"), ["good-8000", "good-60000"]);
+}
+
 #[test]
 fn coexists_with_iptables_nft_writers() {
     let sb = Sandbox::new("coex");

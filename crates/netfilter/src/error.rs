@@ -43,6 +43,17 @@ pub enum Error {
         errno: i32,
     },
 
+    /// The kernel's answer to a request was lost (the receive buffer overflowed), and
+    /// nothing that was read shows the request failed, so whether it was applied is
+    /// unknown. Not retryable as it is: read the kernel's state back and plan again.
+    #[error("{op}: outcome unknown: {reason}; read the kernel's state back before retrying")]
+    Unconfirmed {
+        /// What was attempted.
+        op: String,
+        /// What was lost.
+        reason: String,
+    },
+
     /// Opening, configuring or using the netlink socket failed.
     #[error("{what}: {source}")]
     Io {
@@ -101,6 +112,10 @@ impl Clone for Error {
                 applied: *applied,
                 errno: *errno,
             },
+            Self::Unconfirmed { op, reason } => Self::Unconfirmed {
+                op: op.clone(),
+                reason: reason.clone(),
+            },
             Self::Io { what, source } => Self::Io {
                 what: what.clone(),
                 source: match source.raw_os_error() {
@@ -144,6 +159,13 @@ impl Error {
             Self::Io { source, .. } => source.raw_os_error(),
             _ => None,
         }
+    }
+
+    /// Whether the request may have been applied although it is reported as failed
+    /// ([`Error::Unconfirmed`]): the caller's record of the kernel's state can't be
+    /// trusted until it is read again.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::Unconfirmed { .. })
     }
 
     /// Whether retrying the same request later may succeed: a concurrent writer

@@ -112,6 +112,9 @@ pub struct NetlinkSocket {
     buf: Vec<u64>,
     sndbuf: usize,
     rcvbuf: usize,
+    /// A receive failed (`ENOBUFS`: the kernel dropped replies; or a reply did not
+    /// decode), so the caller gave up with replies possibly still queued.
+    unread: bool,
 }
 
 impl std::fmt::Debug for NetlinkSocket {
@@ -156,6 +159,7 @@ impl NetlinkSocket {
             buf: vec![0u64; RECV_BUF / 8],
             sndbuf: 0,
             rcvbuf: 0,
+            unread: false,
         };
         // Reporting errors (ENOBUFS) is what we want; ask for extended ACKs so the kernel
         // can say more, and cap ACKs to the header so big batches don't echo themselves.
@@ -229,7 +233,15 @@ impl NetlinkSocket {
 
     /// Room in the receive buffer for `n` replies of about `size` bytes each.
     pub(crate) fn reserve_replies(&mut self, n: usize, size: usize) -> Result<(), Error> {
-        let want = n.saturating_mul(size + SKB_OVERHEAD) + (4 << 20);
+        self.reserve_reply_kinds(&[(n, size)])
+    }
+
+    /// Room in the receive buffer for replies of several kinds at once: `n` of about
+    /// `size` bytes each, for every `(n, size)`.
+    pub(crate) fn reserve_reply_kinds(&mut self, kinds: &[(usize, usize)]) -> Result<(), Error> {
+        let want = kinds.iter().fold(4 << 20, |sum: usize, &(n, size)| {
+            sum.saturating_add(n.saturating_mul(size + SKB_OVERHEAD))
+        });
         self.reserve(0, want)
     }
 
@@ -259,6 +271,9 @@ impl NetlinkSocket {
     /// # Errors
     /// [`Error::Io`] on a send failure, or when the kernel took less than all of it.
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if self.unread {
+            self.discard_queued()?;
+        }
         self.reserve(bytes.len(), 0)?;
         let n = self
             .sock
@@ -273,13 +288,59 @@ impl NetlinkSocket {
         Ok(())
     }
 
+    /// Reads and drops whatever is queued, without waiting: replies to requests whose
+    /// caller gave up on a receive error. Every request on this socket is answered before
+    /// the next is sent, and the kernel answers netfilter requests within the `sendmsg`
+    /// that carried them (a dump goes on as it is read, up to its end), so everything
+    /// queued before a send belongs to an earlier request. Dropped here rather than left
+    /// to each reader's sequence number filter: left queued, such replies take room the
+    /// next request's answers need (the kernel then drops those, and the next request
+    /// times out although the kernel answered it), and an unfinished dump makes the
+    /// kernel refuse the next dump with `EBUSY`. Drained rather than reopened: the
+    /// socket keeps its port id and buffer sizes, and callers holding it (`!Send`, made
+    /// in a namespace) need not learn that it changed.
+    fn discard_queued(&mut self) -> Result<(), Error> {
+        let fd = self.fd();
+        let bytes = self.buf.len() * 8;
+        loop {
+            // SAFETY: recv into our own buffer, of its length in bytes.
+            let rc =
+                unsafe { libc::recv(fd, self.buf.as_mut_ptr().cast(), bytes, libc::MSG_DONTWAIT) };
+            if rc >= 0 {
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                // ENOBUFS again only says more of the stale replies were dropped.
+                Some(libc::EINTR | libc::ENOBUFS) => continue,
+                Some(libc::EAGAIN) => break,
+                _ => return Err(Error::io("draining the netlink socket", e)),
+            }
+        }
+        self.unread = false;
+        Ok(())
+    }
+
     /// Receives one datagram (it may hold many messages) and hands each message to `f`.
     /// Returns `Ok(false)` when nothing arrived within `wait` (`Duration::ZERO`: don't wait).
+    /// After an error, what is still queued is dropped before the next send.
     ///
     /// # Errors
-    /// [`Error::Io`] on a receive failure, `ENOBUFS` meaning replies were lost;
-    /// whatever `f` returns.
+    /// [`Error::Io`] on a receive failure, `ENOBUFS` meaning replies were lost (those
+    /// still queued can be read after it); whatever `f` returns.
     pub fn recv(
+        &mut self,
+        wait: Duration,
+        f: impl FnMut(Msg<'_>) -> Result<(), Error>,
+    ) -> Result<bool, Error> {
+        let got = self.recv_one(wait, f);
+        if got.is_err() {
+            self.unread = true;
+        }
+        got
+    }
+
+    fn recv_one(
         &mut self,
         wait: Duration,
         mut f: impl FnMut(Msg<'_>) -> Result<(), Error>,

@@ -53,9 +53,10 @@ pub struct Executed {
     handles: Vec<Option<u64>>,
     /// Whether some new rule's handle is unknown ([`netfilter::nft::Committed::incomplete`]).
     incomplete: bool,
-    /// Whether member changes past `next` may have landed: a member message that fails
+    /// Whether changes past `next` may have landed: a member message that fails
     /// has applied the elements before the failing one, and the kernel goes on with
-    /// the other messages of a pipelined run whatever one of them does.
+    /// the other messages of a pipelined run whatever one of them does; a batch whose
+    /// replies were lost may have committed.
     partial: bool,
 }
 
@@ -521,14 +522,19 @@ impl Kernel {
                     }
                 }
                 Step::Batch(ops) => {
-                    let committed = self.commit(ops).map_err(|e| match chain_in_use(ops, &e) {
-                        Some(chain) => Error::ChainInUse {
-                            step: i + 1,
-                            total,
-                            chain,
-                            source: Box::new(e),
-                        },
-                        None => fail(e),
+                    let committed = self.commit(ops).map_err(|e| {
+                        // Replies were lost: the batch may have landed, so the record
+                        // of the kernel must be read again before the next plan.
+                        ex.partial |= e.outcome_unknown();
+                        match chain_in_use(ops, &e) {
+                            Some(chain) => Error::ChainInUse {
+                                step: i + 1,
+                                total,
+                                chain,
+                                source: Box::new(e),
+                            },
+                            None => fail(e),
+                        }
                     })?;
                     if committed.incomplete {
                         tracing::warn!(

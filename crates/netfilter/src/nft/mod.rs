@@ -423,7 +423,11 @@ pub fn commit_ops(
     let echoed = echo_plan(ops);
     let bytes = encode_ops_echoing(ops, first, genid, sets, &|i| echoed[i])?;
     let echoes = echoed.iter().filter(|e| **e).count();
-    sock.reserve_replies(echoes, 1024)?;
+    // nfnetlink reports every failing operation, not only the first, and queues all its
+    // replies before sendmsg returns: room for an error per operation, up to a cap past
+    // which a batch of that many failures loses the later ones (see below).
+    let errors = ops.len().min(MAX_ERRORS_ROOM);
+    sock.reserve_reply_kinds(&[(echoes, 1024), (errors, ERROR_REPLY)])?;
     sock.send(&bytes)?;
 
     let mut replies = Replies {
@@ -437,30 +441,67 @@ pub fn commit_ops(
     // nfnetlink processes the batch inside sendmsg, so replies are already queued;
     // the wait only guards against a kernel that defers them.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !replies.finished {
-        let wait = deadline.saturating_duration_since(std::time::Instant::now());
-        if !sock.recv(wait, |m| replies.take(m))? && !replies.finished {
-            return Err(Error::io(
-                "committing an nf_tables batch",
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply from the kernel"),
-            ));
+    // Whether the kernel dropped some of the replies (ENOBUFS): the buffer filled up.
+    let mut lost = false;
+    loop {
+        // Once the ACK is in, or replies were lost (the ACK may be among them), read what
+        // is queued without waiting: everything the kernel will send is there.
+        let wait = if replies.finished || lost {
+            Duration::ZERO
+        } else {
+            deadline.saturating_duration_since(std::time::Instant::now())
+        };
+        match sock.recv(wait, |m| replies.take(m)) {
+            Ok(true) => {}
+            Ok(false) if replies.finished || lost => break,
+            Ok(false) if std::time::Instant::now() < deadline => {}
+            Ok(false) => {
+                return Err(Error::io(
+                    "committing an nf_tables batch",
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply from the kernel"),
+                ))
+            }
+            // The replies still queued are the earliest (the kernel drops from the point
+            // the buffer is full on), so the first failing operation is among them.
+            Err(e) if e.errno() == Some(libc::ENOBUFS) => lost = true,
+            Err(e) => return Err(e),
         }
     }
-    // Drain what is left (echoes and errors queued after the ACK), without waiting.
-    while sock.recv(Duration::ZERO, |m| replies.take(m))? {}
-    let Replies {
+    batch_outcome(ops, &replies, lost, genid)?;
+    let Replies { mut handles, .. } = replies;
+    let incomplete = !derive_handles(ops, &echoed, &mut handles);
+    Ok(Committed {
         handles,
-        errors,
-        begin_err,
-        ..
-    } = replies;
-    if let Some(errno) = begin_err.filter(|&e| e != 0) {
+        bytes: bytes.len(),
+        incomplete,
+    })
+}
+
+/// Errors [`commit_ops`] reserves receive buffer room for: past this many failing
+/// operations in one batch, the later errors are dropped (about 1 KiB of buffer each).
+const MAX_ERRORS_ROOM: usize = 16 * 1024;
+/// Bytes of one error reply: header, `nlmsgerr` with the request's header only
+/// (`NETLINK_CAP_ACK`), and extended-ACK attributes.
+const ERROR_REPLY: usize = 128;
+
+/// What the kernel's replies to a batch say, `lost` telling whether some were dropped.
+/// An nf_tables batch is atomic: when any operation fails, the kernel aborts the whole
+/// batch, so one error read is enough to know that nothing was applied, whatever was lost.
+fn batch_outcome(
+    ops: &[Op],
+    replies: &Replies,
+    lost: bool,
+    genid: Option<u32>,
+) -> Result<(), Error> {
+    // Errors arrive in operation order; the earliest is the one to report.
+    let first_error = replies.errors.iter().min_by_key(|(idx, _)| *idx);
+    if let Some(errno) = replies.begin_err.filter(|&e| e != 0) {
         if errno == libc::ERESTART && genid.is_some() {
             return Err(Error::GenerationChanged {
                 expected: genid.unwrap_or_default(),
             });
         }
-        if let Some(&(idx, e)) = errors.first() {
+        if let Some(&(idx, e)) = first_error {
             return Err(kernel_error(ops, idx, e));
         }
         return Err(Error::Kernel {
@@ -468,16 +509,20 @@ pub fn commit_ops(
             errno,
         });
     }
-    if let Some(&(idx, errno)) = errors.first() {
+    if let Some(&(idx, errno)) = first_error {
         return Err(kernel_error(ops, idx, errno));
     }
-    let mut handles = handles;
-    let incomplete = !derive_handles(ops, &echoed, &mut handles);
-    Ok(Committed {
-        handles,
-        bytes: bytes.len(),
-        incomplete,
-    })
+    if lost || !replies.finished {
+        // Not even the final ACK proves success here: the kernel acks the operations that
+        // asked for it also in a batch it aborts, so a lost error may hide behind it.
+        return Err(Error::Unconfirmed {
+            op: format!("committing a batch of {} nf_tables operations", ops.len()),
+            reason: "the receive buffer overflowed and the kernel's replies were not all \
+                     read, none of those read an error"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// The operations whose new rule [`commit_ops`] asks the kernel to echo: the first and
@@ -595,7 +640,9 @@ fn kernel_error(ops: &[Op], idx: u32, errno: i32) -> Error {
 
 /// What the kernel answered to one batch, gathered message by message.
 struct Replies {
+    /// Sequence number of the batch begin; operation `i` has `first + 1 + i`.
     first: u32,
+    /// Sequence number of the last operation.
     last: u32,
     handles: Vec<Option<u64>>,
     /// (message index within the batch, errno) of every failed operation.
@@ -608,7 +655,13 @@ struct Replies {
 
 impl Replies {
     fn take(&mut self, m: Msg<'_>) -> Result<(), Error> {
-        let idx = m.seq.wrapping_sub(self.first);
+        // The batch's numbers don't wrap (`next_seqs`), and its end message asks for no
+        // reply: anything else answers an earlier request on this socket, and must not be
+        // taken for this batch's errors or ACK.
+        if m.seq < self.first || m.seq > self.last {
+            return Ok(());
+        }
+        let idx = m.seq - self.first;
         if m.ty == nl::NLMSG_ERROR {
             let (errno, _) = m.error()?;
             if m.seq == self.first {
@@ -1541,6 +1594,107 @@ mod tests {
         let len = u16::from_ne_bytes([bad[at], bad[at + 1]]);
         bad[at..at + 2].copy_from_slice(&(len - 100).to_ne_bytes());
         assert!(!well_formed_rule(&bad));
+    }
+
+    /// An `NLMSG_ERROR` answering sequence number `seq` (an ACK when `errno` is 0).
+    fn error_reply(w: &mut MsgWriter, seq: u32, errno: i32) {
+        w.begin(nl::NLMSG_ERROR, 0, seq);
+        w.raw(&(-errno).to_ne_bytes());
+        w.raw(&[0u8; 8]);
+        w.raw(&seq.to_ne_bytes());
+        w.raw(&0u32.to_ne_bytes());
+        w.end();
+    }
+
+    fn del(handle: u64) -> Op {
+        Op::DelRule {
+            family: Family::Ipv4,
+            table: "filter".into(),
+            chain: "c".into(),
+            handle,
+        }
+    }
+
+    /// A batch numbered 100 (begin) to 103 (its last operation): errors and ACKs for
+    /// other numbers answer earlier requests on the socket and change nothing, whatever
+    /// they say; the batch's own are taken.
+    #[test]
+    fn replies_outside_the_batch_are_not_its_own() {
+        let ops = [del(1), del(2), del(3)];
+        let mut replies = Replies {
+            first: 100,
+            last: 103,
+            handles: vec![None; 3],
+            errors: Vec::new(),
+            begin_err: None,
+            finished: false,
+        };
+        let mut w = MsgWriter::new();
+        for seq in [40, 99, 104, 5000] {
+            error_reply(&mut w, seq, libc::ENOENT);
+            error_reply(&mut w, seq, 0);
+        }
+        for m in nl::messages(w.as_bytes()) {
+            replies.take(m.unwrap()).unwrap();
+        }
+        assert!(replies.errors.is_empty() && replies.begin_err.is_none());
+        assert!(!replies.finished, "an earlier batch's ACK ended this one");
+
+        let mut w = MsgWriter::new();
+        error_reply(&mut w, 102, libc::ENOENT);
+        error_reply(&mut w, 103, 0);
+        for m in nl::messages(w.as_bytes()) {
+            replies.take(m.unwrap()).unwrap();
+        }
+        assert!(replies.finished);
+        let e = batch_outcome(&ops, &replies, false, None).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::ENOENT));
+        assert!(e.to_string().contains("operation #2"), "{e}");
+    }
+
+    /// With replies lost to a full buffer, an error read still proves the batch was
+    /// rolled back and names its operation; without one, the outcome is unknown, which
+    /// is said, not retryable as it is, and flagged for a fresh read of the kernel.
+    #[test]
+    fn a_batch_with_lost_replies_is_failed_or_unknown_never_ok() {
+        let ops = [del(1), del(2)];
+        let replies = |errors: Vec<(u32, i32)>, finished| Replies {
+            first: 10,
+            last: 12,
+            handles: vec![None; 2],
+            errors,
+            begin_err: None,
+            finished,
+        };
+        let e =
+            batch_outcome(&ops, &replies(vec![(1, libc::ENOENT)], false), true, None).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Kernel {
+                    errno: libc::ENOENT,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("operation #1"), "{e}");
+        assert!(!e.outcome_unknown());
+
+        // Even with the last operation's ACK: the kernel acks in an aborted batch too.
+        for finished in [false, true] {
+            let e = batch_outcome(&ops, &replies(Vec::new(), finished), true, None).unwrap_err();
+            assert!(matches!(e, Error::Unconfirmed { .. }), "{e}");
+            assert!(e.outcome_unknown() && !e.is_retryable(), "{e}");
+            assert!(e.to_string().contains("outcome unknown"), "{e}");
+        }
+        assert!(batch_outcome(&ops, &replies(Vec::new(), true), false, None).is_ok());
+
+        // A refused generation is retryable: nothing was applied.
+        let mut r = replies(Vec::new(), true);
+        r.begin_err = Some(libc::ERESTART);
+        let e = batch_outcome(&ops, &r, true, Some(7)).unwrap_err();
+        assert!(matches!(e, Error::GenerationChanged { expected: 7 }), "{e}");
     }
 
     proptest! {
