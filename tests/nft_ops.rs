@@ -624,3 +624,37 @@ fn tables_and_chains_dump_with_hooks_and_delete() {
         assert!(!names.contains(&"nf-b".to_string()) && names.contains(&"nf-a".to_string()));
     }
 }
+
+/// The kernel sizes a socket's first dump message before it knows how big a buffer the
+/// reader brings (`netlink_dump()` allocates `NLMSG_GOODSIZE`, about 3.7 KiB, until a
+/// `recvmsg` has shown a larger one), and `nf_tables_dump_rules()` ends the dump at a
+/// rule that doesn't fit. On a fresh socket, a first rule of more than that used to come
+/// back as no rules at all, the rest of the chain with it: an empty chain, not an error.
+#[test]
+fn a_fresh_socket_lists_a_large_first_rule() {
+    let sb = Sandbox::new("nft-fresh");
+    let comments: String = (0..16)
+        .map(|i| {
+            format!(
+                " -m comment --comment {}",
+                format!("{i:x}").repeat(200 / format!("{i:x}").len())
+            )
+        })
+        .collect();
+    sb.sh_stdin(
+        "iptables-nft-restore",
+        &[],
+        &format!(
+            "*filter\n:big - [0:0]\n-A big -s 10.0.0.1/32{comments} -j ACCEPT\n\
+             -A big -s 10.0.0.2/32 -j DROP\nCOMMIT\n"
+        ),
+    );
+    let mut s = NetlinkSocket::open(&sb.netns()).unwrap();
+    let rules = nft::list_rules(&mut s, V4, T, Some("big"), &no_names).unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(
+        rules[0].raw.exprs.len() > 4096,
+        "{}",
+        rules[0].raw.exprs.len()
+    );
+}

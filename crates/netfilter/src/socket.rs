@@ -115,6 +115,8 @@ pub struct NetlinkSocket {
     /// A receive failed (`ENOBUFS`: the kernel dropped replies; or a reply did not
     /// decode), so the caller gave up with replies possibly still queued.
     unread: bool,
+    /// Whether anything was received yet (see [`Self::has_received`]).
+    received: bool,
 }
 
 impl std::fmt::Debug for NetlinkSocket {
@@ -160,6 +162,7 @@ impl NetlinkSocket {
             sndbuf: 0,
             rcvbuf: 0,
             unread: false,
+            received: false,
         };
         // Reporting errors (ENOBUFS) is what we want; ask for extended ACKs so the kernel
         // can say more, and cap ACKs to the header so big batches don't echo themselves.
@@ -288,6 +291,14 @@ impl NetlinkSocket {
         Ok(())
     }
 
+    /// Whether the socket has received anything yet. Until it has, the kernel doesn't
+    /// know how large a buffer its reader brings, and sizes each message of a dump to
+    /// about 3.7 KiB (`NLMSG_GOODSIZE`; `netlink_dump()` uses the largest `recvmsg`
+    /// length seen on the socket, up to 32 KiB, once there is one).
+    pub fn has_received(&self) -> bool {
+        self.received
+    }
+
     /// Reads and drops whatever is queued, without waiting: replies to requests whose
     /// caller gave up on a receive error. Every request on this socket is answered before
     /// the next is sent, and the kernel answers netfilter requests within the `sendmsg`
@@ -394,6 +405,7 @@ impl NetlinkSocket {
                 _ => return Err(Error::io("receiving from the netlink socket", e)),
             }
         };
+        self.received = true;
         for m in nl::messages(&bytes[..n]) {
             f(m?)?;
         }

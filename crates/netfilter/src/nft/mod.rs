@@ -1007,6 +1007,14 @@ fn dump(
     what: &str,
     mut f: impl FnMut(Msg<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    if !sock.has_received() {
+        // On a socket that has never received, the kernel fills each dump message up to
+        // about 3.7 KiB, and `nf_tables_dump_rules()` ends the dump, quietly, at a rule
+        // that doesn't fit: a chain whose first rule is larger (another writer's, with
+        // many matches) listed as empty. One reply read with this socket's buffer lets
+        // the kernel size the dump to it (32 KiB, what any rule netfence accepts fits).
+        generation(sock)?;
+    }
     let seq = sock.next_seq();
     let mut w = MsgWriter::new();
     w.begin(nft_type(m), nl::NLM_F_REQUEST | nl::NLM_F_DUMP, seq);
