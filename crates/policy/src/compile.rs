@@ -1320,6 +1320,11 @@ impl Compiler {
     /// # Errors
     /// [`Error::Compile`] on a compiler bug.
     pub fn compile(&mut self, cluster: &Cluster) -> Result<&Ruleset, Error> {
+        // What deltas touched since the last `take_scope` stays in the scope: a chain or
+        // set they removed is in neither ruleset below, and a scoped plan would
+        // otherwise leave it in the kernel for good.
+        self.gather_members();
+        let untaken = std::mem::take(&mut self.scope);
         let mut old = self.rs.owned_chains();
         let old_sets: Vec<String> = self.rs.sets().keys().cloned().collect();
         let mut fresh = Compiler::new(self.config.clone())?;
@@ -1350,6 +1355,7 @@ impl Compiler {
         for s in old_sets.iter().chain(fresh.rs.sets().keys()) {
             scope.set(s);
         }
+        scope.merge(untaken);
         fresh.scope = scope;
         // Every set is whole in that scope: no member needs naming.
         for id in std::mem::take(&mut fresh.touched) {

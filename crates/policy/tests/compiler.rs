@@ -382,6 +382,37 @@ fn held_dispatch_settles_to_the_unheld_ruleset() {
     assert_eq!(again.ruleset().owned_view(), eager.ruleset().owned_view());
 }
 
+/// A full `compile()` keeps in the scope what deltas touched before it and nobody took:
+/// a policy's chains and sets that a delta removed are in neither the old nor the new
+/// ruleset, and a scoped plan left them in the kernel for good.
+#[test]
+fn a_compile_keeps_the_scope_nobody_took() {
+    let mut c = compiler(None);
+    let egress_only = Policy {
+        egress: Some(vec![]),
+        ingress: None,
+        ..deny_ingress("a", "np1", "")
+    };
+    c.upsert_policy(egress_only.clone()).unwrap();
+    let cur = observed(c.ruleset());
+    c.take_scope();
+    let none = Policy {
+        egress: None,
+        ..egress_only
+    };
+    let mut cluster = policy::Cluster::new();
+    cluster.upsert_policy(none.clone());
+    c.upsert_policy(none).unwrap();
+    c.compile(&cluster).unwrap();
+    let scope = c.take_scope();
+    let whole = plan(&cur, c.ruleset()).unwrap();
+    assert!(
+        !whole.batch.is_empty() && !whole.after.is_empty(),
+        "{whole}"
+    );
+    assert_eq!(plan_scoped(&cur, c.ruleset(), &scope).unwrap(), whole);
+}
+
 #[test]
 fn one_family_builds_one_table() {
     let mut c = Compiler::new(CompilerConfig {
