@@ -1422,8 +1422,9 @@ fn arb_pod() -> impl Strategy<Value = Pod> {
         prop::sample::select(&NAMESPACES[..]),
         0..5u8,
         arb_labels(),
-        // Eight addresses for up to fifteen pods: some share one.
-        (1..9u8, any::<bool>()),
+        // Eight addresses for up to fifteen pods: some share one. Either family may be
+        // missing, so that a pod gains or loses an address.
+        (1..9u8, any::<bool>(), prop::bool::weighted(0.8)),
         prop::sample::select(&[None, Some("n1"), Some("n2")][..]),
         // Host interfaces, some shared, to churn the anti-spoofing sets.
         prop::sample::select(&[None, Some("vp1"), Some("vp2"), Some("vp3")][..]),
@@ -1434,17 +1435,21 @@ fn arb_pod() -> impl Strategy<Value = Pod> {
                     ("http", Protocol::Tcp, 8080),
                     ("http", Protocol::Udp, 80),
                     ("dns", Protocol::Udp, 53),
+                    ("http", Protocol::Sctp, 80),
                 ][..],
             ),
             0..3,
         ),
     )
-        .prop_map(|(n, i, labels, (host, v6), node, iface, ports)| {
+        .prop_map(|(n, i, labels, (host, v6, v4), node, iface, ports)| {
             let mut p = pod(n, &format!("p{i}"), &[], host);
             p.host_interface = iface.map(String::from);
             p.labels = labels;
             if !v6 {
                 p.ipv6 = None;
+            }
+            if !v4 {
+                p.ipv4 = None;
             }
             p.node_name = node.map(String::from);
             for (name, protocol, port) in ports {
@@ -1458,9 +1463,11 @@ fn arb_pod() -> impl Strategy<Value = Pod> {
 }
 
 type Block = (&'static str, &'static [&'static str]);
-const BLOCKS: [Block; 4] = [
+const BLOCKS: [Block; 5] = [
     ("10.244.0.0/29", &["10.244.0.4/30"]),
     ("0.0.0.0/0", &["10.244.0.0/30"]),
+    // A /0 goes in as two halves; an except that is one of them replaces it.
+    ("0.0.0.0/0", &["0.0.0.0/1"]),
     ("10.244.0.0/28", &[]),
     ("fd00::/125", &["fd00::4/126"]),
 ];
