@@ -869,8 +869,12 @@ fn flush_removes_what_netfence_owns_and_nothing_else() {
     );
     let e = start_converged(&sb, &w);
     assert!(sb.sh("iptables-nft-save", &[]).contains("nf-fw"));
+    assert!(e.status().ready && !e.status().stopped, "{:?}", e.status());
 
     e.flush().wait().unwrap();
+    // Its caller sees the engine stopped, not ready, with nothing pending.
+    let s = e.status();
+    assert!(s.stopped && !s.ready && s.pending == 0, "{s:?}");
     let save = sb.sh("iptables-nft-save", &[]);
     assert!(!save.contains("nf-"), "{save}");
     assert!(
@@ -885,6 +889,24 @@ fn flush_removes_what_netfence_owns_and_nothing_else() {
         e.upsert_namespace(&namespace("z", &[])).wait(),
         Err(Error::Stopped)
     ));
+}
+
+/// A shut-down engine says so: an agent reading the status for its health must not see
+/// it ready, nor deltas pending that all completed with `Stopped`.
+#[test]
+fn a_shut_down_engine_is_stopped_and_not_ready() {
+    let sb = Sandbox::new("sync-down");
+    let e = Engine::start(config(&sb)).unwrap();
+    let before_ready: Vec<_> = (0..3)
+        .map(|i| e.upsert_namespace(&namespace(&format!("n{i}"), &[])))
+        .collect();
+    let other = e.clone();
+    e.shutdown();
+    for c in before_ready {
+        assert!(matches!(c.wait(), Err(Error::Stopped)));
+    }
+    let s = other.status();
+    assert!(s.stopped && !s.ready && s.pending == 0, "{s:?}");
 }
 
 #[test]

@@ -30,8 +30,13 @@ pub struct ReconcileReport {
 /// The engine's state, as the agent may want to show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
-    /// Whether [`Engine::ready`] was called and its first convergence committed.
+    /// Whether [`Engine::ready`] was called and its first convergence committed; false
+    /// again once the engine stopped.
     pub ready: bool,
+    /// Whether the engine stopped ([`Engine::shutdown`] or [`Engine::flush`]): it
+    /// changes nothing in the kernel any more, and every delta not yet committed
+    /// completed with [`crate::Error::Stopped`].
+    pub stopped: bool,
     /// Deltas and waits not yet in the kernel.
     pub pending: usize,
     /// Sets that no rule uses any more but that the kernel still held as referenced when

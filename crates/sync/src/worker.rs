@@ -178,10 +178,14 @@ impl Worker {
             }
             if burst.shutdown {
                 tracing::info!("engine shut down; the kernel keeps its state");
+                self.publish_stopped();
                 return;
             }
             if let Some(t) = burst.flush {
-                t.complete(self.flush());
+                let flushed = self.flush();
+                // Before the completion: its caller must see the engine stopped.
+                self.publish_stopped();
+                t.complete(flushed);
                 return;
             }
             // A commit settles the dispatch chains itself, possibly on a second thread;
@@ -691,6 +695,16 @@ impl Worker {
             "flushed everything netfence owned"
         );
         Ok(())
+    }
+
+    /// Says the engine stopped. An agent that reads the status for its health would
+    /// otherwise go on seeing a flushed or shut-down engine as ready, with deltas
+    /// pending that had all completed with `Stopped`.
+    fn publish_stopped(&self) {
+        let mut s = self.shared.status.lock();
+        s.ready = false;
+        s.stopped = true;
+        s.pending = 0;
     }
 
     fn publish(&self) {
