@@ -190,6 +190,14 @@ fn converge(k: &mut Kernel, desired: &Ruleset) -> Ruleset {
     cur
 }
 
+/// How many sets `p` replaces in place (`ipset swap`).
+fn swaps(p: &Plan) -> usize {
+    p.before
+        .iter()
+        .filter(|op| matches!(op, ruleset::SetOp::Swap { .. }))
+        .count()
+}
+
 /// Saves without the timestamped comment lines.
 fn save(sb: &Sandbox, cmd: &str) -> Vec<String> {
     sb.sh(cmd, &[])
@@ -267,11 +275,7 @@ fn referenced_sets_get_a_new_capacity_in_place() {
     let desired = build(&old_shape());
     let mut cur = k.observe("nf-", &tables()).unwrap();
     let p = plan(&cur, &desired).unwrap();
-    let swaps = p
-        .before
-        .iter()
-        .filter(|op| matches!(op, ruleset::SetOp::Swap { .. }))
-        .count();
+    let swaps = swaps(&p);
     assert_eq!(swaps, sets, "{p}");
     assert!(p.batch.is_empty() && p.after.is_empty(), "{p}");
     k.apply(&p, &mut cur).unwrap();
@@ -370,11 +374,7 @@ fn sets_holding_what_netfence_never_writes_are_replaced_in_place() {
     assert!(cur.foreign_sets().contains_key("caf\u{fffd}"));
 
     let p = plan(&cur, &desired).unwrap();
-    let swaps = p
-        .before
-        .iter()
-        .filter(|op| matches!(op, ruleset::SetOp::Swap { .. }))
-        .count();
+    let swaps = swaps(&p);
     assert_eq!(swaps, 3, "{p}");
     assert!(p.batch.is_empty(), "{p}");
     k.apply(&p, &mut cur).unwrap();

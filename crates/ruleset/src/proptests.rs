@@ -895,6 +895,30 @@ fn a_referenced_set_is_not_redefined_but_an_unreferenced_one_is_recreated() {
     assert_eq!(after.set("nf-s").unwrap().kind, SetType::HashNet);
 }
 
+/// The set operations that replace set `nf-s` of `want` in place: a scratch copy with
+/// `members` (what the kernel's set holds, as netfence reads it) and the desired
+/// definition, swapped in under the rules, then destroyed.
+fn replaced_in_place(want: &Ruleset, members: Vec<Member>) -> Vec<SetOp> {
+    let scratch = want.set_name("_redefine:nf-s");
+    vec![
+        SetOp::Create {
+            name: scratch.clone(),
+            family: Family::Ipv4,
+            kind: SetType::HashIp,
+            maxelem: 1 << 20,
+        },
+        SetOp::Add {
+            name: scratch.clone(),
+            members,
+        },
+        SetOp::Swap {
+            name: "nf-s".into(),
+            with: scratch.clone(),
+        },
+        SetOp::Destroy { name: scratch },
+    ]
+}
+
 /// A set that rules look up gets a new capacity from a copy swapped in under them: its
 /// content never changes in between, and the plan's member changes then go to the copy.
 #[test]
@@ -912,32 +936,13 @@ fn a_referenced_set_gets_a_new_capacity_by_a_swap() {
     let cur = kernel_state(&mk(65536, &["10.0.0.1", "10.0.0.2"]), &Extras::none());
     let want = mk(1 << 20, &["10.0.0.2", "10.0.0.3"]);
     let p = plan(&cur, &want).unwrap();
-    let scratch = want.set_name("_redefine:nf-s");
-    assert_eq!(
-        p.before,
-        vec![
-            SetOp::Create {
-                name: scratch.clone(),
-                family: Family::Ipv4,
-                kind: SetType::HashIp,
-                maxelem: 1 << 20,
-            },
-            SetOp::Add {
-                name: scratch.clone(),
-                members: vec![ip("10.0.0.1"), ip("10.0.0.2")],
-            },
-            SetOp::Swap {
-                name: "nf-s".into(),
-                with: scratch.clone(),
-            },
-            SetOp::Destroy { name: scratch },
-            // A grants set's closing change: before the batch, as without the swap.
-            SetOp::Del {
-                name: "nf-s".into(),
-                members: vec![ip("10.0.0.1")],
-            },
-        ]
-    );
+    let mut expected = replaced_in_place(&want, vec![ip("10.0.0.1"), ip("10.0.0.2")]);
+    // A grants set's closing change: before the batch, as without the swap.
+    expected.push(SetOp::Del {
+        name: "nf-s".into(),
+        members: vec![ip("10.0.0.1")],
+    });
+    assert_eq!(p.before, expected);
     assert!(p.batch.is_empty());
     assert_eq!(
         p.after,
@@ -975,32 +980,13 @@ fn a_referenced_set_with_options_netfence_never_writes_is_replaced_by_a_swap() {
     cur.set_mut("nf-s").unwrap().unmodelled = Some("netmask 16".into());
     let want = mk(&["10.0.0.1"]);
     let p = plan(&cur, &want).unwrap();
-    let scratch = want.set_name("_redefine:nf-s");
-    assert_eq!(
-        p.before,
-        vec![
-            SetOp::Create {
-                name: scratch.clone(),
-                family: Family::Ipv4,
-                kind: SetType::HashIp,
-                maxelem: 1 << 20,
-            },
-            SetOp::Add {
-                name: scratch.clone(),
-                members: vec![ip("10.0.0.0")],
-            },
-            SetOp::Swap {
-                name: "nf-s".into(),
-                with: scratch.clone(),
-            },
-            SetOp::Destroy { name: scratch },
-            // A restricting set grows before the batch and shrinks after it.
-            SetOp::Add {
-                name: "nf-s".into(),
-                members: vec![ip("10.0.0.1")],
-            },
-        ]
-    );
+    let mut expected = replaced_in_place(&want, vec![ip("10.0.0.0")]);
+    // A restricting set grows before the batch and shrinks after it.
+    expected.push(SetOp::Add {
+        name: "nf-s".into(),
+        members: vec![ip("10.0.0.1")],
+    });
+    assert_eq!(p.before, expected);
     assert_eq!(
         p.after,
         vec![SetOp::Del {
