@@ -891,6 +891,26 @@ fn flush_removes_what_netfence_owns_and_nothing_else() {
     ));
 }
 
+/// Another writer's commit between the engine's start and `ready()` (kube-proxy's, on a
+/// real node, while the agent lists) costs the first convergence no failed commit: the
+/// engine sees the generation moved and reads the kernel again before it plans.
+#[test]
+fn a_commit_by_another_writer_before_ready_costs_no_failed_commit() {
+    let sb = Sandbox::new("sync-gen");
+    let w = base_world();
+    let e = Engine::start(config(&sb)).unwrap();
+    let cs = w.feed(&e);
+    sb.sh(
+        "iptables-nft",
+        &["-A", "FORWARD", "-s", "198.51.100.1", "-j", "DROP"],
+    );
+    e.ready().wait().unwrap();
+    wait_all(cs);
+    assert_eq!(e.metrics().errors, 0, "{:?}", e.metrics());
+    assert_eq!(e.status().last_error, None);
+    assert_converged(&sb, &w);
+}
+
 /// A shut-down engine says so: an agent reading the status for its health must not see
 /// it ready, nor deltas pending that all completed with `Stopped`.
 #[test]

@@ -289,6 +289,15 @@ impl Worker {
                     self.ready = true;
                     self.full = true;
                     self.reconcile_at = self.config.reconcile_interval.map(|i| Instant::now() + i);
+                    // The view of the kernel is the one read at start, and the agent's
+                    // first list takes seconds: on a node where kube-proxy commits
+                    // meanwhile, the first commit would fail on the generation and wait a
+                    // backoff to retry, with an error in the status, on nearly every
+                    // restart. One round trip tells whether the view must be read again.
+                    match self.kernel.read_generation() {
+                        Ok(g) if Some(g) == self.kernel.generation() => {}
+                        _ => self.stale = true,
+                    }
                 }
                 self.waiting.push(Waiting {
                     ticket: t,
