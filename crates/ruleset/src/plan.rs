@@ -591,10 +591,24 @@ fn plan_sets(
                 kind: d.kind,
                 maxelem: d.maxelem,
             });
-            if !c.is_empty() {
+            let mut fill: Vec<Member> = c.members().collect();
+            if d.polarity == Polarity::Restricts {
+                // A set that restricts closes first: what it must hold goes into the copy
+                // too, before the copy goes under the rules. Otherwise replacing a set
+                // whose options matched more than its members (a netmask) would let
+                // through, between the swap and the adds, what both states restrict.
+                let mut missing: Vec<(MemberKey, bool)> = d
+                    .entries()
+                    .iter()
+                    .filter(|(k, _)| !c.entries().contains_key(k))
+                    .collect();
+                missing.sort_unstable();
+                fill.extend(missing.into_iter().map(|(k, nomatch)| k.member(nomatch)));
+            }
+            if !fill.is_empty() {
                 p.before.push(SetOp::Add {
                     name: scratch.clone(),
-                    members: c.members().collect(),
+                    members: fill,
                 });
             }
             p.before.push(SetOp::Swap {
