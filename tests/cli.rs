@@ -419,6 +419,14 @@ fn flush_removes_only_what_netfence_owns() {
     let with_first = kernel_text(&sb);
     netfence(&["apply", "-f", &file, "--netns", &sb.name, "--prefix", "xf-"]).expect(0);
     assert!(sb.sh("iptables-nft-save", &[]).contains("-j xf-fw"));
+    // Each looks through the other's jump at the head of FORWARD: both are in sync,
+    // and neither has anything to move (they used to put their own jump back in front
+    // of the other's at every plan).
+    for prefix in ["nf-", "xf-"] {
+        let args = ["--netns", &sb.name, "-f", &file, "--prefix", prefix];
+        netfence(&[&["status"][..], &args].concat()).expect(0);
+        netfence(&[&["diff", "--exit-code"][..], &args].concat()).expect(0);
+    }
     netfence(&["flush", "--netns", &sb.name, "--prefix", "xf-"]).expect(0);
     assert_eq!(kernel_text(&sb), with_first);
 

@@ -163,6 +163,12 @@ pub struct OpaqueRule {
     /// for a rule it may not touch: the kernel refuses to delete a chain that any rule
     /// still jumps to.
     pub jump: Option<String>,
+    /// Whether it is another netfence instance's rule: a rule identity under another
+    /// prefix's marker, jumping to a chain of that prefix. In a built-in chain the
+    /// planner looks through such rules: each instance keeps its block ahead of every
+    /// other writer's rules, and two instances that each moved their block in front of
+    /// the other's would undo each other at every plan.
+    pub peer: bool,
 }
 
 /// One rule in a chain.
@@ -325,6 +331,7 @@ impl Chain {
                         handle: r.handle,
                         text,
                         jump,
+                        peer: false,
                     });
                 }
             }
@@ -1240,6 +1247,7 @@ impl Ruleset {
             handle,
             text,
             jump: jump.map(str::to_owned),
+            peer: false,
         };
         let Some(rule) = rule else {
             return if owned_chain {
@@ -1265,7 +1273,10 @@ impl Ruleset {
             return if owned_chain {
                 Entry::Stray(opaque(rule.to_iptables(table.family)))
             } else {
-                Entry::Foreign(opaque(rule.to_iptables(table.family)))
+                Entry::Foreign(OpaqueRule {
+                    peer: is_peer_rule(rule),
+                    ..opaque(rule.to_iptables(table.family))
+                })
             };
         };
         // Only a claimed rule is copied: most rules of a base chain are other writers'.
@@ -1330,6 +1341,22 @@ impl Ruleset {
             })
             .collect()
     }
+}
+
+/// Whether `rule` carries another netfence instance's identity: a userdata comment
+/// `<stem>:<id>` (a prefix's marker, [`Ruleset::new`]) and a jump to a chain named with
+/// that prefix, `<stem>-...`. The caller checked that it is not this instance's marker.
+fn is_peer_rule(rule: &Rule) -> bool {
+    let Some((stem, id)) = rule.comment.as_deref().and_then(|c| c.split_once(':')) else {
+        return false;
+    };
+    id.len() == ID_LEN
+        && stem.starts_with(|c: char| c.is_ascii_alphabetic())
+        && stem.bytes().all(|b| b.is_ascii_alphanumeric())
+        && rule
+            .jump_target()
+            .and_then(|j| j.strip_prefix(stem))
+            .is_some_and(|rest| rest.starts_with('-'))
 }
 
 /// The form the kernel gives back: addresses truncated to their prefix, ranges of one

@@ -986,7 +986,14 @@ fn diff_chain(
     marker: &str,
     ops: &mut Vec<Op>,
 ) -> Result<(), Error> {
-    let entries = cur.entries();
+    // Another netfence instance's rules in a built-in chain are looked through, neither
+    // kept behind this block nor deleted: each instance keeps its own block ahead of the
+    // other writers' rules, wherever the other instance's block is.
+    let entries: Vec<&Entry> = cur
+        .entries()
+        .iter()
+        .filter(|e| owned_chain || !matches!(e, Entry::Foreign(o) if o.peer))
+        .collect();
     // Most chains are unchanged: the same owned rules in the same order, nothing else
     // (foreign rules after them in a built-in chain are fine).
     let want_n = des.owned().count();
@@ -1036,7 +1043,7 @@ fn diff_chain(
     let (mut bi, mut wi) = (0, 0);
     for g in 0..=kept.len() {
         let (bend, wend, anchor) = match kept.get(g) {
-            Some(&(b, w)) => (b, w, Some(need_handle(&block[b], tid, name)?)),
+            Some(&(b, w)) => (b, w, Some(need_handle(block[b], tid, name)?)),
             None => (block.len(), want.len(), tail_anchor),
         };
         let dels = &block[bi..bend];

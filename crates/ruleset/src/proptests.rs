@@ -254,6 +254,7 @@ fn kernel_state(desired: &Ruleset, x: &Extras) -> Ruleset {
             handle: Some(1),
             text: "-j ACCEPT".into(),
             jump: None,
+            peer: false,
         }));
         base.add_table(t.clone()).chains.insert("KUBE-X".into(), c);
     }
@@ -279,6 +280,7 @@ fn kernel_state(desired: &Ruleset, x: &Extras) -> Ruleset {
                 handle: next(),
                 text: format!("-s 192.0.2.{k}/32 -j ACCEPT"),
                 jump: None,
+                peer: false,
             }),
         );
     }
@@ -306,6 +308,7 @@ fn kernel_state(desired: &Ruleset, x: &Extras) -> Ruleset {
                     handle: h,
                     text: "-j ACCEPT".into(),
                     jump: None,
+                    peer: false,
                 }));
         }
     }
@@ -748,6 +751,7 @@ fn add_jump(state: &mut Ruleset, chain: &str, target: &str) -> u64 {
         handle: Some(handle),
         text: format!("-j {target}"),
         jump: Some(target.into()),
+        peer: false,
     };
     let e = if state.owns(chain) {
         Entry::Stray(o)
