@@ -273,6 +273,71 @@ fn apply_converges_and_is_idempotent() {
     assert!(s.stdout.contains("ip filter FORWARD"), "{}", s.stdout);
 }
 
+/// A set the new files drop, still looked up by a rule netfence did not write: apply
+/// says so and exits 2 soon, where it used to wait out its whole timeout and exit 0
+/// (and `status` then said drift).
+#[test]
+fn apply_says_when_a_foreign_rule_holds_a_set_it_drops() {
+    let sb = Sandbox::new("cli-held");
+    let v1 = fixture("cluster.yaml");
+    let v2 = fixture("cluster-v2.yaml");
+    netfence(&["apply", "-f", &v1, "--netns", &sb.name]).expect(0);
+    let d = netfence(&["diff", "-f", &v2, "--netns", &sb.name]).expect(0);
+    let dropped = d
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ipset destroy "))
+        // An IPv4 set of addresses (`.p4`), looked up with `src` from iptables-nft.
+        .find(|n| n.ends_with(".p4"))
+        .unwrap_or_else(|| panic!("v2 drops no IPv4 hash:ip set:\n{}", d.stdout))
+        .to_owned();
+    sb.sh(
+        "iptables-nft",
+        &[
+            "-A",
+            "FORWARD",
+            "-m",
+            "set",
+            "--match-set",
+            &dropped,
+            "src",
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    let t0 = std::time::Instant::now();
+    let r = netfence(&["apply", "-f", &v2, "--netns", &sb.name, "--timeout", "20"]).expect(2);
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        r.stderr.contains("1 set that netfence no longer uses")
+            && r.stderr
+                .contains("a rule netfence did not write still looks the set up"),
+        "{}",
+        r.stderr
+    );
+    // Everything else is in place: once the rule goes, the next apply only destroys it.
+    sb.sh(
+        "iptables-nft",
+        &[
+            "-D",
+            "FORWARD",
+            "-m",
+            "set",
+            "--match-set",
+            &dropped,
+            "src",
+            "-j",
+            "ACCEPT",
+        ],
+    );
+    netfence(&["apply", "-f", &v2, "--netns", &sb.name]).expect(0);
+    netfence(&["status", "--netns", &sb.name, "-f", &v2]).expect(0);
+}
+
 #[test]
 fn diff_shows_the_plan_and_a_changed_file_converges() {
     let sb = Sandbox::new("cli-change");

@@ -132,6 +132,9 @@ pub fn run(args: &ApplyArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     Ok(EXIT_OK)
 }
 
+/// How long a converged apply waits for sets the kernel still holds as referenced.
+const DEFERRED_GRACE: Duration = Duration::from_secs(2);
+
 /// Waits for the engine's first convergence. The engine retries a failed commit forever
 /// (right for an agent); a one-shot command gives up at the first failure that is not a
 /// concurrent writer (errors that are not conflicts), or at the timeout.
@@ -142,11 +145,35 @@ fn wait_converged(engine: &Engine, netns: &Netns, timeout: Duration) -> Result<(
         match pending.wait_timeout(Duration::from_millis(20)) {
             Ok(Ok(())) => {
                 // Enforced; a set the kernel still held as referenced goes on the engine's
-                // next retry, which the process must live to see.
-                while engine.status().deferred_destroys > 0 && Instant::now() < deadline {
+                // next retry, which the process must live to see. The kernel lets go of
+                // the references of deleted rules within milliseconds: a set still held
+                // after the grace is referenced by a rule netfence did not write, and no
+                // wait helps (it used to wait out the whole timeout, then exit 0).
+                let grace = Instant::now() + DEFERRED_GRACE;
+                let mut left = engine.status().deferred_destroys;
+                while left > 0 && Instant::now() < grace.min(deadline) {
                     std::thread::sleep(Duration::from_millis(10));
+                    left = engine.status().deferred_destroys;
                 }
-                return Ok(());
+                if left == 0 {
+                    return Ok(());
+                }
+                return Err(CliError::Kernel {
+                    what: format!("converging {netns}"),
+                    detail: format!(
+                        "{} that netfence no longer uses can't be destroyed: the kernel \
+                         says {} still referenced",
+                        plural(left, "set", "sets"),
+                        if left == 1 { "it is" } else { "they are" }
+                    ),
+                    hint: Some(
+                        "the rules are in place and enforce the files; a rule netfence did \
+                         not write still looks the set up: find it (`iptables-nft-save | grep \
+                         -- --match-set`, `netfence diff` names the set), delete it, then run \
+                         the command again"
+                            .into(),
+                    ),
+                });
             }
             Ok(Err(e)) => {
                 return Err(CliError::engine(format!("converging {netns}"), netns, &e));
