@@ -121,11 +121,12 @@ impl Manifest {
                 .push(typed(value, &kind, &name).map_err(bad)?),
             "Pod" => {
                 let pod: core::Pod = typed(value, &kind, &name).map_err(bad)?;
-                let has_ip = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.pod_ips.as_ref())
-                    .is_some_and(|ips| !ips.is_empty());
+                // `podIPs`, or the single-stack `podIP` that older kubelets fill alone
+                // (the model reads either).
+                let has_ip = pod.status.as_ref().is_some_and(|s| {
+                    s.pod_ips.as_ref().is_some_and(|ips| !ips.is_empty())
+                        || s.pod_ip.as_ref().is_some_and(|ip| !ip.is_empty())
+                });
                 if has_ip {
                     self.pods.push(pod);
                 } else {

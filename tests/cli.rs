@@ -166,6 +166,25 @@ fn usage_errors_are_invalid_input() {
     }
 }
 
+/// A pod with only the single-stack `status.podIP` (older kubelets fill nothing else)
+/// counts: it used to be skipped as having no IP.
+#[test]
+fn a_pod_with_only_pod_ip_counts() {
+    let yaml = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+                apiVersion: v1\nkind: Pod\nmetadata: {name: old, namespace: shop, labels: {app: db}}\n\
+                spec: {containers: [{name: c, image: busybox}]}\n\
+                status: {phase: Running, podIP: 10.244.1.77}\n---\n\
+                apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+                metadata: {name: deny, namespace: shop}\nspec: {podSelector: {}}\n";
+    let r = netfence_stdin(&["render", "-f", "-"], yaml).expect(0);
+    assert!(!r.stderr.contains("no IP"), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("add nf-iso-in4 10.244.1.77"),
+        "{}",
+        r.stdout
+    );
+}
+
 #[test]
 fn render_needs_no_root_and_no_kernel() {
     let file = fixture("cluster.yaml");
