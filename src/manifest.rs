@@ -41,20 +41,34 @@ impl Manifest {
     /// then.
     pub fn add(&mut self, file: &str, text: &str) -> Result<(), ManifestError> {
         let mut next = Manifest::default();
-        for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-            let place = format!("document {}", i + 1);
-            let value = serde_json::Value::deserialize(doc).map_err(|e| ManifestError {
-                file: file.into(),
-                place: match e.location() {
-                    Some(l) => format!("{place} line {}", l.line()),
-                    None => place.clone(),
-                },
-                reason: e.to_string(),
-            })?;
-            if value.is_null() {
-                continue;
+        let error = |place: String, line: Option<usize>, e: &dyn std::fmt::Display| ManifestError {
+            file: file.into(),
+            place: match line {
+                Some(l) => format!("{place} line {l}"),
+                None => place,
+            },
+            reason: e.to_string(),
+        };
+        if text.trim_start().starts_with('{') {
+            // JSON objects one after another (`kubectl get -o json` output concatenated,
+            // or `jq -c`): one JSON text may hold several, which YAML reads as one
+            // malformed document.
+            let stream = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
+            for (i, value) in stream.enumerate() {
+                let place = format!("document {}", i + 1);
+                let value = value.map_err(|e| error(place.clone(), Some(e.line()), &e))?;
+                next.object(file, &place, value)?;
             }
-            next.object(file, &place, value)?;
+        } else {
+            for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+                let place = format!("document {}", i + 1);
+                let value = serde_json::Value::deserialize(doc)
+                    .map_err(|e| error(place.clone(), e.location().map(|l| l.line()), &e))?;
+                if value.is_null() {
+                    continue;
+                }
+                next.object(file, &place, value)?;
+            }
         }
         self.namespaces.append(&mut next.namespaces);
         self.pods.append(&mut next.pods);
@@ -155,12 +169,22 @@ fn describe(v: &serde_json::Value) -> String {
     }
 }
 
+/// `v` as the typed object, or an error naming the field that does not fit its schema
+/// (`spec.ports[0].port: invalid type: string "80", expected i32`).
 fn typed<T: serde::de::DeserializeOwned>(
     v: serde_json::Value,
     kind: &str,
     name: &str,
 ) -> Result<T, String> {
-    serde_json::from_value(v).map_err(|e| format!("{kind} {name}: {e}"))
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let field = e.path().to_string();
+        let e = e.into_inner();
+        if field == "." {
+            format!("{kind} {name}: {e}")
+        } else {
+            format!("{kind} {name}: {field}: {e}")
+        }
+    })
 }
 
 #[cfg(test)]
@@ -206,6 +230,19 @@ items:
     }
 
     #[test]
+    fn json_objects_one_after_another() {
+        let text = "{\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"a\"}}\n\
+                    {\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"b\"}}\n";
+        let m = Manifest::parse("x.json", text).unwrap();
+        assert_eq!(m.namespaces.len(), 2);
+        let e = Manifest::parse("x.json", "{\"kind\": \"Namespace\"}\n{\"kind\": \n").unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.place.as_str()),
+            ("x.json", "document 2 line 3")
+        );
+    }
+
+    #[test]
     fn errors_name_file_document_and_line() {
         let e = Manifest::parse(
             "bad.yaml",
@@ -221,7 +258,22 @@ items:
             "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: d}\nspec: {containers: 3}\n",
         )
         .unwrap_err();
-        assert!(e.to_string().contains("Pod d/p"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("Pod d/p: spec.containers: invalid type"),
+            "{e}"
+        );
+        let e = Manifest::parse(
+            "f.yaml",
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: d}\n\
+             spec: {podSelector: {}, ingress: [{ports: [{port: 80, protocol: [TCP]}]}]}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("NetworkPolicy d/p: spec.ingress[0].ports[0].protocol: invalid type"),
+            "{e}"
+        );
         // An error in a later document leaves the manifest as it was.
         let mut m = Manifest::default();
         m.add(
