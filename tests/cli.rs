@@ -310,10 +310,9 @@ fn apply_says_when_a_foreign_rule_holds_a_set_it_drops() {
         .find(|n| n.ends_with(".p4"))
         .unwrap_or_else(|| panic!("v2 drops no IPv4 hash:ip set:\n{}", d.stdout))
         .to_owned();
-    sb.sh(
-        "iptables-nft",
-        &[
-            "-A",
+    // Someone else's rule that looks the set up, added (`-A`) or deleted (`-D`).
+    let foreign = |op: &str| {
+        let rule = [
             "FORWARD",
             "-m",
             "set",
@@ -322,8 +321,10 @@ fn apply_says_when_a_foreign_rule_holds_a_set_it_drops() {
             "src",
             "-j",
             "ACCEPT",
-        ],
-    );
+        ];
+        sb.sh("iptables-nft", &[&[op][..], &rule].concat());
+    };
+    foreign("-A");
     let t0 = std::time::Instant::now();
     let r = netfence(&["apply", "-f", &v2, "--netns", &sb.name, "--timeout", "20"]).expect(2);
     assert!(
@@ -339,20 +340,7 @@ fn apply_says_when_a_foreign_rule_holds_a_set_it_drops() {
         r.stderr
     );
     // Everything else is in place: once the rule goes, the next apply only destroys it.
-    sb.sh(
-        "iptables-nft",
-        &[
-            "-D",
-            "FORWARD",
-            "-m",
-            "set",
-            "--match-set",
-            &dropped,
-            "src",
-            "-j",
-            "ACCEPT",
-        ],
-    );
+    foreign("-D");
     netfence(&["apply", "-f", &v2, "--netns", &sb.name]).expect(0);
     netfence(&["status", "--netns", &sb.name, "-f", &v2]).expect(0);
 }
