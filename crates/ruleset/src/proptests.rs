@@ -899,6 +899,21 @@ fn a_referenced_set_is_not_redefined_but_an_unreferenced_one_is_recreated() {
     assert_eq!(after.set("nf-s").unwrap().kind, SetType::HashNet);
 }
 
+/// An IPv4 address.
+fn ip(s: &str) -> Member {
+    Member::Ip(s.parse().unwrap())
+}
+
+/// A `hash:ip` set `nf-s` of `members` with capacity `maxelem`, looked up by a rule.
+fn looked_up_ips(polarity: Polarity, maxelem: u32, members: &[&str]) -> Ruleset {
+    let mut s = IpSet::new(Family::Ipv4, SetType::HashIp, polarity);
+    s.maxelem = maxelem;
+    for m in members {
+        s.insert(ip(m)).unwrap();
+    }
+    set_looked_up(s, true)
+}
+
 /// The set operations that replace set `nf-s` of `want` in place: a scratch copy with
 /// `members` (what the kernel's set holds, as netfence reads it) and the desired
 /// definition, swapped in under the rules, then destroyed.
@@ -927,15 +942,7 @@ fn replaced_in_place(want: &Ruleset, members: Vec<Member>) -> Vec<SetOp> {
 /// content never changes in between, and the plan's member changes then go to the copy.
 #[test]
 fn a_referenced_set_gets_a_new_capacity_by_a_swap() {
-    let ip = |s: &str| Member::Ip(s.parse().unwrap());
-    let mk = |maxelem: u32, members: &[&str]| {
-        let mut s = IpSet::new(Family::Ipv4, SetType::HashIp, Polarity::Grants);
-        s.maxelem = maxelem;
-        for m in members {
-            s.insert(ip(m)).unwrap();
-        }
-        set_looked_up(s, true)
-    };
+    let mk = |maxelem, members: &[&str]| looked_up_ips(Polarity::Grants, maxelem, members);
 
     let cur = kernel_state(&mk(65536, &["10.0.0.1", "10.0.0.2"]), &Extras::none());
     let want = mk(1 << 20, &["10.0.0.2", "10.0.0.3"]);
@@ -972,14 +979,7 @@ fn a_referenced_set_gets_a_new_capacity_by_a_swap() {
 /// go to the copy, so that the next plan has nothing left to do.
 #[test]
 fn a_referenced_set_with_options_netfence_never_writes_is_replaced_by_a_swap() {
-    let ip = |s: &str| Member::Ip(s.parse().unwrap());
-    let mk = |members: &[&str]| {
-        let mut s = IpSet::new(Family::Ipv4, SetType::HashIp, Polarity::Restricts);
-        for m in members {
-            s.insert(ip(m)).unwrap();
-        }
-        set_looked_up(s, true)
-    };
+    let mk = |members: &[&str]| looked_up_ips(Polarity::Restricts, 1 << 20, members);
     let mut cur = kernel_state(&mk(&["10.0.0.0"]), &Extras::none());
     cur.set_mut("nf-s").unwrap().unmodelled = Some("netmask 16".into());
     let want = mk(&["10.0.0.1"]);
