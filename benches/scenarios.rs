@@ -328,9 +328,9 @@ fn burst(size: &Size) -> Change {
         forward.push(Op::DeletePod(pod_key(p)));
         inverse.push(Op::Pod(Box::new((nf(p), p.clone()))));
     }
-    // New pods past the ones the sync bench and harness use.
+    // New pods past the ones the sync bench and harness may hold ready.
     for i in 0..BURST - forward.len() {
-        let p = g.extra_pod(common::harness::PODS + i);
+        let p = g.extra_pod(common::harness::CANDIDATES + i);
         inverse.push(Op::DeletePod(pod_key(&p)));
         forward.push(Op::Pod(Box::new((nf(&p), p))));
     }

@@ -9,11 +9,13 @@
 //!   the conversion from the k8s object, the hand-off to the sync thread, the incremental
 //!   recompile, the plan, the kernel commit and the wake-up of the caller. The opposite
 //!   delta follows, untimed, so that every iteration starts from the same cluster.
-//!   Iterations take turns over [`PODS`] such pods
-//!   ([`cluster::Generated::extra_pod`]`(0..PODS)`, each with an existing app picked at
-//!   random, and so that app's sets), so that a size's figure is not one pod's luck. The
-//!   generator spreads a size's policies over `pods / 20` apps, so a pod at 10k pods joins
-//!   fewer sets than one at 1k: BENCHMARKS.md (notes) says what that does to "flat".
+//!   Iterations take turns over [`PODS`] such pods ([`Size::extra`]: generator extra
+//!   pods, each with an existing app, and so that app's sets), so that a size's figure is
+//!   not one pod's luck. They are picked so that each size's pods change as many set
+//!   members as 1,000 pods' first [`PODS`] extra pods do
+//!   ([`common::harness::matched_extra`]): the generator spreads a size's policies over
+//!   `pods / 20` apps, so a pod drawn at random at 10k pods joins fewer sets than one at
+//!   1k, and "flat from 1k to 10k" would compare lighter work at 10k.
 //! * **calico-iptables** (`sync/pod_add/calico-iptables/...`): the Calico-like baseline of
 //!   the same cluster ([`calico::render`]) loaded once into a second namespace; one
 //!   iteration applies the pod's delta in [`calico::Delta::steps`] order (`ipset restore`

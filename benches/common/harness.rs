@@ -11,11 +11,11 @@ use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use policy::k8s_openapi::api::core::v1::Pod;
-use policy::{CompilerConfig, Family};
+use policy::{Compiler, CompilerConfig, Family};
 use regex::Regex;
 use sync::{Engine, EngineConfig};
 
@@ -23,6 +23,16 @@ use super::{calico, cluster, nft_native};
 
 /// How many different extra pods a size holds ready ([`Size::extra`]).
 pub const PODS: usize = 8;
+
+/// The size whose first [`PODS`] extra pods set the work of every size's
+/// ([`Size::extra`]): the smallest of the report's.
+pub const REFERENCE_PODS: usize = 1_000;
+
+/// How many of the generator's extra pods [`Size::new`] may weigh to find [`PODS`] that
+/// do the reference size's work. Pods that add anything to the cluster in the benches
+/// (the burst's new ones) come from past them, so that no bench adds a pod another one
+/// holds ready.
+pub const CANDIDATES: usize = 4_096;
 
 /// Untimed pause before each baseline delta: nf_tables frees a deleted rule after an RCU
 /// grace period and the next commit waits for it (without the pause, baseline deltas
@@ -422,23 +432,33 @@ pub struct Size {
     pub dual_stack: bool,
     /// The cluster.
     pub gen: cluster::Generated,
-    /// [`PODS`] pods not in the cluster, as the baseline sees them.
+    /// [`PODS`] pods not in the cluster, as the baseline sees them: the generator's extra
+    /// pods whose adds change as many set members as the first [`PODS`] extra pods' do at
+    /// [`REFERENCE_PODS`] pods and the same policies (see [`matched_extra`]).
     pub extra: Vec<Pod>,
     /// The same pods as netfence is given them (see [`for_netfence`]).
     pub nf_extra: Vec<Pod>,
+    /// The set members each of [`Self::extra`]'s adds changes, as the compiler counts
+    /// them.
+    pub extra_work: Vec<usize>,
     /// Whether netfence's pods keep their host-interface annotation.
     pub host_interfaces: bool,
 }
 
 impl Size {
-    /// Generates the cluster: `pods / 100` namespaces.
+    /// Generates the cluster (`pods / 100` namespaces) and picks its extra pods.
     pub fn new(pods: usize, policies: usize, mode: &Mode) -> Self {
         let dual_stack = mode.dual_stack;
         let gen = cluster::generate(&cluster::ClusterSpec {
             dual_stack,
             ..cluster::ClusterSpec::new(pods, pods / 100, policies)
         });
-        let extra: Vec<Pod> = (0..PODS).map(|k| gen.extra_pod(k)).collect();
+        let matched = matched_extra(&gen, mode.host_interfaces);
+        eprintln!(
+            "{pods}p_{policies}np: extra pods {:?} (index, set members an add changes)",
+            matched
+        );
+        let extra: Vec<Pod> = matched.iter().map(|&(i, _)| gen.extra_pod(i)).collect();
         let nf_extra = extra
             .iter()
             .map(|p| for_netfence(p, mode.host_interfaces))
@@ -450,6 +470,7 @@ impl Size {
             gen,
             extra,
             nf_extra,
+            extra_work: matched.iter().map(|&(_, w)| w).collect(),
             host_interfaces: mode.host_interfaces,
         }
     }
@@ -493,24 +514,117 @@ impl Size {
 
     /// netfence's configuration for an engine on `ns`.
     pub fn engine_config(&self, ns: &Netns) -> EngineConfig {
-        let families = if self.dual_stack {
-            Family::ALL.to_vec()
-        } else {
-            vec![Family::Ipv4]
-        };
         EngineConfig {
             netns: ns.netns(),
             reconcile_interval: None,
-            compiler: CompilerConfig {
-                families,
-                node: self.gen.spec.node.clone(),
-                // The generator names host interfaces as Calico does.
-                pod_interface_prefix: Some("cali".into()),
-                ..CompilerConfig::default()
-            },
+            compiler: compiler_config(&self.gen),
             ..EngineConfig::default()
         }
     }
+}
+
+/// The compiler's configuration for `gen`, as the benches' engines run it.
+fn compiler_config(gen: &cluster::Generated) -> CompilerConfig {
+    let families = if gen.spec.dual_stack {
+        Family::ALL.to_vec()
+    } else {
+        vec![Family::Ipv4]
+    };
+    CompilerConfig {
+        families,
+        node: gen.spec.node.clone(),
+        // The generator names host interfaces as Calico does.
+        pod_interface_prefix: Some("cali".into()),
+        ..CompilerConfig::default()
+    }
+}
+
+/// [`PODS`] extra pods of `gen` (index, and the set members its add changes), each doing
+/// the work of its namesake at [`REFERENCE_PODS`] pods.
+///
+/// The generator spreads a cluster's policies over `pods / 20` apps, so a random extra
+/// pod at 10k pods joins fewer sets than one at 1k (6.0 set members an add against 9.6
+/// at 100 policies). Pod deltas picked at random then made "flat from 1k to 10k" compare
+/// lighter work at 10k. So the reference size's first [`PODS`] extra pods set the work,
+/// and each size takes, in index order, the first of its extra pods whose add changes as
+/// many set members as the reference pod's; at the reference size that is extra pods
+/// `0..PODS` themselves. The count is the compiler's, which is what the engine commits
+/// (an ipset operation a member), not a timing, so the choice cannot favour fast pods.
+/// Some counts are rare at 10k pods: a target no candidate meets takes the nearest, and
+/// the difference is added to the next pod's target, so that the [`PODS`] pods together
+/// change as many members as the reference's whenever the last pod can make it up (what
+/// is left over is printed).
+pub fn matched_extra(gen: &cluster::Generated, host_interfaces: bool) -> Vec<(usize, usize)> {
+    let targets: Vec<usize> = if gen.spec.pods == REFERENCE_PODS {
+        (0..PODS).map(weigher(gen, host_interfaces)).collect()
+    } else {
+        let reference = cluster::generate(&cluster::ClusterSpec {
+            pods: REFERENCE_PODS,
+            namespaces: REFERENCE_PODS / 100,
+            ..gen.spec.clone()
+        });
+        (0..PODS)
+            .map(weigher(&reference, host_interfaces))
+            .collect()
+    };
+    let mut w = weigher(gen, host_interfaces);
+    let mut work: Vec<usize> = Vec::new();
+    let mut taken = vec![false; CANDIDATES];
+    let mut picked = Vec::with_capacity(PODS);
+    // What earlier pods fell short of their targets by (negative: went over).
+    let mut owed: isize = 0;
+    for reference in targets {
+        let target = reference.saturating_add_signed(owed);
+        let found = (0..CANDIDATES).find(|&i| {
+            if i == work.len() {
+                work.push(w(i));
+            }
+            !taken[i] && work[i] == target
+        });
+        let (i, got) = match found {
+            Some(i) => (i, target),
+            None => work
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|&(i, _)| !taken[i])
+                .min_by_key(|&(_, got)| got.abs_diff(target))
+                .expect("more candidates than pods"),
+        };
+        taken[i] = true;
+        owed = target as isize - got as isize;
+        picked.push((i, got));
+    }
+    if owed != 0 {
+        eprintln!(
+            "{}p_{}np: the extra pods' adds change {owed} set members fewer than the \
+             reference's ({CANDIDATES} candidates)",
+            gen.spec.pods, gen.spec.policies
+        );
+    }
+    picked
+}
+
+/// `gen` compiled, and a function of `i` that says how many set members an add of
+/// `gen`'s extra pod `i` changes ([`add_work`]).
+fn weigher(gen: &cluster::Generated, host_interfaces: bool) -> impl FnMut(usize) -> usize {
+    let mut c = Compiler::new(compiler_config(gen)).expect("valid config");
+    c.compile(&gen.cluster()).expect("the cluster compiles");
+    c.take_scope();
+    let gen = gen.clone();
+    move |i| add_work(&mut c, &for_netfence(&gen.extra_pod(i), host_interfaces))
+}
+
+/// The set members, chains and whole sets an add of `pod` changes, as the compiler
+/// hands them to the planner; `pod` is deleted again after.
+fn add_work(c: &mut Compiler, pod: &Pod) -> usize {
+    let pod = Arc::new(cluster::to_pod(pod));
+    let key = pod.key();
+    c.upsert_pod(pod);
+    let s = c.take_scope();
+    c.delete_pod(&key);
+    c.take_scope();
+    s.chains.len() + s.sets.len() + s.members.values().map(Vec::len).sum::<usize>()
 }
 
 /// `pod` as netfence is fed it: without the `netfence.io/host-interface` annotation
@@ -903,5 +1017,52 @@ pub fn sizes(mode: &Mode) -> &'static [(usize, usize)] {
         &SIZES[..1]
     } else {
         &SIZES
+    }
+}
+
+#[cfg(test)]
+mod matched_extra_tests {
+    // Each test imports what it uses: a bench built with `cfg(test)` but without the test
+    // harness drops the `#[test]` functions, and module-level imports would go unused.
+    use super::cluster;
+
+    fn generate(pods: usize, policies: usize) -> cluster::Generated {
+        cluster::generate(&cluster::ClusterSpec::new(pods, pods / 100, policies))
+    }
+
+    fn total(m: &[(usize, usize)]) -> usize {
+        m.iter().map(|&(_, w)| w).sum()
+    }
+
+    #[test]
+    fn the_reference_size_keeps_its_first_pods() {
+        use super::{matched_extra, PODS, REFERENCE_PODS};
+        let got = matched_extra(&generate(REFERENCE_PODS, 100), true);
+        let indices: Vec<usize> = got.iter().map(|&(i, _)| i).collect();
+        assert_eq!(indices, (0..PODS).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_larger_size_adds_distinct_pods_of_the_reference_work() {
+        use super::{matched_extra, weigher, PODS, REFERENCE_PODS};
+        let reference = matched_extra(&generate(REFERENCE_PODS, 100), true);
+        let large = generate(10_000, 100);
+        // The bias the matching removes: the first extra pods at 10k pods do less.
+        let first: usize = (0..PODS).map(weigher(&large, true)).sum();
+        assert!(first < total(&reference), "{first} against {reference:?}");
+        let matched = matched_extra(&large, true);
+        assert_eq!(
+            total(&matched),
+            total(&reference),
+            "{matched:?} against {reference:?}"
+        );
+        let mut w = weigher(&large, true);
+        for &(i, work) in &matched {
+            assert_eq!(w(i), work, "extra pod {i}");
+        }
+        let mut indices: Vec<usize> = matched.iter().map(|&(i, _)| i).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        assert_eq!(indices.len(), PODS, "each pod once: {matched:?}");
     }
 }
