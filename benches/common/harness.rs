@@ -438,9 +438,6 @@ pub struct Size {
     pub extra: Vec<Pod>,
     /// The same pods as netfence is given them (see [`for_netfence`]).
     pub nf_extra: Vec<Pod>,
-    /// The set members each of [`Self::extra`]'s adds changes, as the compiler counts
-    /// them.
-    pub extra_work: Vec<usize>,
     /// Whether netfence's pods keep their host-interface annotation.
     pub host_interfaces: bool,
 }
@@ -470,7 +467,6 @@ impl Size {
             gen,
             extra,
             nf_extra,
-            extra_work: matched.iter().map(|&(_, w)| w).collect(),
             host_interfaces: mode.host_interfaces,
         }
     }
@@ -597,9 +593,12 @@ pub fn matched_extra(gen: &cluster::Generated, host_interfaces: bool) -> Vec<(us
     }
     if owed != 0 {
         eprintln!(
-            "{}p_{}np: the extra pods' adds change {owed} set members fewer than the \
-             reference's ({CANDIDATES} candidates)",
-            gen.spec.pods, gen.spec.policies
+            "{}p_{}np: the extra pods' adds change {} set members {} the reference's \
+             ({CANDIDATES} candidates)",
+            gen.spec.pods,
+            gen.spec.policies,
+            owed.unsigned_abs(),
+            if owed > 0 { "fewer than" } else { "more than" },
         );
     }
     picked
