@@ -835,6 +835,10 @@ fn invalid_deltas_are_rejected_alone_with_messages() {
     let r5 = e.upsert_policy(&bad_name);
     let r6 = e.upsert_namespace(&bad_ns_name);
     let good3 = e.upsert_namespace(&w.ns(namespace("c", &[("ok", "yes")])));
+    // Deletes of keys no object can have: a caller's bug, said as such.
+    let r7 = e.delete_pod("a", "Web_0");
+    let r8 = e.delete_policy("Bad NS", "ok2");
+    let r9 = e.delete_namespace("");
     for (c, field) in [
         (r1, "cidr"),
         (r2, "port"),
@@ -842,6 +846,12 @@ fn invalid_deltas_are_rejected_alone_with_messages() {
         (r4, "metadata.labels"),
         (r5, "NetworkPolicy a/Bad Name: metadata.name: invalid name"),
         (r6, "metadata.name: invalid name"),
+        (r7, "Pod a/Web_0: metadata.name: invalid name"),
+        (
+            r8,
+            "NetworkPolicy Bad NS/ok2: metadata.namespace: invalid name",
+        ),
+        (r9, "metadata.name"),
     ] {
         match c.wait() {
             Err(Error::Rejected(err)) => {
@@ -855,7 +865,7 @@ fn invalid_deltas_are_rejected_alone_with_messages() {
         c.wait().unwrap();
     }
     assert_converged(&sb, &w);
-    assert_eq!(e.metrics().rejected, 6);
+    assert_eq!(e.metrics().rejected, 9);
 }
 
 #[test]

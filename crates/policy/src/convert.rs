@@ -103,6 +103,36 @@ fn object_name<'a>(
     valid_name(object, field, value, check_dns_subdomain)
 }
 
+/// Checks the key of an object a delete names, by the rules its conversion applies to
+/// the same fields: `namespace` (`None` for a Namespace, which has none) as a
+/// namespace's name, `name` as a Namespace's or as a pod's or NetworkPolicy's.
+///
+/// A delete carries only the key, and no object can be stored under a name that fails
+/// these checks, so such a delete would do nothing. A caller that sends one has a bug
+/// (names swapped, a label value passed as a name), and a quiet no-op would hide it.
+///
+/// # Errors
+/// [`Error::Missing`] for an empty name, [`Error::Name`] for an invalid one, naming the
+/// field as the object's conversion would (`metadata.namespace`, `metadata.name`).
+pub fn check_key(kind: Kind, namespace: Option<&str>, name: &str) -> Result<(), Error> {
+    let meta = ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        ..ObjectMeta::default()
+    };
+    let object = object_ref(kind, &meta, namespace.is_some());
+    match kind {
+        Kind::Namespace => {
+            namespace_name(&object, "metadata.name", &meta.name)?;
+        }
+        Kind::Pod | Kind::NetworkPolicy => {
+            object_name(&object, "metadata.name", &meta.name)?;
+            namespace_name(&object, "metadata.namespace", &meta.namespace)?;
+        }
+    }
+    Ok(())
+}
+
 fn labels_of(object: &ObjectRef, meta: &ObjectMeta) -> Result<Labels, Error> {
     let labels = meta.labels.clone().unwrap_or_default();
     validate_labels(object, "metadata.labels", &labels)?;

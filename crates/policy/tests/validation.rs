@@ -390,6 +390,37 @@ fn policy_name_is_a_dns_subdomain_and_its_namespace_a_dns_label() {
 }
 
 #[test]
+fn a_delete_key_is_checked_as_the_object_it_names() {
+    use policy::convert::check_key;
+    use policy::Kind;
+    for bad in bad_names(63) {
+        let e = check_key(Kind::Namespace, None, &bad).unwrap_err();
+        // The same error as the conversion gives the object with that name.
+        let from_object = policy::Namespace::try_from(&namespace(&bad)).unwrap_err();
+        assert_eq!(e.to_string(), from_object.to_string());
+        bad_name(&e, &format!("Namespace {bad}"), "metadata.name", &bad);
+        for kind in [Kind::Pod, Kind::NetworkPolicy] {
+            let e = check_key(kind, Some(&bad), "web").unwrap_err();
+            bad_name(&e, &format!("{kind} {bad}/web"), "metadata.namespace", &bad);
+        }
+    }
+    for bad in bad_names(253) {
+        for kind in [Kind::Pod, Kind::NetworkPolicy] {
+            let e = check_key(kind, Some("shop"), &bad).unwrap_err();
+            bad_name(&e, &format!("{kind} shop/{bad}"), "metadata.name", &bad);
+        }
+    }
+    let e = check_key(Kind::Pod, Some("shop"), "").unwrap_err();
+    assert!(matches!(e, Error::Missing { .. }), "{e}");
+    let longest = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+    for kind in [Kind::Pod, Kind::NetworkPolicy] {
+        check_key(kind, Some(&"x".repeat(63)), &longest).unwrap();
+        check_key(kind, Some("kube-system"), "web-0.shop").unwrap();
+    }
+    check_key(Kind::Namespace, None, &"x".repeat(63)).unwrap();
+}
+
+#[test]
 fn names_inside_selectors_are_label_values_not_object_names() {
     // `kubernetes.io/metadata.name` values and other label values follow the label
     // syntax (uppercase, '_' and '.' allowed), not the name rules: a selector naming a

@@ -194,8 +194,12 @@ impl Engine {
         }
     }
 
-    /// Removes a pod.
+    /// Removes a pod. A key no pod can have (an invalid name) is rejected as
+    /// [`Self::upsert_pod`] rejects such a pod, rather than deleting nothing.
     pub fn delete_pod(&self, namespace: &str, name: &str) -> Completion {
+        if let Err(e) = policy::convert::check_key(policy::Kind::Pod, Some(namespace), name) {
+            return self.reject(e);
+        }
         let key = ObjectKey::new(namespace, name);
         self.send(|t| Command::Pod(key, None, t))
     }
@@ -208,8 +212,11 @@ impl Engine {
         }
     }
 
-    /// Removes a namespace.
+    /// Removes a namespace. An invalid name is rejected, as at [`Self::delete_pod`].
     pub fn delete_namespace(&self, name: &str) -> Completion {
+        if let Err(e) = policy::convert::check_key(policy::Kind::Namespace, None, name) {
+            return self.reject(e);
+        }
         let name = name.to_owned();
         self.send(|t| Command::Namespace(name, None, t))
     }
@@ -222,8 +229,13 @@ impl Engine {
         }
     }
 
-    /// Removes a NetworkPolicy.
+    /// Removes a NetworkPolicy. An invalid key is rejected, as at [`Self::delete_pod`].
     pub fn delete_policy(&self, namespace: &str, name: &str) -> Completion {
+        if let Err(e) =
+            policy::convert::check_key(policy::Kind::NetworkPolicy, Some(namespace), name)
+        {
+            return self.reject(e);
+        }
         let key = ObjectKey::new(namespace, name);
         self.send(|t| Command::Policy(key, None, t))
     }
