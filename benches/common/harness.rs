@@ -551,8 +551,12 @@ fn compiler_config(gen: &cluster::Generated) -> CompilerConfig {
 /// change as many members as the reference's whenever the last pod can make it up (what
 /// is left over is printed).
 pub fn matched_extra(gen: &cluster::Generated, host_interfaces: bool) -> Vec<(usize, usize)> {
+    let mut w = weigher(gen, host_interfaces);
+    let mut work: Vec<usize> = Vec::new();
     let targets: Vec<usize> = if gen.spec.pods == REFERENCE_PODS {
-        (0..PODS).map(weigher(gen, host_interfaces)).collect()
+        // Its own first pods, weighed once: the search below finds them in the cache.
+        work.extend((0..PODS).map(&mut w));
+        work.clone()
     } else {
         let reference = cluster::generate(&cluster::ClusterSpec {
             pods: REFERENCE_PODS,
@@ -563,8 +567,6 @@ pub fn matched_extra(gen: &cluster::Generated, host_interfaces: bool) -> Vec<(us
             .map(weigher(&reference, host_interfaces))
             .collect()
     };
-    let mut w = weigher(gen, host_interfaces);
-    let mut work: Vec<usize> = Vec::new();
     let mut taken = vec![false; CANDIDATES];
     let mut picked = Vec::with_capacity(PODS);
     // What earlier pods fell short of their targets by (negative: went over).
