@@ -5,7 +5,8 @@
 //! 1,000 pods / 100 and 1,000 policies, 10,000 / 100 and 10,000 / 1,000: the compiler's
 //! share of that scenario; and the planning of that burst's commit (`plan/burst_*`,
 //! `ruleset::plan_scoped` over the burst's scope, as the sync worker plans it), the
-//! planner's share.
+//! planner's share; and the conversion of that burst's API objects (`convert/burst_*`),
+//! the share paid on the caller's thread.
 //!
 //! The clusters come from the shared generator (`benches/common/cluster.rs`), the one
 //! `benches/sync.rs` feeds the engine, and the compiler is configured as the sync bench
@@ -127,20 +128,12 @@ impl Setup {
     /// A burst of [`BURST`] deltas on distinct objects, shuffled, as `burst()` in
     /// `benches/scenarios.rs` builds it: 5 namespaces relabelled, 50 policies added, 100
     /// changed, 50 deleted, 200 pods relabelled, 150 deleted, and new pods for the rest.
-    /// Returns it with its inverse, which puts the cluster back.
-    fn burst_deltas(&self) -> (Vec<Delta>, Vec<Delta>) {
+    /// Returns it with its inverse, which puts the cluster back, as the API objects an
+    /// agent hands the engine.
+    fn burst_objects(&self) -> (Vec<Object>, Vec<Object>) {
         let g = &self.gen;
         let pick = |k: usize, of: usize, n: usize| ((2 * k + 1) * n / (2 * of)).min(n - 1);
         let (mut fwd, mut inv) = (Vec::new(), Vec::new());
-        fn pol(np: &NetworkPolicy) -> Delta {
-            Delta::Policy(Arc::new(cluster::to_policy(np)))
-        }
-        fn pod(p: &k8s_openapi::api::core::v1::Pod) -> Delta {
-            Delta::Pod(Arc::new(cluster::to_pod(p)))
-        }
-        fn ns(n: &k8s_openapi::api::core::v1::Namespace) -> Delta {
-            Delta::Namespace(Arc::new(cluster::to_namespace(n)))
-        }
         fn key(m: &ObjectMeta) -> ObjectKey {
             ObjectKey::new(
                 m.namespace.clone().expect("namespace"),
@@ -150,44 +143,44 @@ impl Setup {
         let namespaces = 5.min(g.namespaces.len() / 2);
         for i in 0..namespaces {
             let n = &g.namespaces[pick(i, namespaces, g.namespaces.len())];
-            fwd.push(ns(&g.relabel_namespace(n)));
-            inv.push(ns(n));
+            fwd.push(Object::Namespace(g.relabel_namespace(n)));
+            inv.push(Object::Namespace(n.clone()));
         }
         for i in 0..50 {
             // Past the extra policies any other bench uses.
             let np = g.extra_policy(1_000 + i);
-            inv.push(Delta::DeletePolicy(key(&np.metadata)));
-            fwd.push(pol(&np));
+            inv.push(Object::DeletePolicy(key(&np.metadata)));
+            fwd.push(Object::Policy(np));
         }
         let half = g.policies.len() / 2;
         let changed = 100.min(g.policies.len() / 4);
         for i in 0..changed {
             let np = &g.policies[pick(i, changed, half)];
-            fwd.push(pol(&g.changed_policy(np)));
-            inv.push(pol(np));
+            fwd.push(Object::Policy(g.changed_policy(np)));
+            inv.push(Object::Policy(np.clone()));
         }
         let deleted = 50.min(g.policies.len() / 4);
         for i in 0..deleted {
             let np = &g.policies[half + pick(i, deleted, g.policies.len() - half)];
-            fwd.push(Delta::DeletePolicy(key(&np.metadata)));
-            inv.push(pol(np));
+            fwd.push(Object::DeletePolicy(key(&np.metadata)));
+            inv.push(Object::Policy(np.clone()));
         }
         let half = g.pods.len() / 2;
         for i in 0..200 {
             let p = &g.pods[pick(i, 200, half)];
-            fwd.push(pod(&g.relabel_pod(p)));
-            inv.push(pod(p));
+            fwd.push(Object::Pod(Box::new(g.relabel_pod(p))));
+            inv.push(Object::Pod(Box::new(p.clone())));
         }
         for i in 0..150 {
             let p = &g.pods[half + pick(i, 150, g.pods.len() - half)];
-            fwd.push(Delta::DeletePod(key(&p.metadata)));
-            inv.push(pod(p));
+            fwd.push(Object::DeletePod(key(&p.metadata)));
+            inv.push(Object::Pod(Box::new(p.clone())));
         }
         for i in 0..BURST - fwd.len() {
             // Past the extra pods the pod benches cycle through.
             let p = g.extra_pod(EXTRA + i);
-            inv.push(Delta::DeletePod(key(&p.metadata)));
-            fwd.push(pod(&p));
+            inv.push(Object::DeletePod(key(&p.metadata)));
+            fwd.push(Object::Pod(Box::new(p)));
         }
         let mut rng = cluster::Rng::new(0x0062_7572_7374);
         for i in (1..fwd.len()).rev() {
@@ -196,11 +189,27 @@ impl Setup {
         (fwd, inv)
     }
 
+    /// The burst's objects converted as the engine converts them, on the caller's thread
+    /// (`convert/burst_*`): validation and conversion of every object the burst hands
+    /// over. On two cores that caller shares a CPU with the sync thread while it
+    /// submits, so this cost adds to the burst's latency rather than overlapping it.
+    fn convert(&self, c: &mut Criterion, objects: &[Object]) {
+        let mut g = c.benchmark_group("convert");
+        g.sample_size(20);
+        g.bench_function(format!("burst_{}", self.label()), |b| {
+            b.iter(|| objects.iter().map(Object::convert).collect::<Vec<_>>())
+        });
+        g.finish();
+    }
+
     /// The burst applied as the sync worker applies one: every delta with dispatch
     /// held, then `settle()`, `take_scope()` and `ruleset()`. Only the forward burst is
     /// timed; its inverse (untimed) restores the cluster for the next iteration.
     fn burst(&mut self, c: &mut Criterion) {
-        let (fwd, inv) = self.burst_deltas();
+        let (fwd, inv) = self.burst_objects();
+        self.convert(c, &fwd);
+        let fwd: Vec<Delta> = fwd.iter().map(Object::convert).collect();
+        let inv: Vec<Delta> = inv.iter().map(Object::convert).collect();
         let name = format!("burst_{}", self.label());
         self.burst_plan(c, &name, &fwd, &inv);
         let mut g = c.benchmark_group("compile");
@@ -269,6 +278,40 @@ impl Setup {
         g.finish();
         apply(&mut self.compiler, inv);
     }
+}
+
+/// Deltas as an agent hands them to the engine.
+enum Object {
+    Namespace(k8s_openapi::api::core::v1::Namespace),
+    Pod(Box<k8s_openapi::api::core::v1::Pod>),
+    DeletePod(ObjectKey),
+    Policy(NetworkPolicy),
+    DeletePolicy(ObjectKey),
+}
+
+impl Object {
+    /// The delta the engine passes to the compiler, converted as `Engine::upsert_*`
+    /// converts it.
+    fn convert(&self) -> Delta {
+        match self {
+            Object::Namespace(n) => Delta::Namespace(Arc::new(cluster::to_namespace(n))),
+            Object::Pod(p) => Delta::Pod(Arc::new(cluster::to_pod(p))),
+            Object::DeletePod(k) => {
+                checked(policy::Kind::Pod, k);
+                Delta::DeletePod(k.clone())
+            }
+            Object::Policy(np) => Delta::Policy(Arc::new(cluster::to_policy(np))),
+            Object::DeletePolicy(k) => {
+                checked(policy::Kind::NetworkPolicy, k);
+                Delta::DeletePolicy(k.clone())
+            }
+        }
+    }
+}
+
+/// Checks a delete's key as `Engine::delete_*` does.
+fn checked(kind: policy::Kind, k: &ObjectKey) {
+    policy::convert::check_key(kind, Some(&k.namespace), &k.name).expect("a valid key");
 }
 
 /// Deltas as the engine hands them to the compiler.

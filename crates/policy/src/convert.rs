@@ -10,6 +10,7 @@
 //! Each object converts on its own: an error rejects that object only.
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -18,7 +19,7 @@ use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::error::{Error, Kind, ObjectRef};
+use crate::error::{Error, Field, Kind, ObjectRef};
 use crate::model::{
     ContainerPort, IpBlock, Namespace, NamespaceScope, Peer, Pod, Policy, Port, PortRule, Protocol,
     Rule, HOST_INTERFACE_ANNOTATION, NAMESPACE_NAME_LABEL,
@@ -135,7 +136,7 @@ pub fn check_key(kind: Kind, namespace: Option<&str>, name: &str) -> Result<(), 
 
 fn labels_of(object: &ObjectRef, meta: &ObjectMeta) -> Result<Labels, Error> {
     let labels = meta.labels.clone().unwrap_or_default();
-    validate_labels(object, "metadata.labels", &labels)?;
+    validate_labels(object, &"metadata.labels", &labels)?;
     Ok(labels)
 }
 
@@ -193,29 +194,34 @@ impl TryFrom<&core::Pod> for Pod {
         // pod wherever a policy admits the pod, and would put the node itself under the
         // pod's isolation on the INPUT and OUTPUT hooks. So it counts without addresses.
         let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
-        let listed: Vec<(String, &str)> = match status.and_then(|s| s.pod_ips.as_ref()) {
+        // Each address with its index in `podIPs`, or `None` for `podIP`.
+        let listed: Vec<(Option<usize>, &str)> = match status.and_then(|s| s.pod_ips.as_ref()) {
             _ if finished || host_network => Vec::new(),
             Some(ips) if !ips.is_empty() => ips
                 .iter()
                 .enumerate()
-                .map(|(i, ip)| (format!("status.podIPs[{i}].ip"), ip.ip.as_str()))
+                .map(|(i, ip)| (Some(i), ip.ip.as_str()))
                 .collect(),
             // Older kubelets fill only the single-stack field.
             _ => status
                 .and_then(|s| s.pod_ip.as_deref())
                 .filter(|ip| !ip.is_empty())
-                .map(|ip| vec![("status.podIP".to_owned(), ip)])
+                .map(|ip| vec![(None, ip)])
                 .unwrap_or_default(),
         };
-        for (field, text) in listed {
+        for (at, text) in listed {
+            let field = || match at {
+                Some(i) => Field::name(&Field::index(&"status.podIPs", i), "ip").to_string(),
+                None => "status.podIP".to_owned(),
+            };
             let ip: IpAddr = text.parse().map_err(|_| Error::PodIp {
                 object: object.boxed(),
-                field: field.clone(),
+                field: field(),
                 value: text.to_owned(),
             })?;
             let dup = |family| Error::PodIpFamily {
                 object: object.boxed(),
-                field: field.clone(),
+                field: field(),
                 family,
                 value: text.to_owned(),
             };
@@ -253,17 +259,25 @@ impl TryFrom<&core::Pod> for Pod {
                 let Some(port_name) = p.name.as_deref().filter(|n| !n.is_empty()) else {
                     continue;
                 };
-                let path = format!("{list}[{i}].ports[{j}]");
+                let container = Field::index(&list, i);
+                let ports = Field::name(&container, "ports");
+                let path = Field::index(&ports, j);
                 check_port_name(port_name).map_err(|reason| Error::PortName {
                     object: object.boxed(),
-                    field: format!("{path}.name"),
+                    field: Field::name(&path, "name").to_string(),
                     value: port_name.to_owned(),
                     reason,
                 })?;
-                let port =
-                    port_number(&object, &format!("{path}.containerPort"), p.container_port)?;
-                let protocol =
-                    protocol(&object, &format!("{path}.protocol"), p.protocol.as_deref())?;
+                let port = port_number(
+                    &object,
+                    &Field::name(&path, "containerPort"),
+                    p.container_port,
+                )?;
+                let protocol = protocol(
+                    &object,
+                    &Field::name(&path, "protocol"),
+                    p.protocol.as_deref(),
+                )?;
                 named_ports
                     .entry(port_name.to_owned())
                     .or_insert_with(std::collections::BTreeSet::new)
@@ -330,7 +344,7 @@ impl TryFrom<&net::NetworkPolicy> for Policy {
             .enumerate()
             .map(|(i, r)| {
                 ctx.rule(
-                    &format!("spec.ingress[{i}]"),
+                    &Field::index(&"spec.ingress", i),
                     "from",
                     r.from.as_deref(),
                     r.ports.as_deref(),
@@ -344,7 +358,7 @@ impl TryFrom<&net::NetworkPolicy> for Policy {
             .enumerate()
             .map(|(i, r)| {
                 ctx.rule(
-                    &format!("spec.egress[{i}]"),
+                    &Field::index(&"spec.egress", i),
                     "to",
                     r.to.as_deref(),
                     r.ports.as_deref(),
@@ -398,43 +412,45 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn rule(
         &self,
-        path: &str,
-        peers_field: &str,
+        path: &dyn Display,
+        peers_field: &'static str,
         peers: Option<&[net::NetworkPolicyPeer]>,
         ports: Option<&[net::NetworkPolicyPort]>,
     ) -> Result<Rule, Error> {
+        let peers_path = Field::name(path, peers_field);
         let peers = peers
             .unwrap_or_default()
             .iter()
             .enumerate()
-            .map(|(j, p)| self.peer(&format!("{path}.{peers_field}[{j}]"), p))
+            .map(|(j, p)| self.peer(&Field::index(&peers_path, j), p))
             .collect::<Result<Vec<_>, _>>()?;
+        let ports_path = Field::name(path, "ports");
         let ports = ports
             .unwrap_or_default()
             .iter()
             .enumerate()
-            .map(|(k, p)| self.port(&format!("{path}.ports[{k}]"), p))
+            .map(|(k, p)| self.port(&Field::index(&ports_path, k), p))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Rule { peers, ports })
     }
 
-    fn peer(&self, path: &str, peer: &net::NetworkPolicyPeer) -> Result<Peer, Error> {
+    fn peer(&self, path: &dyn Display, peer: &net::NetworkPolicyPeer) -> Result<Peer, Error> {
         let has_selector = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
         let bad = |reason| Error::Peer {
             object: self.object.boxed(),
-            field: path.to_owned(),
+            field: path.to_string(),
             reason,
         };
         match (&peer.ip_block, has_selector) {
             (Some(_), true) => Err(bad("may not specify both ipBlock and another peer")),
             (None, false) => Err(bad("must specify a peer")),
             (Some(block), false) => self
-                .ip_block(&format!("{path}.ipBlock"), block)
+                .ip_block(&Field::name(path, "ipBlock"), block)
                 .map(Peer::IpBlock),
             (None, true) => {
                 let pods = match &peer.pod_selector {
                     Some(sel) => {
-                        LabelSelector::from_k8s(sel, self.object, &format!("{path}.podSelector"))?
+                        LabelSelector::from_k8s(sel, self.object, Field::name(path, "podSelector"))?
                     }
                     None => LabelSelector::everything(),
                 };
@@ -442,7 +458,7 @@ impl Ctx<'_> {
                     Some(sel) => NamespaceScope::Selected(LabelSelector::from_k8s(
                         sel,
                         self.object,
-                        &format!("{path}.namespaceSelector"),
+                        Field::name(path, "namespaceSelector"),
                     )?),
                     None => NamespaceScope::Only(self.namespace.to_owned()),
                 };
@@ -451,25 +467,26 @@ impl Ctx<'_> {
         }
     }
 
-    fn ip_block(&self, path: &str, block: &net::IPBlock) -> Result<IpBlock, Error> {
-        let cidr_field = format!("{path}.cidr");
+    fn ip_block(&self, path: &dyn Display, block: &net::IPBlock) -> Result<IpBlock, Error> {
+        let cidr_field = Field::name(path, "cidr");
         if block.cidr.is_empty() {
             return Err(Error::Missing {
                 object: self.object.boxed(),
-                field: cidr_field,
+                field: cidr_field.to_string(),
             });
         }
         let cidr = self.cidr(&cidr_field, &block.cidr)?;
+        let excepts = Field::name(path, "except");
         let mut except = Vec::new();
         for (i, e) in block.except.iter().flatten().enumerate() {
-            let field = format!("{path}.except[{i}]");
+            let field = Field::index(&excepts, i);
             let net = self.cidr(&field, e)?;
             // `contains` is false across families, so this also rejects a
             // v6 except in a v4 block, as the API server does.
             if !(cidr.contains(&net) && net.prefix_len() > cidr.prefix_len()) {
                 return Err(Error::ExceptNotInside {
                     object: self.object.boxed(),
-                    field,
+                    field: field.to_string(),
                     except: e.clone(),
                     cidr: block.cidr.clone(),
                 });
@@ -483,29 +500,29 @@ impl Ctx<'_> {
 
     /// Parses `a.b.c.d/n` or `x::/n`. Host bits are accepted and cleared, like
     /// the API server's `ParseCIDRSloppy`, which takes `10.0.0.1/24` as `10.0.0.0/24`.
-    fn cidr(&self, field: &str, text: &str) -> Result<IpNet, Error> {
+    fn cidr(&self, field: &dyn Display, text: &str) -> Result<IpNet, Error> {
         text.parse::<IpNet>()
             .map(|n| n.trunc())
             .map_err(|e| Error::Cidr {
                 object: self.object.boxed(),
-                field: field.to_owned(),
+                field: field.to_string(),
                 value: text.to_owned(),
                 reason: e.to_string(),
             })
     }
 
-    fn port(&self, path: &str, port: &net::NetworkPolicyPort) -> Result<PortRule, Error> {
+    fn port(&self, path: &dyn Display, port: &net::NetworkPolicyPort) -> Result<PortRule, Error> {
         let protocol = protocol(
             self.object,
-            &format!("{path}.protocol"),
+            &Field::name(path, "protocol"),
             port.protocol.as_deref(),
         )?;
-        let end_field = format!("{path}.endPort");
+        let end_field = Field::name(path, "endPort");
         let port = match (&port.port, port.end_port) {
             (None, Some(_)) => {
                 return Err(Error::EndPortWithoutPort {
                     object: self.object.boxed(),
-                    field: end_field,
+                    field: end_field.to_string(),
                 })
             }
             (None, None) => Port::Any,
@@ -513,20 +530,20 @@ impl Ctx<'_> {
                 if end.is_some() {
                     return Err(Error::EndPortNamedPort {
                         object: self.object.boxed(),
-                        field: end_field,
+                        field: end_field.to_string(),
                         port: name.clone(),
                     });
                 }
                 check_port_name(name).map_err(|reason| Error::PortName {
                     object: self.object.boxed(),
-                    field: format!("{path}.port"),
+                    field: Field::name(path, "port").to_string(),
                     value: name.clone(),
                     reason,
                 })?;
                 Port::Named(name.clone())
             }
             (Some(IntOrString::Int(n)), end) => {
-                let start = port_number(self.object, &format!("{path}.port"), *n)?;
+                let start = port_number(self.object, &Field::name(path, "port"), *n)?;
                 let end = match end {
                     None => start,
                     Some(e) => {
@@ -534,7 +551,7 @@ impl Ctx<'_> {
                         if end < start {
                             return Err(Error::EndPortBelowPort {
                                 object: self.object.boxed(),
-                                field: end_field,
+                                field: end_field.to_string(),
                                 port: *n,
                                 end_port: e,
                             });
@@ -549,23 +566,27 @@ impl Ctx<'_> {
     }
 }
 
-fn protocol(object: &ObjectRef, field: &str, value: Option<&str>) -> Result<Protocol, Error> {
+fn protocol(
+    object: &ObjectRef,
+    field: &dyn Display,
+    value: Option<&str>,
+) -> Result<Protocol, Error> {
     match value {
         None => Ok(Protocol::Tcp),
         Some(s) => Protocol::from_k8s(s).ok_or_else(|| Error::Protocol {
             object: object.boxed(),
-            field: field.to_owned(),
+            field: field.to_string(),
             value: s.to_owned(),
         }),
     }
 }
 
-fn port_number(object: &ObjectRef, field: &str, value: i32) -> Result<u16, Error> {
+fn port_number(object: &ObjectRef, field: &dyn Display, value: i32) -> Result<u16, Error> {
     match u16::try_from(value) {
         Ok(p) if p != 0 => Ok(p),
         _ => Err(Error::PortRange {
             object: object.boxed(),
-            field: field.to_owned(),
+            field: field.to_string(),
             value,
         }),
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
-use crate::error::{Error, ObjectRef};
+use crate::error::{Error, Field, ObjectRef};
 
 /// Labels of a pod or namespace. A `BTreeMap` so that iteration, `Debug`
 /// output and anything derived from it are deterministic.
@@ -186,15 +186,17 @@ impl LabelSelector {
     }
 
     /// Converts a `metav1.LabelSelector`, validating it. `object` and `path`
-    /// (e.g. `spec.ingress[0].from[1].podSelector`) name it in errors.
+    /// (e.g. `spec.ingress[0].from[1].podSelector`) name it in errors; the path is
+    /// only formatted for an error.
     pub fn from_k8s(
         sel: &meta::LabelSelector,
         object: &ObjectRef,
-        path: &str,
+        path: impl fmt::Display,
     ) -> Result<Self, Error> {
+        let path: &dyn fmt::Display = &path;
         let mut reqs = Vec::new();
         if let Some(labels) = &sel.match_labels {
-            let field = format!("{path}.matchLabels");
+            let field = Field::name(path, "matchLabels");
             for (k, v) in labels {
                 validate_label(object, &field, k, v)?;
                 reqs.push(Requirement {
@@ -203,28 +205,29 @@ impl LabelSelector {
                 });
             }
         }
+        let exprs = Field::name(path, "matchExpressions");
         for (i, expr) in sel.match_expressions.iter().flatten().enumerate() {
-            let field = format!("{path}.matchExpressions[{i}]");
+            let field = Field::index(&exprs, i);
             check_key(&expr.key).map_err(|reason| Error::LabelKey {
                 object: object.boxed(),
-                field: format!("{field}.key"),
+                field: Field::name(&field, "key").to_string(),
                 key: expr.key.clone(),
                 reason,
             })?;
             let values = expr.values.as_deref().unwrap_or_default();
-            let values_field = format!("{field}.values");
+            let values_field = Field::name(&field, "values");
             let set = |op: &'static str| -> Result<BTreeSet<String>, Error> {
                 if values.is_empty() {
                     return Err(Error::ValuesRequired {
                         object: object.boxed(),
-                        field: values_field.clone(),
+                        field: values_field.to_string(),
                         operator: op,
                     });
                 }
                 for (j, v) in values.iter().enumerate() {
                     check_value(v).map_err(|reason| Error::LabelValue {
                         object: object.boxed(),
-                        field: format!("{values_field}[{j}]"),
+                        field: Field::index(&values_field, j).to_string(),
                         value: v.clone(),
                         reason,
                     })?;
@@ -237,7 +240,7 @@ impl LabelSelector {
                 } else {
                     Err(Error::ValuesForbidden {
                         object: object.boxed(),
-                        field: values_field.clone(),
+                        field: values_field.to_string(),
                         operator: op,
                         count: values.len(),
                     })
@@ -252,7 +255,7 @@ impl LabelSelector {
                 other => {
                     return Err(Error::Operator {
                         object: object.boxed(),
-                        field: format!("{field}.operator"),
+                        field: Field::name(&field, "operator").to_string(),
                         operator: other.to_owned(),
                     })
                 }
@@ -407,19 +410,19 @@ fn parse_term(term: &str) -> Result<Requirement, String> {
 /// Validates one `key: value` label pair, naming `field` in the error.
 pub(crate) fn validate_label(
     object: &ObjectRef,
-    field: &str,
+    field: &dyn fmt::Display,
     key: &str,
     value: &str,
 ) -> Result<(), Error> {
     check_key(key).map_err(|reason| Error::LabelKey {
         object: object.boxed(),
-        field: field.to_owned(),
+        field: field.to_string(),
         key: key.to_owned(),
         reason,
     })?;
     check_value(value).map_err(|reason| Error::LabelValue {
         object: object.boxed(),
-        field: format!("{field}[{key}]"),
+        field: Field::key(field, key).to_string(),
         value: value.to_owned(),
         reason,
     })
@@ -428,7 +431,7 @@ pub(crate) fn validate_label(
 /// Validates a set of labels as found in `metadata.labels`.
 pub(crate) fn validate_labels(
     object: &ObjectRef,
-    field: &str,
+    field: &dyn fmt::Display,
     labels: &Labels,
 ) -> Result<(), Error> {
     labels
