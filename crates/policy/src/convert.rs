@@ -43,12 +43,8 @@ fn object_ref(kind: Kind, meta: &ObjectMeta, namespaced: bool) -> ObjectRef {
     }
 }
 
-fn required<'a>(
-    object: &ObjectRef,
-    field: &str,
-    value: &'a Option<String>,
-) -> Result<&'a str, Error> {
-    match value.as_deref() {
+fn required<'a>(object: &ObjectRef, field: &str, value: Option<&'a str>) -> Result<&'a str, Error> {
+    match value {
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(Error::Missing {
             object: object.boxed(),
@@ -61,7 +57,7 @@ fn required<'a>(
 fn valid_name<'a>(
     object: &ObjectRef,
     field: &str,
-    value: &'a Option<String>,
+    value: Option<&'a str>,
     check: fn(&str) -> Result<(), String>,
 ) -> Result<&'a str, Error> {
     let name = required(object, field, value)?;
@@ -87,7 +83,7 @@ fn valid_name<'a>(
 fn namespace_name<'a>(
     object: &ObjectRef,
     field: &str,
-    value: &'a Option<String>,
+    value: Option<&'a str>,
 ) -> Result<&'a str, Error> {
     valid_name(object, field, value, check_dns_label)
 }
@@ -99,7 +95,7 @@ fn namespace_name<'a>(
 fn object_name<'a>(
     object: &ObjectRef,
     field: &str,
-    value: &'a Option<String>,
+    value: Option<&'a str>,
 ) -> Result<&'a str, Error> {
     valid_name(object, field, value, check_dns_subdomain)
 }
@@ -116,19 +112,18 @@ fn object_name<'a>(
 /// [`Error::Missing`] for an empty name, [`Error::Name`] for an invalid one, naming the
 /// field as the object's conversion would (`metadata.namespace`, `metadata.name`).
 pub fn check_key(kind: Kind, namespace: Option<&str>, name: &str) -> Result<(), Error> {
-    let meta = ObjectMeta {
-        name: Some(name.to_owned()),
+    let object = ObjectRef {
+        kind,
         namespace: namespace.map(str::to_owned),
-        ..ObjectMeta::default()
+        name: name.to_owned(),
     };
-    let object = object_ref(kind, &meta, namespace.is_some());
     match kind {
         Kind::Namespace => {
-            namespace_name(&object, "metadata.name", &meta.name)?;
+            namespace_name(&object, "metadata.name", Some(name))?;
         }
         Kind::Pod | Kind::NetworkPolicy => {
-            object_name(&object, "metadata.name", &meta.name)?;
-            namespace_name(&object, "metadata.namespace", &meta.namespace)?;
+            object_name(&object, "metadata.name", Some(name))?;
+            namespace_name(&object, "metadata.namespace", namespace)?;
         }
     }
     Ok(())
@@ -145,7 +140,8 @@ impl TryFrom<&core::Namespace> for Namespace {
 
     fn try_from(ns: &core::Namespace) -> Result<Self, Error> {
         let object = object_ref(Kind::Namespace, &ns.metadata, false);
-        let name = namespace_name(&object, "metadata.name", &ns.metadata.name)?.to_owned();
+        let name =
+            namespace_name(&object, "metadata.name", ns.metadata.name.as_deref())?.to_owned();
         let mut labels = labels_of(&object, &ns.metadata)?;
         // The API server sets this label on every namespace and overwrites any
         // user value, so selectors written against it work on real clusters.
@@ -169,9 +165,13 @@ impl TryFrom<&core::Pod> for Pod {
 
     fn try_from(pod: &core::Pod) -> Result<Self, Error> {
         let object = object_ref(Kind::Pod, &pod.metadata, true);
-        let name = object_name(&object, "metadata.name", &pod.metadata.name)?.to_owned();
-        let namespace =
-            namespace_name(&object, "metadata.namespace", &pod.metadata.namespace)?.to_owned();
+        let name = object_name(&object, "metadata.name", pod.metadata.name.as_deref())?.to_owned();
+        let namespace = namespace_name(
+            &object,
+            "metadata.namespace",
+            pod.metadata.namespace.as_deref(),
+        )?
+        .to_owned();
         let labels = labels_of(&object, &pod.metadata)?;
 
         let mut ipv4 = None;
@@ -321,9 +321,13 @@ impl TryFrom<&net::NetworkPolicy> for Policy {
 
     fn try_from(np: &net::NetworkPolicy) -> Result<Self, Error> {
         let object = object_ref(Kind::NetworkPolicy, &np.metadata, true);
-        let name = object_name(&object, "metadata.name", &np.metadata.name)?.to_owned();
-        let namespace =
-            namespace_name(&object, "metadata.namespace", &np.metadata.namespace)?.to_owned();
+        let name = object_name(&object, "metadata.name", np.metadata.name.as_deref())?.to_owned();
+        let namespace = namespace_name(
+            &object,
+            "metadata.namespace",
+            np.metadata.namespace.as_deref(),
+        )?
+        .to_owned();
         let default_spec = net::NetworkPolicySpec::default();
         let spec = np.spec.as_ref().unwrap_or(&default_spec);
 
