@@ -20,7 +20,8 @@
 //! are isolated for egress too are preferred, so that the client's egress chains are
 //! walked as well.
 //!
-//! Each (size, system) pair gets a fresh sandbox:
+//! Each (size, system) pair gets its own sandbox, and a size's sandboxes stand side by
+//! side while it is measured:
 //!
 //! * **none**: no ruleset in the node namespace (and so no conntrack there either);
 //! * **conntrack-only**: one `nft` chain on the forward hook that accepts established
@@ -61,14 +62,23 @@
 //! under `nf_conntrack_max`. Connects slower than [`STALL`] are counted: a dropped SYN
 //! costs a one-second retransmission, which would swamp a mean; none should happen.
 //!
+//! The systems of a size take turns: [`ROUNDS`] rounds, each a criterion group
+//! (`datapath/tcp_connect/r<round>`) that measures every system for ten samples, the
+//! first system of each round being the next one along. On this shared machine the rate
+//! with no ruleset once moved by a quarter between two sizes of one run; measured in one
+//! long turn each, a slow spell fell on one system only and read as its cost. With turns
+//! it falls on all, and the summary prints each round's difference beside the others, so
+//! their spread shows how far a figure can be trusted.
+//!
 //! Each criterion sample's mean time per connect is recorded (`record::Recorder`,
-//! `target/netfence-bench/datapath.jsonl`, scenario `tcp_connect`, extras
-//! `connects_per_sec` from the median sample, `failed_connects`, `stalled_connects`).
+//! `target/netfence-bench/datapath.jsonl`, scenario `tcp_connect`, every round's samples
+//! together, extras `connects_per_sec` from the median sample, `failed_connects`,
+//! `stalled_connects`, `rounds`).
 //! A table of connects per second, and each system's cost per connect over none and
 //! over conntrack-only, goes to stderr at the end, with the target: netfence within 10%
 //! of none at 1k pods.
 //!
-//! `cargo bench --bench datapath` (root; about 5 minutes; each sandbox is built on first
+//! `cargo bench --bench datapath` (root; about 6 minutes; each sandbox is built on first
 //! use, so a filter such as `-- 1000p` skips the others). With `--quick`, in `cargo test`
 //! mode, or with `NETFENCE_BENCH_SMOKE=1`, only 1,000 pods / 100 policies run, briefly
 //! (the CI line takes about 5 s); their figures are not comparable.
@@ -153,6 +163,11 @@ const CONNTRACK_ONLY: &str = "table ip filter {
 /// baseline's tens of thousands of rules and members in it) in a worker, which would
 /// otherwise run during the next measurement.
 const SETTLE: Duration = Duration::from_secs(1);
+
+/// Criterion's warm-up and measurement time for one system in one of a full run's
+/// [`ROUNDS`]: ten seconds of samples per system in all, as one long turn had.
+const ROUND_WARM_UP: Duration = Duration::from_millis(500);
+const ROUND_TIME: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------
 // Systems and sizes
@@ -932,25 +947,32 @@ struct Measured {
     pods: usize,
     policies: usize,
     system: System,
-    /// Mean time per connect of each sample, in ns.
+    /// Mean time per connect of each sample, in ns, every round's.
     samples: Vec<f64>,
+    /// Each round's median sample, in ns, in round order.
+    round_medians: Vec<f64>,
     tally: Tally,
     conntrack: Option<u64>,
 }
 
 impl Measured {
     fn median_ns(&self) -> Option<f64> {
-        let mut v = self.samples.clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        Some(v[v.len() / 2])
+        median(&self.samples)
     }
 
     fn rate(&self) -> Option<f64> {
         self.median_ns().map(|ns| 1e9 / ns)
     }
+}
+
+/// The upper median of `v`.
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
 }
 
 /// The calls criterion made that are its samples: in flat sampling every measurement
@@ -969,6 +991,12 @@ fn samples_of(calls: &[(u64, Duration)]) -> Vec<f64> {
         .collect()
 }
 
+/// Rounds each system is measured in at a full run. A size's sandboxes all stand at once
+/// and take turns, each round in a rotated order, so that a slow spell of the machine
+/// (seen here as none's rate moving by a quarter between two sizes of one run) falls on
+/// every system alike rather than on whichever was measured during it.
+const ROUNDS: usize = 5;
+
 fn bench(c: &mut Criterion) {
     let started = Instant::now();
     let mode = Mode::from_env();
@@ -976,38 +1004,59 @@ fn bench(c: &mut Criterion) {
     harness::remove_stale_namespaces_named(&format!("nf-{TAG}-"), "datapath");
     let mut recorder = record::Recorder::new("datapath");
     let sizes: &[(usize, usize)] = if mode.smoke { &SIZES[..1] } else { &SIZES };
+    let rounds = if mode.smoke { 1 } else { ROUNDS };
     let mut results = Vec::new();
     for &(pods, policies) in sizes {
         let lbl = label(pods, policies);
         // Generated on first use, so that a filter that leaves the size out costs nothing.
         let mut size: Option<Size> = None;
-        let mut g = c.benchmark_group("datapath/tcp_connect");
-        g.throughput(Throughput::Elements(1))
-            .sampling_mode(SamplingMode::Flat);
-        if mode.smoke {
-            g.sample_size(10)
-                .warm_up_time(Duration::from_millis(200))
-                .measurement_time(Duration::from_secs(1));
-        }
-        for system in System::ALL {
-            let mut world: Option<World> = None;
-            if mode.eager {
-                let s = size.get_or_insert_with(|| Size::new(pods, policies));
-                world = Some(World::build(s, system));
+        let mut worlds: [Option<World>; System::ALL.len()] = Default::default();
+        if mode.eager {
+            let s = size.get_or_insert_with(|| Size::new(pods, policies));
+            for (w, system) in worlds.iter_mut().zip(System::ALL) {
+                *w = Some(World::build(s, system));
             }
-            let mut calls: Vec<(u64, Duration)> = Vec::new();
-            let mut tally = Tally::default();
-            g.bench_function(BenchmarkId::new(system.name(), &lbl), |b| {
-                let s = size.get_or_insert_with(|| Size::new(pods, policies));
-                let w = world.get_or_insert_with(|| World::build(s, system));
-                b.iter_custom(|iters| {
-                    let (t, f) = w.connects(iters);
-                    calls.push((iters, t));
-                    tally += f;
-                    t
+        }
+        // Per system, per round: criterion's calls.
+        let mut calls: [Vec<Vec<(u64, Duration)>>; System::ALL.len()] = Default::default();
+        let mut tallies = [Tally::default(); System::ALL.len()];
+        for round in 0..rounds {
+            // One group per round: criterion wants an id once per group, and the
+            // system/size part of it stays what filters match.
+            let mut g = c.benchmark_group(format!("datapath/tcp_connect/r{round}"));
+            g.throughput(Throughput::Elements(1))
+                .sampling_mode(SamplingMode::Flat);
+            if mode.smoke {
+                g.sample_size(10)
+                    .warm_up_time(Duration::from_millis(200))
+                    .measurement_time(Duration::from_secs(1));
+            } else {
+                g.warm_up_time(ROUND_WARM_UP).measurement_time(ROUND_TIME);
+            }
+            for k in 0..System::ALL.len() {
+                let i = (k + round) % System::ALL.len();
+                let system = System::ALL[i];
+                let mut round_calls = Vec::new();
+                let world = &mut worlds[i];
+                let tally = &mut tallies[i];
+                g.bench_function(BenchmarkId::new(system.name(), &lbl), |b| {
+                    let s = size.get_or_insert_with(|| Size::new(pods, policies));
+                    let w = world.get_or_insert_with(|| World::build(s, system));
+                    b.iter_custom(|iters| {
+                        let (t, f) = w.connects(iters);
+                        round_calls.push((iters, t));
+                        *tally += f;
+                        t
+                    });
                 });
-            });
-            let Some(w) = world.take() else {
+                if !round_calls.is_empty() {
+                    calls[i].push(round_calls);
+                }
+            }
+            g.finish();
+        }
+        for (i, system) in System::ALL.into_iter().enumerate() {
+            let Some(w) = worlds[i].take() else {
                 continue;
             };
             let conntrack = w.conntrack_entries();
@@ -1020,19 +1069,18 @@ fn bench(c: &mut Criterion) {
                 }
             }
             drop(w);
-            if !mode.smoke {
-                std::thread::sleep(SETTLE);
-            }
-            if calls.is_empty() {
+            if calls[i].is_empty() {
                 // Built eagerly, then left out by criterion's filter.
                 continue;
             }
+            let rounds: Vec<Vec<f64>> = calls[i].iter().map(|r| samples_of(r)).collect();
             let m = Measured {
                 pods,
                 policies,
                 system,
-                samples: samples_of(&calls),
-                tally,
+                samples: rounds.concat(),
+                round_medians: rounds.iter().filter_map(|r| median(r)).collect(),
+                tally: tallies[i],
                 conntrack,
             };
             let mut r =
@@ -1044,17 +1092,28 @@ fn bench(c: &mut Criterion) {
             if let Some(rate) = m.rate() {
                 r.set("connects_per_sec", rate);
             }
-            r.set("failed_connects", tally.failed as f64);
-            r.set("stalled_connects", tally.stalled as f64);
+            r.set("failed_connects", m.tally.failed as f64);
+            r.set("stalled_connects", m.tally.stalled as f64);
+            r.set("rounds", m.round_medians.len() as f64);
             // A variant is not what netfence writes: the report must not show it as such.
             if !system.varied() {
                 recorder.write(&r);
             }
             results.push(m);
         }
-        g.finish();
+        if !mode.smoke && worlds_built(&calls) {
+            // The kernel frees the deleted namespaces (and the baseline's tens of
+            // thousands of rules and members) in a worker, which would otherwise run
+            // during the next size's measurements.
+            std::thread::sleep(SETTLE);
+        }
     }
     summary(&results, &mode, started.elapsed());
+}
+
+/// Whether any system of a size was measured.
+fn worlds_built(calls: &[Vec<Vec<(u64, Duration)>>]) -> bool {
+    calls.iter().any(|c| !c.is_empty())
 }
 
 fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
@@ -1125,6 +1184,7 @@ fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
             }
         }
     }
+    paired_rounds(results);
     eprintln!(
         "(cost: time per connect over none; ct+: over conntrack-only, what the policy layout \
          adds to a stateful filter; xt+: over conntrack-iptables, what it adds to one \
@@ -1144,6 +1204,44 @@ fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {
                 ""
             }
         );
+    }
+}
+
+/// Each size's rounds side by side: per round, what netfence and the Calico-like layout
+/// cost per connect over none and over `conntrack-iptables` measured in the same round.
+/// Those differences are what the rotation protects from a slow spell; their spread is
+/// how far one run's figure can be trusted.
+fn paired_rounds(results: &[Measured]) {
+    let mut sizes: Vec<(usize, usize)> = results.iter().map(|m| (m.pods, m.policies)).collect();
+    sizes.dedup();
+    for (pods, policies) in sizes {
+        let of = |system| {
+            results
+                .iter()
+                .find(|m| m.pods == pods && m.policies == policies && m.system == system)
+                .filter(|m| m.round_medians.len() >= 2)
+        };
+        for floor in [System::None, System::ConntrackXt] {
+            let Some(base) = of(floor) else { continue };
+            for system in [System::Netfence, System::Calico] {
+                let Some(m) = of(system) else { continue };
+                let diffs: Vec<f64> = m
+                    .round_medians
+                    .iter()
+                    .zip(&base.round_medians)
+                    .map(|(n, b)| (n - b) / 1e3)
+                    .collect();
+                let shown: Vec<String> = diffs.iter().map(|d| format!("{d:+.2}")).collect();
+                eprintln!(
+                    "{:<14} {} over {} by round, us/conn: {} (median {:+.2})",
+                    label(pods, policies),
+                    m.system.shown(),
+                    floor.name(),
+                    shown.join(" "),
+                    median(&diffs).unwrap_or(f64::NAN),
+                );
+            }
+        }
     }
 }
 

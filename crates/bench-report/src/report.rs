@@ -99,7 +99,7 @@ fn describe(scenario: &str) -> &'static str {
         "full_sync" => "The whole cluster into an empty kernel (`calico-full`, `nft-full`: the baselines' full restore) (`benches/scenarios.rs`).",
         "restart" => "The engine shut down without flushing and a new one started over the kernel's state, handed the same cluster, until ready and converged; `calico-restart` and `nft-restart` are the reads the baselines' agents must make before they can tell what to write, which is nothing here: a floor under their restart (`benches/scenarios.rs`).",
         "rss" => "Memory: the peak RSS of an agent process holding the cluster and an engine (`peak_rss_bytes`), the agent's own before the engine started (`agent_rss_bytes`), and the difference, the engine's (`engine_rss_bytes`) (`benches/scenarios.rs`).",
-        "tcp_connect" => "Data path: TCP connections through the node's forward path; samples are the mean time per connect of each sample (`benches/datapath.rs`).",
+        "tcp_connect" => "Data path: TCP connections through the node's forward path; samples are the mean time per connect of each sample. A size's systems stand side by side and are measured in turns, `rounds` rounds of ten samples each in a rotated order, so that a slow spell of the machine is shared (`benches/datapath.rs`).",
         _ => "See the bench that wrote it.",
     }
 }
