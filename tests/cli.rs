@@ -553,7 +553,7 @@ fn leaf_chains(sb: &Sandbox) -> Vec<String> {
 /// A jump written by hand between two netfence chains no longer keeps `flush` from
 /// deleting them (it failed with EBUSY and the hint "another writer kept changing the
 /// ruleset"); one from someone else's chain leaves its target emptied, and `flush` says
-/// which chain and why, without a retry loop.
+/// which chain and why, without a retry loop, and `status` lists it as kept, not drift.
 #[test]
 fn flush_deletes_chains_a_hand_written_jump_joins() {
     let sb = Sandbox::new("cli-jump");
@@ -582,6 +582,17 @@ fn flush_deletes_chains_a_hand_written_jump_joins() {
     );
     let save = sb.sh("iptables-nft-save", &[]);
     assert!(!save.contains("-A nf-"), "{save}");
+    // The kept chain is no drift: no apply can remove it while the jump stands, and an
+    // empty chain decides nothing. `status` said it was unreachable and exited 2.
+    let st = netfence(&["status", "--netns", &sb.name]).expect(0);
+    assert!(
+        st.stdout
+            .contains(&format!("ip filter {target}, empty: a rule in DOCKER-USER"))
+            && !st.stdout.contains("unreachable")
+            && st.stdout.contains("status: in sync"),
+        "{}",
+        st.stdout
+    );
     sb.sh("iptables-nft", &["-D", "DOCKER-USER", "-j", &target]);
     netfence(&["flush", "--netns", &sb.name]).expect(0);
     assert!(!kernel_text(&sb).contains("nf-"), "{}", kernel_text(&sb));

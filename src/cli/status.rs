@@ -8,10 +8,14 @@
 //!   netfence doesn't hold, an owned chain nothing jumps to (e.g. its jump from
 //!   `FORWARD` was deleted, which silently switches enforcement off), an owned set name of
 //!   a type netfence does not manage;
+//! - not drift: an owned chain that is empty and that only rules netfence did not write
+//!   jump to. The planner keeps such a chain, emptied, where it would delete it, because
+//!   the kernel refuses to delete a chain something jumps to; `apply` can't remove it
+//!   while that jump stands, and an empty chain decides nothing. It is listed as kept.
 //! - with `-f`: any operation between the kernel and the compiled files (a flushed set, a
 //!   policy changed since the last apply).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use clap::Args;
@@ -109,6 +113,9 @@ struct Report {
     strays: Vec<RuleInfo>,
     /// Broken references and unreachable chains, one sentence each.
     problems: Vec<String>,
+    /// Empty owned chains that only rules netfence did not write jump to, one sentence
+    /// each: kept for that jump, not drift.
+    kept: Vec<String>,
     foreign: ForeignInfo,
     files: Option<FilesInfo>,
     drifted: bool,
@@ -166,12 +173,31 @@ impl Report {
         let mut hook_rules = Vec::new();
         let mut strays = Vec::new();
         let mut problems = Vec::new();
+        let mut kept = Vec::new();
         let mut foreign = ForeignInfo::default();
         for (tid, t) in rs.tables() {
             let family = tid.family.name();
             // Chains some owned rule of this table jumps or goes to.
             let targets: BTreeSet<&str> =
                 t.chains.values().flat_map(|c| c.jump_targets()).collect();
+            // Chains that a rule netfence did not write jumps to, with the first such rule.
+            let mut opaque: BTreeMap<&str, String> = BTreeMap::new();
+            for (from, c) in t.chains.iter().filter(|(_, c)| c.has_opaque_jumps()) {
+                for e in c.entries() {
+                    let (Entry::Foreign(o) | Entry::Stray(o)) = e else {
+                        continue;
+                    };
+                    if let Some(to) = o.jump.as_deref() {
+                        opaque.entry(to).or_insert_with(|| {
+                            let handle = o
+                                .handle
+                                .map(|h| format!(" (handle {h})"))
+                                .unwrap_or_default();
+                            format!("a rule in {from}{handle}")
+                        });
+                    }
+                }
+            }
             for (name, c) in &t.chains {
                 let owned = rs.owns(name);
                 let locate = |handle, rule| RuleInfo {
@@ -205,9 +231,19 @@ impl Report {
                     continue;
                 }
                 if c.base.is_none() && !targets.contains(name.as_str()) {
-                    problems.push(format!(
-                        "chain {tid} {name} is unreachable: no netfence rule jumps to it"
-                    ));
+                    match opaque.get(name.as_str()) {
+                        Some(from) if c.owned().next().is_none() => kept.push(format!(
+                            "chain {tid} {name}, empty: {from} that netfence did not write \
+                             jumps to it; the first apply after that jump goes deletes it"
+                        )),
+                        Some(from) => problems.push(format!(
+                            "chain {tid} {name}: no netfence rule jumps to it, only {from} \
+                             that netfence did not write"
+                        )),
+                        None => problems.push(format!(
+                            "chain {tid} {name} is unreachable: no netfence rule jumps to it"
+                        )),
+                    }
                 }
                 chains.push(ChainInfo {
                     family,
@@ -262,6 +298,7 @@ impl Report {
             hook_rules,
             strays,
             problems,
+            kept,
             foreign,
             files,
             drifted,
@@ -340,6 +377,16 @@ impl Report {
             "strays: rules netfence did not write in its chains; apply removes them",
             &self.strays,
         );
+        if !self.kept.is_empty() {
+            let _ = writeln!(
+                s,
+                "kept: emptied chains a rule outside netfence still jumps to ({}):",
+                self.kept.len()
+            );
+            for k in &self.kept {
+                let _ = writeln!(s, "  {k}");
+            }
+        }
         if !self.problems.is_empty() {
             let _ = writeln!(s, "problems ({}):", self.problems.len());
             for p in &self.problems {
