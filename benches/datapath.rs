@@ -159,14 +159,16 @@ const CONNTRACK_ONLY: &str = "table ip filter {
 }
 ";
 
-/// Pause after a sandbox is torn down: the kernel frees a deleted namespace (and the
+/// Pause after a size's sandboxes are torn down: the kernel frees a deleted namespace (and the
 /// baseline's tens of thousands of rules and members in it) in a worker, which would
 /// otherwise run during the next measurement.
 const SETTLE: Duration = Duration::from_secs(1);
 
-/// Criterion's warm-up and measurement time for one system in one of a full run's
-/// [`ROUNDS`]: ten seconds of samples per system in all, as one long turn had.
+/// Criterion's warm-up for one system in one of a full run's [`ROUNDS`]: its sandbox has
+/// been idle while the others were measured.
 const ROUND_WARM_UP: Duration = Duration::from_millis(500);
+/// Criterion's measurement time for one system in one round: ten seconds of samples per
+/// system over the [`ROUNDS`], as its one long turn had before.
 const ROUND_TIME: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------------------------------
