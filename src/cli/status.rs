@@ -183,19 +183,17 @@ impl Report {
             // Chains that a rule netfence did not write jumps to, with the first such rule.
             let mut opaque: BTreeMap<&str, String> = BTreeMap::new();
             for (from, c) in t.chains.iter().filter(|(_, c)| c.has_opaque_jumps()) {
-                for e in c.entries() {
-                    let (Entry::Foreign(o) | Entry::Stray(o)) = e else {
+                for (e, to) in c.observed_jumps() {
+                    if matches!(e, Entry::Owned(_)) {
                         continue;
-                    };
-                    if let Some(to) = o.jump.as_deref() {
-                        opaque.entry(to).or_insert_with(|| {
-                            let handle = o
-                                .handle
-                                .map(|h| format!(" (handle {h})"))
-                                .unwrap_or_default();
-                            format!("a rule in {from}{handle}")
-                        });
                     }
+                    opaque.entry(to).or_insert_with(|| {
+                        let handle = e
+                            .handle()
+                            .map(|h| format!(" (handle {h})"))
+                            .unwrap_or_default();
+                        format!("a rule in {from}{handle}")
+                    });
                 }
             }
             for (name, c) in &t.chains {
