@@ -1103,7 +1103,7 @@ fn bench(c: &mut Criterion) {
             }
             results.push(m);
         }
-        if !mode.smoke && worlds_built(&calls) {
+        if !mode.smoke && calls.iter().any(|c| !c.is_empty()) {
             // The kernel frees the deleted namespaces (and the baseline's tens of
             // thousands of rules and members) in a worker, which would otherwise run
             // during the next size's measurements.
@@ -1111,11 +1111,6 @@ fn bench(c: &mut Criterion) {
         }
     }
     summary(&results, &mode, started.elapsed());
-}
-
-/// Whether any system of a size was measured.
-fn worlds_built(calls: &[Vec<Vec<(u64, Duration)>>]) -> bool {
-    calls.iter().any(|c| !c.is_empty())
 }
 
 fn summary(results: &[Measured], mode: &Mode, elapsed: Duration) {

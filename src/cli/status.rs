@@ -8,8 +8,8 @@
 //!   netfence doesn't hold, an owned chain nothing jumps to (e.g. its jump from
 //!   `FORWARD` was deleted, which silently switches enforcement off), an owned set name of
 //!   a type netfence does not manage;
-//! - not drift: an owned chain that is empty and that only rules netfence did not write
-//!   jump to. The planner keeps such a chain, emptied, where it would delete it, because
+//! - not drift: an owned chain that is empty and that only foreign rules (in chains
+//!   netfence does not own) jump to. The planner keeps such a chain, emptied, where it would delete it, because
 //!   the kernel refuses to delete a chain something jumps to; `apply` can't remove it
 //!   while that jump stands, and an empty chain decides nothing. It is listed as kept.
 //! - with `-f`: any operation between the kernel and the compiled files (a flushed set, a
@@ -113,8 +113,8 @@ struct Report {
     strays: Vec<RuleInfo>,
     /// Broken references and unreachable chains, one sentence each.
     problems: Vec<String>,
-    /// Empty owned chains that only rules netfence did not write jump to, one sentence
-    /// each: kept for that jump, not drift.
+    /// Empty owned chains that only foreign rules jump to, one sentence each: kept for
+    /// that jump, not drift.
     kept: Vec<String>,
     foreign: ForeignInfo,
     files: Option<FilesInfo>,
@@ -180,11 +180,12 @@ impl Report {
             // Chains some owned rule of this table jumps or goes to.
             let targets: BTreeSet<&str> =
                 t.chains.values().flat_map(|c| c.jump_targets()).collect();
-            // Chains that a rule netfence did not write jumps to, with the first such rule.
+            // Chains that a foreign rule jumps to, with the first such rule. Strays don't
+            // count: apply deletes them, and the chain they jump to with them.
             let mut opaque: BTreeMap<&str, String> = BTreeMap::new();
             for (from, c) in t.chains.iter().filter(|(_, c)| c.has_opaque_jumps()) {
                 for (e, to) in c.observed_jumps() {
-                    if matches!(e, Entry::Owned(_)) {
+                    if !matches!(e, Entry::Foreign(_)) {
                         continue;
                     }
                     opaque.entry(to).or_insert_with(|| {

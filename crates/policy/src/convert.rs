@@ -100,6 +100,19 @@ fn object_name<'a>(
     valid_name(object, field, value, check_dns_subdomain)
 }
 
+/// A pod's or a policy's `metadata.name` and `metadata.namespace`, checked in that
+/// order, as its conversion and a delete by key both check them.
+fn namespaced_key<'a>(
+    object: &ObjectRef,
+    name: Option<&'a str>,
+    namespace: Option<&'a str>,
+) -> Result<(&'a str, &'a str), Error> {
+    Ok((
+        object_name(object, "metadata.name", name)?,
+        namespace_name(object, "metadata.namespace", namespace)?,
+    ))
+}
+
 /// Checks the key of an object a delete names, by the rules its conversion applies to
 /// the same fields: `namespace` (`None` for a Namespace, which has none) as a
 /// namespace's name, `name` as a Namespace's or as a pod's or NetworkPolicy's.
@@ -122,8 +135,7 @@ pub fn check_key(kind: Kind, namespace: Option<&str>, name: &str) -> Result<(), 
             namespace_name(&object, "metadata.name", Some(name))?;
         }
         Kind::Pod | Kind::NetworkPolicy => {
-            object_name(&object, "metadata.name", Some(name))?;
-            namespace_name(&object, "metadata.namespace", namespace)?;
+            namespaced_key(&object, Some(name), namespace)?;
         }
     }
     Ok(())
@@ -165,13 +177,12 @@ impl TryFrom<&core::Pod> for Pod {
 
     fn try_from(pod: &core::Pod) -> Result<Self, Error> {
         let object = object_ref(Kind::Pod, &pod.metadata, true);
-        let name = object_name(&object, "metadata.name", pod.metadata.name.as_deref())?.to_owned();
-        let namespace = namespace_name(
+        let (name, namespace) = namespaced_key(
             &object,
-            "metadata.namespace",
+            pod.metadata.name.as_deref(),
             pod.metadata.namespace.as_deref(),
-        )?
-        .to_owned();
+        )?;
+        let (name, namespace) = (name.to_owned(), namespace.to_owned());
         let labels = labels_of(&object, &pod.metadata)?;
 
         let mut ipv4 = None;
@@ -321,13 +332,12 @@ impl TryFrom<&net::NetworkPolicy> for Policy {
 
     fn try_from(np: &net::NetworkPolicy) -> Result<Self, Error> {
         let object = object_ref(Kind::NetworkPolicy, &np.metadata, true);
-        let name = object_name(&object, "metadata.name", np.metadata.name.as_deref())?.to_owned();
-        let namespace = namespace_name(
+        let (name, namespace) = namespaced_key(
             &object,
-            "metadata.namespace",
+            np.metadata.name.as_deref(),
             np.metadata.namespace.as_deref(),
-        )?
-        .to_owned();
+        )?;
+        let (name, namespace) = (name.to_owned(), namespace.to_owned());
         let default_spec = net::NetworkPolicySpec::default();
         let spec = np.spec.as_ref().unwrap_or(&default_spec);
 
